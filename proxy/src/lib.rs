@@ -1,0 +1,2 @@
+//! bottle-proxy: the TLS-bumping, default-deny allowlist proxy at the heart of the sidecar.
+pub mod policy;

@@ -1,0 +1,1 @@
+//! bottle-scanner: secret scanning (DLP) shared by the proxy and the git gate.

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs the Debian packages bottle needs. Usage: scripts/deps.sh [run|test|bench]
+set -euo pipefail
+what="${1:-run}"
+pkgs=(curl ca-certificates mmdebstrap)
+case "$what" in
+  test) pkgs+=() ;;
+  bench) pkgs+=(nginx squid-openssl wrk hyperfine) ;;
+esac
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
