@@ -1,0 +1,931 @@
+//! Creating and tearing down the Docker objects of one bottle.
+//!
+//! Order: runtime dir → CA → internal network (explicit /28) → egress network → sidecar
+//! (internal static IP `.2`, then joined to egress; bootstrap over stdin) → agent (internal
+//! only, static IP `.3`, DNS pinned to the sidecar). Every object carries the `io.bottle.*`
+//! labels; anything created before an error is removed again.
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use bollard::models::{
+    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, HostConfigLogConfig,
+    Ipam, IpamConfig, Mount, MountType, NetworkConnectRequest, NetworkCreateRequest,
+    NetworkingConfig,
+};
+use bollard::query_parameters::{
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, ListNetworksOptions,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+use ipnet::Ipv4Net;
+use tokio::io::AsyncWriteExt;
+
+use super::bootstrap::{secret_refs, Bootstrap, DnsBootstrap};
+use super::engine::EngineFacts;
+use super::labels::{self, BottleLabels};
+use super::spec::{LaunchSpec, RuntimeChoice, WorkspaceSpec};
+use super::statedir::{now_rfc3339, SessionRecord, StateDir};
+use super::{ca, roots, subnet};
+
+/// Proxy port of the sidecar.
+pub const PROXY_PORT: u16 = 3128;
+/// Name (and network alias) of the sidecar on the internal network.
+pub const SIDECAR_NAME: &str = "bottle-sidecar";
+/// The agent's home directory (a tmpfs).
+pub const AGENT_HOME: &str = "/home/agent";
+/// Where the bottle CA alone is mounted in the agent.
+pub const AGENT_CA_PATH: &str = "/etc/bottle/ca.pem";
+/// Where the system prompt is mounted in the agent.
+pub const AGENT_PROMPT_PATH: &str = "/etc/bottle/system-prompt.md";
+
+/// How the agent container is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Interactive TTY (`bottle start`).
+    Start,
+    /// Unattended, no TTY (`bottle run`).
+    Run,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::Start => "start",
+            Mode::Run => "run",
+        }
+    }
+}
+
+/// Options of one launch that are not part of the manifest.
+#[derive(Debug, Clone)]
+pub struct LaunchOptions {
+    /// Start or run.
+    pub mode: Mode,
+    /// Command overriding the agent's default command.
+    pub cmd: Option<Vec<String>>,
+    /// Extra non-secret env (e.g. `BOTTLE_PROMPT`).
+    pub extra_env: Vec<(String, String)>,
+    /// Use this existing network (id or name) as the sidecars' egress network instead of a
+    /// per-bottle one (`BOTTLE_EGRESS_NETWORK`).
+    pub egress_network: Option<String>,
+    /// Print progress lines on stderr.
+    pub verbose: bool,
+}
+
+/// A created bottle. Call [`Bottle::teardown`] when done.
+pub struct Bottle {
+    /// Engine connection.
+    pub docker: Docker,
+    /// Bottle id.
+    pub id: String,
+    /// Labels shared by every object.
+    pub labels: BottleLabels,
+    /// Runtime directory.
+    pub state: StateDir,
+    /// Internal network id.
+    pub internal_net: Option<String>,
+    /// Egress network id, when created by this bottle.
+    pub egress_net: Option<String>,
+    /// Sidecar container id.
+    pub sidecar: Option<String>,
+    /// Agent container id.
+    pub agent: Option<String>,
+    /// Sidecar IP on the internal network.
+    pub sidecar_ip: Ipv4Addr,
+    /// Agent IP on the internal network.
+    pub agent_ip: Ipv4Addr,
+    /// Internal subnet.
+    pub subnet: Option<Ipv4Net>,
+    /// OCI runtime the agent uses (`None` = engine default).
+    pub runtime: Option<String>,
+    /// Start time.
+    pub started: String,
+}
+
+impl Bottle {
+    /// Creates every object of the bottle; the agent is created but not started.
+    pub async fn launch(
+        docker: &Docker,
+        facts: &EngineFacts,
+        spec: &LaunchSpec,
+        opts: &LaunchOptions,
+    ) -> Result<Bottle> {
+        let id = labels::new_id().context("generating a bottle id")?;
+        let blabels = BottleLabels {
+            id: id.clone(),
+            bottle: spec.bottle.clone(),
+            agent: spec.agent.clone(),
+            mode: opts.mode.as_str().into(),
+            extra: spec
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        };
+        let state = StateDir::create(&id)?;
+        let mut b = Bottle {
+            docker: docker.clone(),
+            id,
+            labels: blabels,
+            state,
+            internal_net: None,
+            egress_net: None,
+            sidecar: None,
+            agent: None,
+            sidecar_ip: Ipv4Addr::UNSPECIFIED,
+            agent_ip: Ipv4Addr::UNSPECIFIED,
+            subnet: None,
+            runtime: None,
+            started: now_rfc3339(),
+        };
+        match b.build(facts, spec, opts).await {
+            Ok(()) => Ok(b),
+            Err(e) => {
+                b.teardown().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn build(
+        &mut self,
+        facts: &EngineFacts,
+        spec: &LaunchSpec,
+        opts: &LaunchOptions,
+    ) -> Result<()> {
+        check_env_has_no_secret(spec, opts)?;
+        let say = |m: &str| {
+            if opts.verbose {
+                eprintln!("bottle: {m}");
+            }
+        };
+        self.runtime = select_runtime(&self.docker, facts, spec.runtime, &spec.agent_image).await?;
+        // CA and trust files (public) in the runtime dir.
+        let ca = ca::generate(&self.id)?;
+        let image_roots = roots::image_roots(&self.docker, &spec.agent_image).await?;
+        let ca_path = self.state.write("ca.pem", ca.cert_pem.as_bytes(), 0o644)?;
+        let bundle_path = self.state.write(
+            "ca-bundle.crt",
+            roots::bundle(&image_roots, &ca.cert_pem).as_bytes(),
+            0o644,
+        )?;
+        let prompt_path = match &spec.system_prompt {
+            Some(p) => Some(self.state.write("system-prompt.md", p.as_bytes(), 0o644)?),
+            None => None,
+        };
+        let (workspace_src, uid, gid) = self.prepare_workspace(&spec.workspace)?;
+
+        say("creating the bottle networks");
+        self.create_internal_network(facts).await?;
+        let egress = match &opts.egress_network {
+            Some(n) => {
+                let net = self
+                    .docker
+                    .inspect_network(n, None::<bollard::query_parameters::InspectNetworkOptions>)
+                    .await
+                    .with_context(|| {
+                        format!("BOTTLE_EGRESS_NETWORK={n} does not name an existing network")
+                    })?;
+                net.id.unwrap_or_else(|| n.clone())
+            }
+            None => self.create_egress_network().await?,
+        };
+        let resolv_path = if self.runtime.as_deref() == Some("runsc") {
+            // gVisor cannot reach the embedded DNS; name the sidecar directly.
+            Some(self.state.write(
+                "resolv.conf",
+                format!("nameserver {}\n", self.sidecar_ip).as_bytes(),
+                0o644,
+            )?)
+        } else {
+            None
+        };
+
+        say("starting the sidecar");
+        self.create_sidecar(spec, &ca, &egress).await?;
+        drop(ca);
+
+        say("creating the agent");
+        let mounts = AgentMounts {
+            workspace: workspace_src,
+            bundle: bundle_path,
+            ca: ca_path,
+            prompt: prompt_path,
+            resolv: resolv_path,
+        };
+        self.create_agent(spec, opts, &mounts, uid, gid).await?;
+        self.state.write_record(&self.record())?;
+        Ok(())
+    }
+
+    /// The session record of this bottle.
+    pub fn record(&self) -> SessionRecord {
+        SessionRecord {
+            id: self.id.clone(),
+            bottle: self.labels.bottle.clone(),
+            agent: self.labels.agent.clone(),
+            mode: self.labels.mode.clone(),
+            pid: std::process::id(),
+            started: self.started.clone(),
+            containers: self
+                .sidecar
+                .iter()
+                .chain(self.agent.iter())
+                .cloned()
+                .collect(),
+            networks: self
+                .internal_net
+                .iter()
+                .chain(self.egress_net.iter())
+                .cloned()
+                .collect(),
+        }
+    }
+
+    fn prepare_workspace(&self, ws: &WorkspaceSpec) -> Result<(Option<PathBuf>, u32, u32)> {
+        let (src, meta_of) = match ws {
+            WorkspaceSpec::None => return Ok((None, 1000, 1000)),
+            WorkspaceSpec::Bind(p) => (p.clone(), p.clone()),
+            WorkspaceSpec::Copy(p) => {
+                let dst = self.state.path().join("workspace");
+                let st = std::process::Command::new("cp")
+                    .arg("-a")
+                    .arg(format!("{}/.", p.display()))
+                    .arg(&dst)
+                    .status()
+                    .with_context(|| {
+                        format!("copying the workspace {} (is `cp` installed?)", p.display())
+                    })?;
+                if !st.success() {
+                    bail!(
+                        "copying the workspace {} into {} failed ({st})",
+                        p.display(),
+                        dst.display()
+                    );
+                }
+                (dst, p.clone())
+            }
+        };
+        let meta = std::fs::metadata(&meta_of).with_context(|| {
+            format!(
+                "the workspace {} is not accessible; create it or set `workspace` in the bottle",
+                meta_of.display()
+            )
+        })?;
+        if !meta.is_dir() {
+            bail!("the workspace {} is not a directory", meta_of.display());
+        }
+        let (mut uid, mut gid) = (meta.uid(), meta.gid());
+        if uid == 0 {
+            eprintln!(
+                "bottle: warning: the workspace {} is owned by root; the agent runs as 65534:65534 and may not be able to write it (chown it to a normal user)",
+                meta_of.display()
+            );
+            uid = 65534;
+            gid = 65534;
+        }
+        if matches!(ws, WorkspaceSpec::Copy(_)) {
+            let st = std::process::Command::new("chown")
+                .arg("-R")
+                .arg(format!("{uid}:{gid}"))
+                .arg(&src)
+                .status();
+            if !matches!(st, Ok(s) if s.success()) && unsafe { libc::geteuid() } == 0 {
+                bail!(
+                    "could not chown the workspace copy {} to {uid}:{gid}",
+                    src.display()
+                );
+            }
+        }
+        Ok((Some(src), uid, gid))
+    }
+
+    async fn create_internal_network(&mut self, facts: &EngineFacts) -> Result<()> {
+        let pool = subnet::pool_from_env()?;
+        let mut options = HashMap::from([(
+            "com.docker.network.bridge.inhibit_ipv4".to_string(),
+            "true".to_string(),
+        )]);
+        if facts.has_isolated_gateway_mode() {
+            options.insert(
+                "com.docker.network.bridge.gateway_mode_ipv4".into(),
+                "isolated".into(),
+            );
+            options.insert(
+                "com.docker.network.bridge.gateway_mode_ipv6".into(),
+                "isolated".into(),
+            );
+        }
+        let (net_id, sn) = self
+            .create_network_in_pool(pool, "int", true, options, "internal")
+            .await?;
+        self.internal_net = Some(net_id);
+        self.subnet = Some(sn);
+        self.sidecar_ip = subnet::host(&sn, 2);
+        self.agent_ip = subnet::host(&sn, 3);
+        Ok(())
+    }
+
+    async fn create_egress_network(&mut self) -> Result<String> {
+        let pool = subnet::pool_from_env()?;
+        let options = HashMap::from([(
+            "com.docker.network.bridge.enable_icc".to_string(),
+            "false".to_string(),
+        )]);
+        let (net_id, _) = self
+            .create_network_in_pool(pool, "egress", false, options, "egress")
+            .await?;
+        self.egress_net = Some(net_id.clone());
+        Ok(net_id)
+    }
+
+    /// Creates a bridge network on a free /28 of the pool, retrying when another launcher
+    /// takes the same subnet concurrently.
+    async fn create_network_in_pool(
+        &self,
+        pool: Ipv4Net,
+        suffix: &str,
+        internal: bool,
+        options: HashMap<String, String>,
+        role: &str,
+    ) -> Result<(String, Ipv4Net)> {
+        let seed = u64::from_str_radix(&self.id, 16).unwrap_or(0)
+            ^ u64::from(std::process::id())
+            ^ suffix.len() as u64;
+        let mut attempt = 0u64;
+        let mut last_err = None;
+        while attempt < 12 {
+            let used = used_subnets(&self.docker).await?;
+            let free =
+                subnet::free_subnets(pool, &used, seed.wrapping_add(attempt.wrapping_mul(7919)));
+            let Some(sn) = free.first().copied() else {
+                bail!(
+                    "no free /{} left in the bottle address pool {pool}: remove stale networks (`bottle reap`) or set BOTTLE_SUBNET_POOL to a larger range",
+                    subnet::PREFIX
+                );
+            };
+            let req = NetworkCreateRequest {
+                name: labels::name(&self.id, suffix),
+                driver: Some("bridge".into()),
+                internal: Some(internal),
+                enable_ipv6: Some(false),
+                attachable: Some(false),
+                labels: Some(self.labels.for_role(role)),
+                options: Some(options.clone()),
+                ipam: Some(Ipam {
+                    driver: Some("default".into()),
+                    config: Some(vec![IpamConfig {
+                        subnet: Some(sn.to_string()),
+                        ..Default::default()
+                    }]),
+                    options: None,
+                }),
+                ..Default::default()
+            };
+            match self.docker.create_network(req).await {
+                Ok(r) => return Ok((r.id, sn)),
+                Err(e) => {
+                    let msg = e.to_string();
+                    if msg.contains("overlap") || msg.contains("already") || msg.contains("in use")
+                    {
+                        last_err = Some(e);
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+                        continue;
+                    }
+                    return Err(e).with_context(|| format!("creating the {role} network on {sn}"));
+                }
+            }
+        }
+        Err(anyhow!("{}", last_err.map(|e| e.to_string()).unwrap_or_default()))
+            .context("creating a bottle network: every candidate subnet was taken concurrently; retry, or run `bottle reap`")
+    }
+
+    async fn create_sidecar(
+        &mut self,
+        spec: &LaunchSpec,
+        ca: &ca::BottleCa,
+        egress: &str,
+    ) -> Result<()> {
+        let internal = self
+            .internal_net
+            .clone()
+            .context("internal network missing")?;
+        let name = labels::name(&self.id, "sidecar");
+        let host_config = HostConfig {
+            network_mode: Some(internal.clone()),
+            readonly_rootfs: Some(true),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges:true".into()]),
+            sysctls: Some(HashMap::from([
+                ("net.ipv4.ip_forward".into(), "0".into()),
+                ("net.ipv4.ip_unprivileged_port_start".into(), "0".into()),
+            ])),
+            pids_limit: Some(256),
+            memory: Some(512 << 20),
+            memory_swap: Some(512 << 20),
+            nano_cpus: Some(1_000_000_000),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::from([("max-size".into(), "50m".into())])),
+            }),
+            ..Default::default()
+        };
+        let endpoint = EndpointSettings {
+            aliases: Some(vec![SIDECAR_NAME.into(), "proxy".into()]),
+            ipam_config: Some(EndpointIpamConfig {
+                ipv4_address: Some(self.sidecar_ip.to_string()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.sidecar_image.clone()),
+            cmd: Some(vec!["--bootstrap-stdin".into()]),
+            user: Some("65534:65534".into()),
+            hostname: Some(SIDECAR_NAME.into()),
+            open_stdin: Some(true),
+            stdin_once: Some(true),
+            attach_stdin: Some(true),
+            attach_stdout: Some(false),
+            attach_stderr: Some(false),
+            tty: Some(false),
+            labels: Some(self.labels.for_role("sidecar")),
+            host_config: Some(host_config),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(internal.clone(), endpoint)])),
+            }),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+                body,
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "creating the sidecar from image {} — run `bottle images build`?",
+                    spec.sidecar_image
+                )
+            })?;
+        self.sidecar = Some(created.id.clone());
+        self.docker
+            .connect_network(
+                egress,
+                NetworkConnectRequest {
+                    container: created.id.clone(),
+                    endpoint_config: None,
+                },
+            )
+            .await
+            .context("joining the sidecar to its egress network")?;
+
+        // Attach stdin before start, so the bootstrap (policy, CA key, secrets) is never
+        // anywhere but this pipe.
+        let mut attached = self
+            .docker
+            .attach_container(
+                &created.id,
+                Some(
+                    AttachContainerOptionsBuilder::default()
+                        .stdin(true)
+                        .stream(true)
+                        .build(),
+                ),
+            )
+            .await
+            .context("attaching to the sidecar's stdin")?;
+        self.docker
+            .start_container(&created.id, None)
+            .await
+            .context("starting the sidecar")?;
+        let policy_toml =
+            toml::to_string(&spec.policy).context("rendering the bottle policy as TOML")?;
+        let boot = Bootstrap {
+            policy_toml,
+            ca_cert_pem: &ca.cert_pem,
+            ca_key_pem: &ca.key_pem,
+            secrets: secret_refs(&spec.secrets),
+            listen: format!("{}:{PROXY_PORT}", self.sidecar_ip),
+            dns: DnsBootstrap {
+                listen: format!("{}:53", self.sidecar_ip),
+                name: SIDECAR_NAME.into(),
+                ip: self.sidecar_ip.to_string(),
+            },
+        };
+        let json = boot.to_json()?;
+        drop(boot);
+        attached
+            .input
+            .write_all(&json)
+            .await
+            .context("sending the bootstrap to the sidecar")?;
+        attached.input.flush().await.ok();
+        attached
+            .input
+            .shutdown()
+            .await
+            .context("closing the sidecar's stdin")?;
+        drop(json);
+        drop(attached);
+        wait_ready(&self.docker, &created.id).await
+    }
+
+    async fn create_agent(
+        &mut self,
+        spec: &LaunchSpec,
+        opts: &LaunchOptions,
+        m: &AgentMounts,
+        uid: u32,
+        gid: u32,
+    ) -> Result<()> {
+        let internal = self
+            .internal_net
+            .clone()
+            .context("internal network missing")?;
+        let name = labels::name(&self.id, "agent");
+        let interactive = opts.mode == Mode::Start;
+        let proxy = format!("http://{}:{PROXY_PORT}", self.sidecar_ip);
+        let mut env: Vec<(String, String)> = vec![
+            ("HOME".into(), AGENT_HOME.into()),
+            ("USER".into(), "agent".into()),
+            ("LOGNAME".into(), "agent".into()),
+            (
+                "TERM".into(),
+                std::env::var("TERM")
+                    .ok()
+                    .filter(|_| interactive)
+                    .unwrap_or_else(|| "xterm-256color".into()),
+            ),
+            ("HTTP_PROXY".into(), proxy.clone()),
+            ("HTTPS_PROXY".into(), proxy.clone()),
+            ("http_proxy".into(), proxy.clone()),
+            ("https_proxy".into(), proxy.clone()),
+            ("ALL_PROXY".into(), proxy.clone()),
+            ("all_proxy".into(), proxy.clone()),
+            ("NO_PROXY".into(), "localhost,127.0.0.1,::1".into()),
+            ("no_proxy".into(), "localhost,127.0.0.1,::1".into()),
+            ("NODE_USE_ENV_PROXY".into(), "1".into()),
+            ("NODE_EXTRA_CA_CERTS".into(), AGENT_CA_PATH.into()),
+            ("BOTTLE_ID".into(), self.id.clone()),
+            ("BOTTLE_NAME".into(), spec.bottle.clone()),
+            ("BOTTLE_AGENT".into(), spec.agent.clone()),
+            ("GIT_AUTHOR_NAME".into(), "bottle agent".into()),
+            ("GIT_AUTHOR_EMAIL".into(), "agent@bottle.invalid".into()),
+            ("GIT_COMMITTER_NAME".into(), "bottle agent".into()),
+            ("GIT_COMMITTER_EMAIL".into(), "agent@bottle.invalid".into()),
+        ];
+        for var in [
+            "SSL_CERT_FILE",
+            "REQUESTS_CA_BUNDLE",
+            "CURL_CA_BUNDLE",
+            "GIT_SSL_CAINFO",
+            "CARGO_HTTP_CAINFO",
+            "PIP_CERT",
+            "AWS_CA_BUNDLE",
+        ] {
+            env.push((var.into(), roots::SYSTEM_BUNDLE.into()));
+        }
+        if m.prompt.is_some() {
+            env.push(("BOTTLE_SYSTEM_PROMPT_FILE".into(), AGENT_PROMPT_PATH.into()));
+        }
+        // Manifest env and per-launch env override the defaults above (but not the proxy
+        // and trust settings, which are re-asserted below).
+        for (k, v) in spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .chain(opts.extra_env.iter().cloned())
+        {
+            env.retain(|(ek, _)| ek != &k);
+            env.push((k, v));
+        }
+        for k in [
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ] {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.into(), proxy.clone()));
+        }
+        let bind = |src: &PathBuf, target: &str, ro: bool| Mount {
+            typ: Some(MountType::BIND),
+            source: Some(src.display().to_string()),
+            target: Some(target.into()),
+            read_only: Some(ro),
+            ..Default::default()
+        };
+        let mut mounts = vec![
+            bind(&m.bundle, roots::SYSTEM_BUNDLE, true),
+            bind(&m.ca, AGENT_CA_PATH, true),
+        ];
+        if let Some(p) = &m.prompt {
+            mounts.push(bind(p, AGENT_PROMPT_PATH, true));
+        }
+        if let Some(r) = &m.resolv {
+            mounts.push(bind(r, "/etc/resolv.conf", true));
+        }
+        let mut tmpfs = HashMap::from([
+            (
+                "/tmp".to_string(),
+                "rw,nosuid,nodev,size=1g,mode=1777".to_string(),
+            ),
+            (
+                AGENT_HOME.to_string(),
+                format!("rw,nosuid,nodev,size=1g,uid={uid},gid={gid},mode=0700"),
+            ),
+        ]);
+        match &m.workspace {
+            Some(src) => mounts.push(bind(src, "/workspace", false)),
+            None => {
+                tmpfs.insert(
+                    "/workspace".into(),
+                    format!("rw,nosuid,nodev,size=1g,uid={uid},gid={gid},mode=0755"),
+                );
+            }
+        }
+        let host_config = HostConfig {
+            network_mode: Some(internal.clone()),
+            dns: Some(vec![self.sidecar_ip.to_string()]),
+            readonly_rootfs: Some(true),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges:true".into()]),
+            pids_limit: Some(spec.limits.pids),
+            memory: Some(spec.limits.memory),
+            memory_swap: Some(spec.limits.memory),
+            nano_cpus: Some((spec.limits.cpus * 1e9) as i64),
+            init: Some(true),
+            tmpfs: Some(tmpfs),
+            mounts: Some(mounts),
+            runtime: self.runtime.clone(),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::from([("max-size".into(), "50m".into())])),
+            }),
+            ..Default::default()
+        };
+        let endpoint = EndpointSettings {
+            ipam_config: Some(EndpointIpamConfig {
+                ipv4_address: Some(self.agent_ip.to_string()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let cmd = opts
+            .cmd
+            .clone()
+            .or_else(|| (!spec.default_cmd.is_empty()).then(|| spec.default_cmd.clone()));
+        let body = ContainerCreateBody {
+            image: Some(spec.agent_image.clone()),
+            cmd,
+            user: Some(format!("{uid}:{gid}")),
+            working_dir: Some("/workspace".into()),
+            hostname: Some("bottle".into()),
+            env: Some(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            tty: Some(interactive),
+            open_stdin: Some(interactive),
+            stdin_once: Some(interactive),
+            attach_stdin: Some(interactive),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            labels: Some(self.labels.for_role("agent")),
+            host_config: Some(host_config),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(internal, endpoint)])),
+            }),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+                body,
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "creating the agent from image {} — run `bottle images build`?",
+                    spec.agent_image
+                )
+            })?;
+        self.agent = Some(created.id);
+        Ok(())
+    }
+
+    /// Removes every object of the bottle and its runtime directory; reports but does not
+    /// stop on errors.
+    pub async fn teardown(&self) {
+        let rm = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        for c in self.agent.iter().chain(self.sidecar.iter()) {
+            if let Err(e) = self.docker.remove_container(c, Some(rm.clone())).await {
+                if !is_not_found(&e) {
+                    eprintln!(
+                        "bottle: warning: removing container {c}: {e} (run `bottle reap` later)"
+                    );
+                }
+            }
+        }
+        for n in self.internal_net.iter().chain(self.egress_net.iter()) {
+            if let Err(e) = self.docker.remove_network(n).await {
+                if !is_not_found(&e) {
+                    eprintln!(
+                        "bottle: warning: removing network {n}: {e} (run `bottle reap` later)"
+                    );
+                }
+            }
+        }
+        if let Err(e) = self.state.remove() {
+            eprintln!("bottle: warning: {e:#}");
+        }
+    }
+}
+
+struct AgentMounts {
+    workspace: Option<PathBuf>,
+    bundle: PathBuf,
+    ca: PathBuf,
+    prompt: Option<PathBuf>,
+    resolv: Option<PathBuf>,
+}
+
+/// Whether an engine error means "no such object".
+pub fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// Every IPv4 subnet used by an existing network.
+async fn used_subnets(docker: &Docker) -> Result<Vec<Ipv4Net>> {
+    let nets = docker
+        .list_networks(None::<ListNetworksOptions>)
+        .await
+        .context("listing networks to find a free subnet")?;
+    Ok(nets
+        .iter()
+        .filter_map(|n| n.ipam.as_ref()?.config.as_ref())
+        .flatten()
+        .filter_map(|c| c.subnet.as_ref()?.parse::<Ipv4Net>().ok())
+        .collect())
+}
+
+/// Refuses to start when a non-secret env value equals a secret value (a manifest mistake
+/// that would put the secret into the agent and `docker inspect`).
+fn check_env_has_no_secret(spec: &LaunchSpec, opts: &LaunchOptions) -> Result<()> {
+    for (name, value) in &spec.secrets {
+        if value.len() < 4 {
+            continue;
+        }
+        let leaks = spec
+            .env
+            .values()
+            .chain(opts.extra_env.iter().map(|(_, v)| v))
+            .any(|v| v.contains(value.as_str()));
+        if leaks {
+            bail!("the agent env would contain the value of secret {name}; secrets go to the sidecar only — remove it from the bottle's env");
+        }
+    }
+    Ok(())
+}
+
+/// Waits until the sidecar says it is ready (a line containing `ready` or `listening`), it
+/// exits (error), or 15 s pass (warning).
+async fn wait_ready(docker: &Docker, id: &str) -> Result<()> {
+    let mut logs = docker.logs(
+        id,
+        Some(
+            LogsOptionsBuilder::default()
+                .follow(true)
+                .stdout(true)
+                .stderr(true)
+                .build(),
+        ),
+    );
+    let mut seen = String::new();
+    let deadline = tokio::time::sleep(Duration::from_secs(15));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut deadline => {
+                eprintln!("bottle: warning: the sidecar did not report ready within 15 s; continuing");
+                return Ok(());
+            }
+            item = logs.next() => match item {
+                Some(Ok(out)) => {
+                    let text = String::from_utf8_lossy(&out.into_bytes()).to_string();
+                    if text.contains("ready") || text.contains("listening") {
+                        return Ok(());
+                    }
+                    if seen.len() < 4096 {
+                        seen.push_str(&text);
+                    }
+                }
+                Some(Err(e)) => return Err(e).context("reading the sidecar's output"),
+                None => {
+                    let code = docker
+                        .wait_container(id, Some(WaitContainerOptionsBuilder::default().condition("not-running").build()))
+                        .next()
+                        .await;
+                    let code = match code {
+                        Some(Ok(r)) => r.status_code,
+                        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+                        _ => -1,
+                    };
+                    bail!(
+                        "the sidecar exited (code {code}) before it was ready; its output:\n{}\nfix the bottle's routes (`bottle check`) or rebuild images (`bottle images build`)",
+                        seen.trim_end()
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Chooses the agent's OCI runtime: runsc only when a probe container really starts under it.
+async fn select_runtime(
+    docker: &Docker,
+    facts: &EngineFacts,
+    choice: RuntimeChoice,
+    image: &str,
+) -> Result<Option<String>> {
+    match choice {
+        RuntimeChoice::Runc => Ok(None),
+        RuntimeChoice::Runsc => {
+            if probe_runtime(docker, "runsc", image).await {
+                Ok(Some("runsc".into()))
+            } else {
+                bail!("runtime = \"runsc\" was asked for, but a probe container did not start under runsc; install/register gVisor or use runtime = \"auto\" (see `bottle doctor`)")
+            }
+        }
+        RuntimeChoice::Auto => {
+            if facts.runtimes.iter().any(|r| r == "runsc")
+                && probe_runtime(docker, "runsc", image).await
+            {
+                Ok(Some("runsc".into()))
+            } else {
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Creates, starts and waits for a `true` container under `runtime`; true when it exits 0.
+pub async fn probe_runtime(docker: &Docker, runtime: &str, image: &str) -> bool {
+    let Ok(id) = labels::new_id() else {
+        return false;
+    };
+    let name = format!("bottle-probe-{id}");
+    let body = ContainerCreateBody {
+        image: Some(image.into()),
+        cmd: Some(vec!["true".into()]),
+        host_config: Some(HostConfig {
+            runtime: Some(runtime.into()),
+            network_mode: Some("none".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let ok = async {
+        docker
+            .create_container(
+                Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+                body,
+            )
+            .await
+            .ok()?;
+        docker.start_container(&name, None).await.ok()?;
+        let r = tokio::time::timeout(
+            Duration::from_secs(30),
+            docker.wait_container(&name, None).next(),
+        )
+        .await
+        .ok()??;
+        r.ok().map(|r| r.status_code == 0)
+    }
+    .await
+    .unwrap_or(false);
+    let _ = docker
+        .remove_container(
+            &name,
+            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+        )
+        .await;
+    ok
+}

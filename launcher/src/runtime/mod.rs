@@ -1,0 +1,20 @@
+//! The bottle runtime: the Docker objects of one bottle (networks, sidecar, agent), their
+//! lifecycle (create, attach, watch, teardown), the host runtime directory, and the verbs
+//! that act on running bottles (`list`, `logs`, `end`, `reap`).
+//!
+//! Input is a [`spec::LaunchSpec`]: everything resolved on the host (images, policy, secret
+//! values, env, workspace, resources). Secret values travel only to the sidecar, over stdin.
+pub mod audit;
+pub mod bootstrap;
+pub mod bottle;
+pub mod ca;
+pub mod engine;
+pub mod labels;
+pub mod reap;
+pub mod roots;
+pub mod run;
+pub mod spec;
+pub mod statedir;
+pub mod subnet;
+pub mod tty;
+pub mod verbs;

@@ -1,0 +1,218 @@
+//! Running a bottle: unattended (`bottle run`) and the pieces shared with `bottle start`
+//! (cancellation on signals, the sidecar watch, the audit summary).
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use bollard::query_parameters::{
+    AttachContainerOptionsBuilder, LogsOptionsBuilder, WaitContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::audit::AuditSummary;
+use super::bottle::{Bottle, LaunchOptions};
+use super::engine::EngineFacts;
+use super::spec::LaunchSpec;
+
+/// The result object of `bottle run --json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    /// Bottle id.
+    pub bottle_id: String,
+    /// Bottle (manifest) name.
+    pub bottle: String,
+    /// Agent name.
+    pub agent: String,
+    /// The agent's exit code (128+n when killed by signal n; -1 when unknown).
+    pub exit_code: i64,
+    /// Wall time from launch to teardown, in milliseconds.
+    pub duration_ms: u64,
+    /// Counts of the sidecar's audit decisions.
+    pub audit: AuditSummary,
+    /// Set when the sidecar stopped while the agent was running (its exit code).
+    pub sidecar_exit: Option<i64>,
+    /// Set when the run was cancelled by a signal.
+    pub cancelled_by: Option<String>,
+}
+
+/// A signal-driven cancellation flag: `Some(name)` once SIGINT, SIGTERM or SIGHUP arrives.
+pub fn cancellation() -> Result<watch::Receiver<Option<&'static str>>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, rx) = watch::channel(None);
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+            _ = hup.recv() => "SIGHUP",
+        };
+        let _ = tx.send(Some(name));
+    });
+    Ok(rx)
+}
+
+/// Resolves when the sidecar stops; yields its exit code.
+pub async fn sidecar_stopped(docker: Docker, id: String) -> i64 {
+    let opts = WaitContainerOptionsBuilder::default()
+        .condition("not-running")
+        .build();
+    match docker.wait_container(&id, Some(opts)).next().await {
+        Some(Ok(r)) => r.status_code,
+        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+        _ => -1,
+    }
+}
+
+/// The message printed when the sidecar stops under a running agent.
+pub fn sidecar_died_message(id: &str, code: i64) -> String {
+    format!(
+        "bottle {id}: the sidecar (proxy) stopped (exit code {code}) — the agent now has NO network egress (fail closed). End the bottle and start a new one; `bottle logs {id} --audit` shows the sidecar's last output."
+    )
+}
+
+/// Waits for the agent container to stop and returns its exit code.
+pub async fn agent_exit_code(docker: &Docker, id: &str) -> i64 {
+    let opts = WaitContainerOptionsBuilder::default()
+        .condition("not-running")
+        .build();
+    match docker.wait_container(id, Some(opts)).next().await {
+        Some(Ok(r)) => r.status_code,
+        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+        _ => -1,
+    }
+}
+
+/// Reads the sidecar's stdout (audit lines) and summarises it.
+pub async fn audit_summary(docker: &Docker, sidecar: &str) -> AuditSummary {
+    let mut logs = docker.logs(
+        sidecar,
+        Some(LogsOptionsBuilder::default().stdout(true).build()),
+    );
+    let mut text = String::new();
+    while let Some(Ok(chunk)) = logs.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+    }
+    AuditSummary::from_text(&text)
+}
+
+/// `bottle run`: creates the bottle, runs the agent without a TTY, streams its output
+/// (to stderr when `json`, so stdout carries only the result object), tears down.
+pub async fn run(
+    docker: &Docker,
+    facts: &EngineFacts,
+    spec: &LaunchSpec,
+    opts: &LaunchOptions,
+    json: bool,
+) -> Result<RunResult> {
+    let started = Instant::now();
+    let mut cancel = cancellation()?;
+    let bottle = Bottle::launch(docker, facts, spec, opts).await?;
+    let result = supervise(&bottle, &mut cancel, json, started).await;
+    bottle.teardown().await;
+    result
+}
+
+async fn supervise(
+    bottle: &Bottle,
+    cancel: &mut watch::Receiver<Option<&'static str>>,
+    json: bool,
+    started: Instant,
+) -> Result<RunResult> {
+    let docker = &bottle.docker;
+    let agent = bottle.agent.clone().context("agent container missing")?;
+    let sidecar = bottle
+        .sidecar
+        .clone()
+        .context("sidecar container missing")?;
+    let mut out = docker
+        .attach_container(
+            &agent,
+            Some(
+                AttachContainerOptionsBuilder::default()
+                    .stdout(true)
+                    .stderr(true)
+                    .stream(true)
+                    .logs(true)
+                    .build(),
+            ),
+        )
+        .await
+        .context("attaching to the agent's output")?
+        .output;
+    docker
+        .start_container(&agent, None)
+        .await
+        .context("starting the agent")?;
+    let died = sidecar_stopped(docker.clone(), sidecar.clone());
+    tokio::pin!(died);
+    let mut sidecar_exit = None;
+    let mut cancelled_by = None;
+    loop {
+        if let Some(sig) = *cancel.borrow() {
+            cancelled_by = Some(sig.to_string());
+            break;
+        }
+        tokio::select! {
+            item = out.next() => match item {
+                Some(Ok(chunk)) => {
+                    use bollard::container::LogOutput;
+                    let to_err = json || matches!(chunk, LogOutput::StdErr { .. });
+                    let bytes = chunk.into_bytes();
+                    if to_err {
+                        let mut e = std::io::stderr().lock();
+                        let _ = e.write_all(&bytes);
+                        let _ = e.flush();
+                    } else {
+                        let mut o = std::io::stdout().lock();
+                        let _ = o.write_all(&bytes);
+                        let _ = o.flush();
+                    }
+                }
+                Some(Err(e)) => {
+                    eprintln!("bottle: warning: agent output stream: {e}");
+                    break;
+                }
+                None => break,
+            },
+            code = &mut died, if sidecar_exit.is_none() => {
+                sidecar_exit = Some(code);
+                eprintln!("{}", sidecar_died_message(&bottle.id, code));
+            }
+            _ = cancel.changed() => {}
+        }
+    }
+    let exit_code = if cancelled_by.is_some() {
+        -1
+    } else {
+        tokio::time::timeout(Duration::from_secs(30), agent_exit_code(docker, &agent))
+            .await
+            .unwrap_or(-1)
+    };
+    if sidecar_exit.is_none() {
+        // The sidecar may have died just before the agent finished.
+        if let Ok(info) = docker.inspect_container(&sidecar, None).await {
+            let st = info.state.unwrap_or_default();
+            if st.running != Some(true) {
+                let code = st.exit_code.unwrap_or(-1);
+                sidecar_exit = Some(code);
+                eprintln!("{}", sidecar_died_message(&bottle.id, code));
+            }
+        }
+    }
+    let audit = audit_summary(docker, &sidecar).await;
+    Ok(RunResult {
+        bottle_id: bottle.id.clone(),
+        bottle: bottle.labels.bottle.clone(),
+        agent: bottle.labels.agent.clone(),
+        exit_code,
+        duration_ms: started.elapsed().as_millis() as u64,
+        audit,
+        sidecar_exit,
+        cancelled_by,
+    })
+}

@@ -1,0 +1,173 @@
+//! What the runtime needs to launch one bottle, fully resolved on the host.
+//!
+//! The manifest layer produces a `Plan` (no secret values); [`LaunchSpec`] is that plan plus
+//! the image references and the resolved secret values, which are held in [`Zeroizing`]
+//! buffers and only ever written to the sidecar's stdin.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use bottle_proxy::policy::PolicyFile;
+use zeroize::Zeroizing;
+
+/// How the workspace reaches the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkspaceSpec {
+    /// Bind-mount a host directory read-write at `/workspace`.
+    Bind(PathBuf),
+    /// Copy a host directory into a private directory (removed at teardown) and bind that.
+    Copy(PathBuf),
+    /// No workspace; `/workspace` is an empty tmpfs.
+    None,
+}
+
+/// Which OCI runtime runs the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeChoice {
+    /// gVisor when a probe container actually starts under `runsc`, else runc.
+    Auto,
+    /// The engine's runc.
+    Runc,
+    /// gVisor (`runsc`); fails if it does not work.
+    Runsc,
+}
+
+/// Resource limits of the agent container.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// CPUs (fractional).
+    pub cpus: f64,
+    /// Memory in bytes (swap is disabled: memory-swap = memory).
+    pub memory: i64,
+    /// Maximum number of processes.
+    pub pids: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            cpus: 2.0,
+            memory: 2 << 30,
+            pids: 512,
+        }
+    }
+}
+
+/// Everything needed to create one bottle.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    /// Bottle (manifest) name.
+    pub bottle: String,
+    /// Agent name.
+    pub agent: String,
+    /// Agent image reference (local).
+    pub agent_image: String,
+    /// Sidecar image reference (local).
+    pub sidecar_image: String,
+    /// The proxy policy the sidecar enforces.
+    pub policy: PolicyFile,
+    /// Secret values by name (sent to the sidecar over stdin only).
+    pub secrets: BTreeMap<String, Zeroizing<String>>,
+    /// Non-secret env for the agent, including placeholder values for provider tokens.
+    pub env: BTreeMap<String, String>,
+    /// The agent's system prompt (mounted read-only at `/etc/bottle/system-prompt.md`).
+    pub system_prompt: Option<String>,
+    /// Workspace mode.
+    pub workspace: WorkspaceSpec,
+    /// Agent limits.
+    pub limits: Limits,
+    /// Runtime choice.
+    pub runtime: RuntimeChoice,
+    /// Extra, non-secret labels.
+    pub labels: BTreeMap<String, String>,
+    /// Default command of the agent (interactive shell or agent CLI); empty = image default.
+    pub default_cmd: Vec<String>,
+}
+
+/// A printable, secret-free view of a [`LaunchSpec`] (the preflight summary and `--dry-run`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SpecSummary {
+    /// Bottle name.
+    pub bottle: String,
+    /// Agent name.
+    pub agent: String,
+    /// Agent image.
+    pub agent_image: String,
+    /// Sidecar image.
+    pub sidecar_image: String,
+    /// Routes as `id: host [ports]`.
+    pub routes: Vec<String>,
+    /// Secret names (never values).
+    pub secrets: Vec<String>,
+    /// Env names given to the agent by the manifest.
+    pub env: Vec<String>,
+    /// Workspace description.
+    pub workspace: String,
+    /// CPUs.
+    pub cpus: f64,
+    /// Memory bytes.
+    pub memory: i64,
+    /// Process limit.
+    pub pids: i64,
+    /// Runtime choice.
+    pub runtime: String,
+    /// The policy file the sidecar gets (TOML).
+    pub policy_toml: String,
+}
+
+/// Builds the summary.
+pub fn summary(s: &LaunchSpec) -> SpecSummary {
+    SpecSummary {
+        bottle: s.bottle.clone(),
+        agent: s.agent.clone(),
+        agent_image: s.agent_image.clone(),
+        sidecar_image: s.sidecar_image.clone(),
+        routes: s
+            .policy
+            .routes
+            .iter()
+            .map(|r| {
+                let id = r.id.clone().unwrap_or_else(|| r.host.clone());
+                if r.ports.is_empty() {
+                    format!("{id}: {}", r.host)
+                } else {
+                    format!("{id}: {} {:?}", r.host, r.ports)
+                }
+            })
+            .collect(),
+        secrets: s.secrets.keys().cloned().collect(),
+        env: s.env.keys().cloned().collect(),
+        workspace: match &s.workspace {
+            WorkspaceSpec::Bind(p) => format!("bind {} (read-write)", p.display()),
+            WorkspaceSpec::Copy(p) => format!("copy of {}", p.display()),
+            WorkspaceSpec::None => "none".into(),
+        },
+        cpus: s.limits.cpus,
+        memory: s.limits.memory,
+        pids: s.limits.pids,
+        runtime: format!("{:?}", s.runtime).to_lowercase(),
+        policy_toml: toml::to_string(&s.policy).unwrap_or_default(),
+    }
+}
+
+/// The human preflight summary.
+pub fn summary_text(s: &SpecSummary) -> String {
+    let none = |v: &[String]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    format!(
+        "bottle {} · agent {}\n  routes:    {}\n  secrets:   {}\n  workspace: {}\n  limits:    {} cpus, {} MiB, {} pids · runtime {}\n",
+        s.bottle,
+        s.agent,
+        if s.routes.is_empty() { "none (all egress denied)".into() } else { s.routes.join("; ") },
+        none(&s.secrets),
+        s.workspace,
+        s.cpus,
+        s.memory >> 20,
+        s.pids,
+        s.runtime
+    )
+}
