@@ -159,15 +159,24 @@ impl Bottle {
         opts: &LaunchOptions,
     ) -> Result<()> {
         check_env_has_no_secret(spec, opts)?;
+        let t0 = std::time::Instant::now();
         let say = |m: &str| {
             if opts.verbose {
-                eprintln!("bottle: {m}");
+                eprintln!("bottle: [{:>5} ms] {m}", t0.elapsed().as_millis());
             }
         };
         self.runtime = select_runtime(&self.docker, facts, spec.runtime, &spec.agent_image).await?;
         // CA and trust files (public) in the runtime dir.
         let ca = ca::generate(&self.id)?;
-        let image_roots = roots::image_roots(&self.docker, &spec.agent_image).await?;
+        let mut files = roots::image_files(
+            &self.docker,
+            &spec.agent_image,
+            &[roots::SYSTEM_BUNDLE, "/etc/passwd", "/etc/group"],
+        )
+        .await?;
+        let image_group = files.pop().flatten();
+        let image_passwd = files.pop().flatten();
+        let image_roots = files.pop().flatten().unwrap_or_default();
         let ca_path = self.state.write("ca.pem", ca.cert_pem.as_bytes(), 0o644)?;
         let bundle_path = self.state.write(
             "ca-bundle.crt",
@@ -179,22 +188,33 @@ impl Bottle {
             None => None,
         };
         let (workspace_src, uid, gid) = self.prepare_workspace(&spec.workspace)?;
+        let passwd = match (image_passwd, image_group) {
+            (Some(p), Some(g)) => {
+                let (p, g) = roots::passwd_group(&p, &g, uid, gid, AGENT_HOME);
+                Some((
+                    self.state.write("passwd", p.as_bytes(), 0o644)?,
+                    self.state.write("group", g.as_bytes(), 0o644)?,
+                ))
+            }
+            _ => None,
+        };
 
         say("creating the bottle networks");
-        self.create_internal_network(facts).await?;
-        let egress = match &opts.egress_network {
-            Some(n) => {
-                let net = self
-                    .docker
-                    .inspect_network(n, None::<bollard::query_parameters::InspectNetworkOptions>)
-                    .await
-                    .with_context(|| {
-                        format!("BOTTLE_EGRESS_NETWORK={n} does not name an existing network")
-                    })?;
-                net.id.unwrap_or_else(|| n.clone())
-            }
-            None => self.create_egress_network().await?,
-        };
+        let (internal, egress) = tokio::join!(
+            self.alloc_internal_network(facts),
+            self.alloc_egress_network(opts)
+        );
+        if let Ok((id, _)) = &internal {
+            self.internal_net = Some(id.clone());
+        }
+        if let Ok((_, Some(id))) = &egress {
+            self.egress_net = Some(id.clone());
+        }
+        let (_, sn) = internal?;
+        let (egress, _) = egress?;
+        self.subnet = Some(sn);
+        self.sidecar_ip = subnet::host(&sn, 2);
+        self.agent_ip = subnet::host(&sn, 3);
         let resolv_path = if self.runtime.as_deref() == Some("runsc") {
             // gVisor cannot reach the embedded DNS; name the sidecar directly.
             Some(self.state.write(
@@ -217,9 +237,11 @@ impl Bottle {
             ca: ca_path,
             prompt: prompt_path,
             resolv: resolv_path,
+            passwd,
         };
         self.create_agent(spec, opts, &mounts, uid, gid).await?;
         self.state.write_record(&self.record())?;
+        say("bottle created");
         Ok(())
     }
 
@@ -305,7 +327,8 @@ impl Bottle {
         Ok((Some(src), uid, gid))
     }
 
-    async fn create_internal_network(&mut self, facts: &EngineFacts) -> Result<()> {
+    /// Creates the internal network; returns its id and subnet.
+    async fn alloc_internal_network(&self, facts: &EngineFacts) -> Result<(String, Ipv4Net)> {
         let pool = subnet::pool_from_env()?;
         let mut options = HashMap::from([(
             "com.docker.network.bridge.inhibit_ipv4".to_string(),
@@ -321,27 +344,32 @@ impl Bottle {
                 "isolated".into(),
             );
         }
-        let (net_id, sn) = self
-            .create_network_in_pool(pool, "int", true, options, "internal")
-            .await?;
-        self.internal_net = Some(net_id);
-        self.subnet = Some(sn);
-        self.sidecar_ip = subnet::host(&sn, 2);
-        self.agent_ip = subnet::host(&sn, 3);
-        Ok(())
+        self.create_network_in_pool(pool, "int", true, options, "internal")
+            .await
     }
 
-    async fn create_egress_network(&mut self) -> Result<String> {
+    /// The egress network: the shared one from the options (id, `None` = not ours), or a new
+    /// per-bottle bridge with inter-container traffic off.
+    async fn alloc_egress_network(&self, opts: &LaunchOptions) -> Result<(String, Option<String>)> {
+        if let Some(n) = &opts.egress_network {
+            let net = self
+                .docker
+                .inspect_network(n, None::<bollard::query_parameters::InspectNetworkOptions>)
+                .await
+                .with_context(|| {
+                    format!("BOTTLE_EGRESS_NETWORK={n} does not name an existing network")
+                })?;
+            return Ok((net.id.unwrap_or_else(|| n.clone()), None));
+        }
         let pool = subnet::pool_from_env()?;
         let options = HashMap::from([(
             "com.docker.network.bridge.enable_icc".to_string(),
             "false".to_string(),
         )]);
-        let (net_id, _) = self
+        let (id, _) = self
             .create_network_in_pool(pool, "egress", false, options, "egress")
             .await?;
-        self.egress_net = Some(net_id.clone());
-        Ok(net_id)
+        Ok((id.clone(), Some(id)))
     }
 
     /// Creates a bridge network on a free /28 of the pool, retrying when another launcher
@@ -632,6 +660,10 @@ impl Bottle {
         if let Some(p) = &m.prompt {
             mounts.push(bind(p, AGENT_PROMPT_PATH, true));
         }
+        if let Some((p, g)) = &m.passwd {
+            mounts.push(bind(p, "/etc/passwd", true));
+            mounts.push(bind(g, "/etc/group", true));
+        }
         if let Some(r) = &m.resolv {
             mounts.push(bind(r, "/etc/resolv.conf", true));
         }
@@ -729,24 +761,33 @@ impl Bottle {
             .force(true)
             .v(true)
             .build();
-        for c in self.agent.iter().chain(self.sidecar.iter()) {
-            if let Err(e) = self.docker.remove_container(c, Some(rm.clone())).await {
-                if !is_not_found(&e) {
-                    eprintln!(
-                        "bottle: warning: removing container {c}: {e} (run `bottle reap` later)"
-                    );
+        let containers = self.agent.iter().chain(self.sidecar.iter()).map(|c| {
+            let rm = rm.clone();
+            async move {
+                if let Err(e) = self.docker.remove_container(c, Some(rm)).await {
+                    if !is_not_found(&e) {
+                        eprintln!(
+                            "bottle: warning: removing container {c}: {e} (run `bottle reap` later)"
+                        );
+                    }
                 }
             }
-        }
-        for n in self.internal_net.iter().chain(self.egress_net.iter()) {
-            if let Err(e) = self.docker.remove_network(n).await {
-                if !is_not_found(&e) {
-                    eprintln!(
-                        "bottle: warning: removing network {n}: {e} (run `bottle reap` later)"
-                    );
+        });
+        futures_util::future::join_all(containers).await;
+        let networks = self
+            .internal_net
+            .iter()
+            .chain(self.egress_net.iter())
+            .map(|n| async move {
+                if let Err(e) = self.docker.remove_network(n).await {
+                    if !is_not_found(&e) {
+                        eprintln!(
+                            "bottle: warning: removing network {n}: {e} (run `bottle reap` later)"
+                        );
+                    }
                 }
-            }
-        }
+            });
+        futures_util::future::join_all(networks).await;
         if let Err(e) = self.state.remove() {
             eprintln!("bottle: warning: {e:#}");
         }
@@ -759,6 +800,7 @@ struct AgentMounts {
     ca: PathBuf,
     prompt: Option<PathBuf>,
     resolv: Option<PathBuf>,
+    passwd: Option<(PathBuf, PathBuf)>,
 }
 
 /// Whether an engine error means "no such object".

@@ -26,18 +26,40 @@ fn cache_dir() -> Option<PathBuf> {
 
 /// The image's CA bundle (PEM text), or empty if the image has none.
 pub async fn image_roots(docker: &Docker, image: &str) -> Result<String> {
+    Ok(image_files(docker, image, &[SYSTEM_BUNDLE])
+        .await?
+        .remove(0)
+        .unwrap_or_default())
+}
+
+/// Text files of an image (`None` where absent), read from a created, never started
+/// container and cached per image id. Only for public files (CA bundles, passwd).
+pub async fn image_files(
+    docker: &Docker,
+    image: &str,
+    paths: &[&str],
+) -> Result<Vec<Option<String>>> {
     let inspect = docker
         .inspect_image(image)
         .await
         .with_context(|| format!("image {image} is not present — run `bottle images build`"))?;
     let image_id = inspect.id.unwrap_or_default().replace("sha256:", "");
-    let cached = cache_dir().map(|d| d.join(format!("{image_id}.pem")));
-    if let Some(p) = &cached {
-        if let Ok(s) = std::fs::read_to_string(p) {
-            return Ok(s);
-        }
+    let cache_of =
+        |p: &str| cache_dir().map(|d| d.join(format!("{image_id}{}", p.replace('/', "_"))));
+    let mut out: Vec<Option<Option<String>>> = paths
+        .iter()
+        .map(|p| {
+            let c = cache_of(p)?;
+            if c.with_extension("absent").exists() {
+                return Some(None);
+            }
+            std::fs::read_to_string(c).ok().map(Some)
+        })
+        .collect();
+    if out.iter().all(Option::is_some) {
+        return Ok(out.into_iter().map(Option::unwrap_or_default).collect());
     }
-    let name = format!("bottle-roots-{}", super::labels::new_id()?);
+    let name = format!("bottle-files-{}", super::labels::new_id()?);
     docker
         .create_container(
             Some(CreateContainerOptionsBuilder::default().name(&name).build()),
@@ -49,22 +71,39 @@ pub async fn image_roots(docker: &Docker, image: &str) -> Result<String> {
             },
         )
         .await
-        .with_context(|| {
-            format!("creating a scratch container of {image} to read its CA bundle")
-        })?;
-    let tar_bytes: Result<Vec<u8>> = docker
-        .download_from_container(
-            &name,
-            Some(
-                DownloadFromContainerOptionsBuilder::default()
-                    .path(SYSTEM_BUNDLE)
-                    .build(),
-            ),
-        )
-        .map_ok(|b| b.to_vec())
-        .try_concat()
-        .await
-        .map_err(anyhow::Error::from);
+        .with_context(|| format!("creating a scratch container of {image} to read its files"))?;
+    for (i, p) in paths.iter().enumerate() {
+        if out[i].is_some() {
+            continue;
+        }
+        let tar_bytes: Result<Vec<u8>> = docker
+            .download_from_container(
+                &name,
+                Some(
+                    DownloadFromContainerOptionsBuilder::default()
+                        .path(p)
+                        .build(),
+                ),
+            )
+            .map_ok(|b| b.to_vec())
+            .try_concat()
+            .await
+            .map_err(anyhow::Error::from);
+        let text = match tar_bytes {
+            Ok(t) => Some(first_file_in_tar(&t)?),
+            Err(_) => None,
+        };
+        if let Some(c) = cache_of(p) {
+            if let Some(dir) = c.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let _ = match &text {
+                Some(t) => std::fs::write(&c, t),
+                None => std::fs::write(c.with_extension("absent"), ""),
+            };
+        }
+        out[i] = Some(text);
+    }
     let _ = docker
         .remove_container(
             &name,
@@ -76,17 +115,31 @@ pub async fn image_roots(docker: &Docker, image: &str) -> Result<String> {
             ),
         )
         .await;
-    let pem = match tar_bytes {
-        Ok(t) => first_file_in_tar(&t)?,
-        Err(_) => String::new(), // the image has no bundle: trust the bottle CA alone
-    };
-    if let Some(p) = &cached {
-        if let Some(dir) = p.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let _ = std::fs::write(p, &pem);
+    Ok(out.into_iter().map(Option::unwrap_or_default).collect())
+}
+
+/// `/etc/passwd` and `/etc/group` for the agent: the image's entries plus user `agent`
+/// with the given uid/gid and home (replacing any entry with that uid or name).
+pub fn passwd_group(passwd: &str, group: &str, uid: u32, gid: u32, home: &str) -> (String, String) {
+    let mut p: String = passwd
+        .lines()
+        .filter(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            f.len() < 3 || (f[0] != "agent" && f[2] != uid.to_string())
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    p.push_str(&format!(
+        "agent:x:{uid}:{gid}:bottle agent:{home}:/bin/bash\n"
+    ));
+    let has_gid = group
+        .lines()
+        .any(|l| l.split(':').nth(2) == Some(gid.to_string().as_str()));
+    let mut g: String = group.lines().map(|l| format!("{l}\n")).collect();
+    if !has_gid {
+        g.push_str(&format!("agent:x:{gid}:\n"));
     }
-    Ok(pem)
+    (p, g)
 }
 
 /// The text of the first regular file (following one symlink level is done by the engine) in a tar.
@@ -117,6 +170,24 @@ pub fn bundle(image_roots: &str, bottle_ca_pem: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn passwd_adds_agent_and_drops_clashes() {
+        let (p, g) = super::passwd_group(
+            "root:x:0:0::/root:/bin/bash\nold:x:1000:1000::/h:/bin/sh\n",
+            "root:x:0:\n",
+            1000,
+            1000,
+            "/home/agent",
+        );
+        assert_eq!(
+            p,
+            "root:x:0:0::/root:/bin/bash\nagent:x:1000:1000:bottle agent:/home/agent:/bin/bash\n"
+        );
+        assert_eq!(g, "root:x:0:\nagent:x:1000:\n");
+        let (_, g) = super::passwd_group("", "staff:x:1000:\n", 1000, 1000, "/h");
+        assert_eq!(g, "staff:x:1000:\n");
+    }
+
     #[test]
     fn bundle_appends_ca() {
         assert_eq!(super::bundle("A\n\n", "B"), "A\nB\n");

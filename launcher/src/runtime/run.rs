@@ -113,7 +113,15 @@ pub async fn run(
     let mut cancel = cancellation()?;
     let bottle = Bottle::launch(docker, facts, spec, opts).await?;
     let result = supervise(&bottle, &mut cancel, json, started).await;
+    let t = Instant::now();
     bottle.teardown().await;
+    if opts.verbose {
+        eprintln!(
+            "bottle: agent ran, teardown took {} ms (total {} ms)",
+            t.elapsed().as_millis(),
+            started.elapsed().as_millis()
+        );
+    }
     result
 }
 
