@@ -226,11 +226,7 @@ impl Bottle {
             None
         };
 
-        say("starting the sidecar");
-        self.create_sidecar(spec, &ca, &egress).await?;
-        drop(ca);
-
-        say("creating the agent");
+        say("starting the sidecar and creating the agent");
         let mounts = AgentMounts {
             workspace: workspace_src,
             bundle: bundle_path,
@@ -239,10 +235,27 @@ impl Bottle {
             resolv: resolv_path,
             passwd,
         };
-        self.create_agent(spec, opts, &mounts, uid, gid).await?;
+        // Containers are addressed by their unique names, known before creation, so a
+        // teardown after a partial failure removes whatever exists.
+        self.sidecar = Some(labels::name(&self.id, "sidecar"));
+        self.agent = Some(labels::name(&self.id, "agent"));
+        let (sc, ag) = tokio::join!(
+            self.create_sidecar(spec, &ca, &egress),
+            self.create_agent(spec, opts, &mounts, uid, gid)
+        );
+        drop(ca);
+        sc?;
+        ag?;
         self.state.write_record(&self.record())?;
         say("bottle created");
         Ok(())
+    }
+
+    /// A per-bottle, per-purpose seed for picking subnets.
+    fn seed(&self, salt: u64) -> u64 {
+        u64::from_str_radix(&self.id, 16).unwrap_or(0)
+            ^ u64::from(std::process::id())
+            ^ salt.wrapping_mul(0x9e37_79b9)
     }
 
     /// The session record of this bottle.
@@ -344,8 +357,19 @@ impl Bottle {
                 "isolated".into(),
             );
         }
-        self.create_network_in_pool(pool, "int", true, options, "internal")
-            .await
+        create_network_in_pool(
+            &self.docker,
+            NetSpec {
+                pool,
+                prefix: subnet::PREFIX,
+                name: labels::name(&self.id, "int"),
+                labels: self.labels.for_role("internal"),
+                internal: true,
+                options,
+                seed: self.seed(1),
+            },
+        )
+        .await
     }
 
     /// The egress network: the shared one from the options (id, `None` = not ours), or a new
@@ -361,81 +385,35 @@ impl Bottle {
                 })?;
             return Ok((net.id.unwrap_or_else(|| n.clone()), None));
         }
+        if std::env::var("BOTTLE_EGRESS").as_deref() != Ok("per-bottle") {
+            return Ok((
+                shared_egress_network(&self.docker, self.seed(3)).await?,
+                None,
+            ));
+        }
         let pool = subnet::pool_from_env()?;
         let options = HashMap::from([(
             "com.docker.network.bridge.enable_icc".to_string(),
             "false".to_string(),
         )]);
-        let (id, _) = self
-            .create_network_in_pool(pool, "egress", false, options, "egress")
-            .await?;
+        let (id, _) = create_network_in_pool(
+            &self.docker,
+            NetSpec {
+                pool,
+                prefix: subnet::PREFIX,
+                name: labels::name(&self.id, "egress"),
+                labels: self.labels.for_role("egress"),
+                internal: false,
+                options,
+                seed: self.seed(2),
+            },
+        )
+        .await?;
         Ok((id.clone(), Some(id)))
     }
 
-    /// Creates a bridge network on a free /28 of the pool, retrying when another launcher
-    /// takes the same subnet concurrently.
-    async fn create_network_in_pool(
-        &self,
-        pool: Ipv4Net,
-        suffix: &str,
-        internal: bool,
-        options: HashMap<String, String>,
-        role: &str,
-    ) -> Result<(String, Ipv4Net)> {
-        let seed = u64::from_str_radix(&self.id, 16).unwrap_or(0)
-            ^ u64::from(std::process::id())
-            ^ suffix.len() as u64;
-        let mut attempt = 0u64;
-        let mut last_err = None;
-        while attempt < 12 {
-            let used = used_subnets(&self.docker).await?;
-            let free =
-                subnet::free_subnets(pool, &used, seed.wrapping_add(attempt.wrapping_mul(7919)));
-            let Some(sn) = free.first().copied() else {
-                bail!(
-                    "no free /{} left in the bottle address pool {pool}: remove stale networks (`bottle reap`) or set BOTTLE_SUBNET_POOL to a larger range",
-                    subnet::PREFIX
-                );
-            };
-            let req = NetworkCreateRequest {
-                name: labels::name(&self.id, suffix),
-                driver: Some("bridge".into()),
-                internal: Some(internal),
-                enable_ipv6: Some(false),
-                attachable: Some(false),
-                labels: Some(self.labels.for_role(role)),
-                options: Some(options.clone()),
-                ipam: Some(Ipam {
-                    driver: Some("default".into()),
-                    config: Some(vec![IpamConfig {
-                        subnet: Some(sn.to_string()),
-                        ..Default::default()
-                    }]),
-                    options: None,
-                }),
-                ..Default::default()
-            };
-            match self.docker.create_network(req).await {
-                Ok(r) => return Ok((r.id, sn)),
-                Err(e) => {
-                    let msg = e.to_string();
-                    if msg.contains("overlap") || msg.contains("already") || msg.contains("in use")
-                    {
-                        last_err = Some(e);
-                        attempt += 1;
-                        tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
-                        continue;
-                    }
-                    return Err(e).with_context(|| format!("creating the {role} network on {sn}"));
-                }
-            }
-        }
-        Err(anyhow!("{}", last_err.map(|e| e.to_string()).unwrap_or_default()))
-            .context("creating a bottle network: every candidate subnet was taken concurrently; retry, or run `bottle reap`")
-    }
-
     async fn create_sidecar(
-        &mut self,
+        &self,
         spec: &LaunchSpec,
         ca: &ca::BottleCa,
         egress: &str,
@@ -503,7 +481,6 @@ impl Bottle {
                     spec.sidecar_image
                 )
             })?;
-        self.sidecar = Some(created.id.clone());
         self.docker
             .connect_network(
                 egress,
@@ -567,7 +544,7 @@ impl Bottle {
     }
 
     async fn create_agent(
-        &mut self,
+        &self,
         spec: &LaunchSpec,
         opts: &LaunchOptions,
         m: &AgentMounts,
@@ -750,7 +727,7 @@ impl Bottle {
                     spec.agent_image
                 )
             })?;
-        self.agent = Some(created.id);
+        drop(created);
         Ok(())
     }
 
@@ -792,6 +769,147 @@ impl Bottle {
             eprintln!("bottle: warning: {e:#}");
         }
     }
+}
+
+/// What [`create_network_in_pool`] creates.
+struct NetSpec {
+    pool: Ipv4Net,
+    prefix: u8,
+    name: String,
+    labels: HashMap<String, String>,
+    internal: bool,
+    options: HashMap<String, String>,
+    seed: u64,
+}
+
+/// Label marking the shared egress network of all sidecars (never reaped).
+pub const SHARED_LABEL: &str = "io.bottle.shared";
+
+/// Name of the shared egress network.
+pub const SHARED_EGRESS: &str = "bottle-egress";
+
+/// Finds or creates the shared egress network (a bridge with inter-container traffic off, on a
+/// /24 of the pool). Creation is serialised by a lock file: Docker 20.10 allows two networks
+/// with the same name.
+async fn shared_egress_network(docker: &Docker, seed: u64) -> Result<String> {
+    let find = || async {
+        let f = HashMap::from([("label".to_string(), vec![format!("{SHARED_LABEL}=egress")])]);
+        let mut nets = docker
+            .list_networks(Some(
+                bollard::query_parameters::ListNetworksOptionsBuilder::default()
+                    .filters(&f)
+                    .build(),
+            ))
+            .await
+            .context("listing networks")?;
+        nets.sort_by(|a, b| a.created.cmp(&b.created));
+        anyhow::Ok(nets.into_iter().find_map(|n| n.id))
+    };
+    if let Some(id) = find().await? {
+        return Ok(id);
+    }
+    let lock_path = super::statedir::base_dir()?.join("egress.lock");
+    let lock = tokio::task::spawn_blocking(move || -> Result<std::fs::File> {
+        if let Some(d) = lock_path.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("opening {}", lock_path.display()))?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a file descriptor we own; released when the file is closed.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("locking egress.lock");
+        }
+        Ok(f)
+    })
+    .await
+    .context("waiting for the egress lock")??;
+    let result = async {
+        if let Some(id) = find().await? {
+            return Ok(id);
+        }
+        let (id, _) = create_network_in_pool(
+            docker,
+            NetSpec {
+                pool: subnet::pool_from_env()?,
+                prefix: 24,
+                name: SHARED_EGRESS.into(),
+                labels: HashMap::from([(SHARED_LABEL.to_string(), "egress".to_string())]),
+                internal: false,
+                options: HashMap::from([(
+                    "com.docker.network.bridge.enable_icc".to_string(),
+                    "false".to_string(),
+                )]),
+                seed,
+            },
+        )
+        .await?;
+        Ok(id)
+    }
+    .await;
+    drop(lock);
+    result
+}
+
+/// Creates a bridge network on a free subnet of the pool, retrying when another launcher
+/// takes the same subnet concurrently.
+async fn create_network_in_pool(docker: &Docker, spec: NetSpec) -> Result<(String, Ipv4Net)> {
+    let mut attempt = 0u64;
+    let mut last_err = None;
+    while attempt < 12 {
+        let used = used_subnets(docker).await?;
+        let free = subnet::free_subnets_of(
+            spec.pool,
+            spec.prefix,
+            &used,
+            spec.seed.wrapping_add(attempt.wrapping_mul(7919)),
+        );
+        let Some(sn) = free.first().copied() else {
+            bail!(
+                "no free /{} left in the bottle address pool {}: remove stale networks (`bottle reap`) or set BOTTLE_SUBNET_POOL to a larger range",
+                spec.prefix,
+                spec.pool
+            );
+        };
+        let req = NetworkCreateRequest {
+            name: spec.name.clone(),
+            driver: Some("bridge".into()),
+            internal: Some(spec.internal),
+            enable_ipv6: Some(false),
+            attachable: Some(false),
+            labels: Some(spec.labels.clone()),
+            options: Some(spec.options.clone()),
+            ipam: Some(Ipam {
+                driver: Some("default".into()),
+                config: Some(vec![IpamConfig {
+                    subnet: Some(sn.to_string()),
+                    ..Default::default()
+                }]),
+                options: None,
+            }),
+            ..Default::default()
+        };
+        match docker.create_network(req).await {
+            Ok(r) => return Ok((r.id, sn)),
+            Err(e) => {
+                let msg = e.to_string();
+                if msg.contains("overlap") || msg.contains("in use") {
+                    last_err = Some(e);
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+                    continue;
+                }
+                return Err(e).with_context(|| format!("creating network {} on {sn}", spec.name));
+            }
+        }
+    }
+    Err(anyhow!("{}", last_err.map(|e| e.to_string()).unwrap_or_default())).context(
+        "creating a bottle network: every candidate subnet was taken concurrently; retry, or run `bottle reap`",
+    )
 }
 
 struct AgentMounts {

@@ -27,7 +27,12 @@ pub fn pool_from_env() -> Result<Ipv4Net> {
 /// Free /28 subnets of `pool` that overlap none of `used`, starting at a pseudo-random
 /// offset (so concurrent launchers rarely race for the same one), wrapping around.
 pub fn free_subnets(pool: Ipv4Net, used: &[Ipv4Net], seed: u64) -> Vec<Ipv4Net> {
-    let all: Vec<Ipv4Net> = match pool.subnets(PREFIX) {
+    free_subnets_of(pool, PREFIX, used, seed)
+}
+
+/// Like [`free_subnets`] for any prefix length.
+pub fn free_subnets_of(pool: Ipv4Net, prefix: u8, used: &[Ipv4Net], seed: u64) -> Vec<Ipv4Net> {
+    let all: Vec<Ipv4Net> = match pool.subnets(prefix) {
         Ok(s) => s.collect(),
         Err(_) => return Vec::new(),
     };
