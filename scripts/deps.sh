@@ -4,7 +4,7 @@ set -euo pipefail
 what="${1:-run}"
 pkgs=(curl ca-certificates mmdebstrap)
 case "$what" in
-  test) pkgs+=() ;;
+  test) pkgs+=(iproute2) ;;  # iproute2: the e2e tests list host addresses with `ip`
   bench) pkgs+=(nginx squid-openssl wrk hyperfine) ;;
 esac
 missing=()
