@@ -274,6 +274,7 @@ print("PROBE=" + json.dumps(res))
         &code_of(out, "PROBE").unwrap_or_else(|| panic!("probe did not run:\n{out}")),
     )
     .unwrap();
+    eprintln!("off-box probes: {probe}");
     for (k, v) in probe.as_object().unwrap() {
         let v = v.as_str().unwrap();
         assert!(
