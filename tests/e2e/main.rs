@@ -786,3 +786,80 @@ fn eight_bottles_in_parallel() {
         assert!(c.is_empty() && n.is_empty(), "bottle {id} left {c:?} {n:?}");
     }
 }
+
+/// Runs `bottle start e2e` under `script` (a pseudo-terminal of 91x27), types `input` once the
+/// agent shell runs, and returns (exit code, terminal output).
+fn start_with_input(h: &Home, input: &'static [u8]) -> (i32, String) {
+    let _ = std::fs::remove_file(h.workspace.join("started"));
+    let cmd = format!(
+        "stty cols 91 rows 27; exec {} start e2e -- bash -c 'touch /workspace/started; exec bash --norc'",
+        bottle_bin()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .current_dir(&h.workspace)
+        .env("BOTTLE_HOME", &h.home)
+        .env("BOTTLE_EGRESS_NETWORK", &world().net)
+        .env("BOTTLE_E2E_TOKEN", &h.secret)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("`script` (bsdutils) runs `bottle start` in a pseudo-terminal");
+    let mut stdin = child.stdin.take().unwrap();
+    let started = h.workspace.join("started");
+    let writer = std::thread::spawn(move || {
+        use std::io::Write as _;
+        assert!(
+            wait_for_file(&started, Duration::from_secs(60)),
+            "the agent shell did not start"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        stdin.write_all(input).unwrap();
+        stdin.flush().unwrap();
+        stdin // kept open until the session ends
+    });
+    let o = child.wait_with_output().unwrap();
+    drop(writer.join().unwrap());
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).to_string(),
+    )
+}
+
+/// `bottle start` gives an interactive TTY sized like the caller's terminal, exits with the
+/// agent's code and removes everything; the detach keys end the bottle as well.
+#[test]
+fn start_interactive_tty_and_detach() {
+    require_engine!();
+    let h = home("tty");
+    let (code, out) = start_with_input(
+        &h,
+        b"stty size; echo hello-$((6*7)); echo $BOTTLE_ID > /workspace/id; exit 5\r",
+    );
+    assert_eq!(code, 5, "exit code of the agent shell; terminal:\n{out}");
+    assert!(
+        out.contains("27 91"),
+        "the agent's tty has the caller's size; terminal:\n{out}"
+    );
+    assert!(out.contains("hello-42"), "terminal:\n{out}");
+    let id = std::fs::read_to_string(h.workspace.join("id"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let (c, n) = objects_of(&id);
+    assert!(c.is_empty() && n.is_empty(), "start left {c:?} {n:?}");
+
+    let (code, out) = start_with_input(&h, b"echo $BOTTLE_ID > /workspace/id\r\x10\x11");
+    assert!(
+        out.contains("detached"),
+        "ctrl-p,ctrl-q detaches; terminal:\n{out}"
+    );
+    assert_ne!(code, 0);
+    let id = std::fs::read_to_string(h.workspace.join("id"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let (c, n) = objects_of(&id);
+    assert!(c.is_empty() && n.is_empty(), "detach left {c:?} {n:?}");
+}
