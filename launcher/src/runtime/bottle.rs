@@ -527,19 +527,19 @@ impl Bottle {
         };
         let json = boot.to_json()?;
         drop(boot);
-        attached
-            .input
-            .write_all(&json)
-            .await
-            .context("sending the bootstrap to the sidecar")?;
-        attached.input.flush().await.ok();
-        attached
-            .input
-            .shutdown()
-            .await
-            .context("closing the sidecar's stdin")?;
+        let sent = async {
+            attached.input.write_all(&json).await?;
+            attached.input.flush().await?;
+            attached.input.shutdown().await
+        }
+        .await;
         drop(json);
         drop(attached);
+        if let Err(e) = sent {
+            // A sidecar that died at once explains itself better than a broken pipe.
+            wait_ready(&self.docker, &created.id).await?;
+            return Err(e).context("sending the bootstrap to the sidecar's stdin");
+        }
         wait_ready(&self.docker, &created.id).await
     }
 
