@@ -537,10 +537,10 @@ impl Bottle {
         drop(attached);
         if let Err(e) = sent {
             // A sidecar that died at once explains itself better than a broken pipe.
-            wait_ready(&self.docker, &created.id).await?;
+            wait_ready(&self.docker, &created.id, self.sidecar_ip).await?;
             return Err(e).context("sending the bootstrap to the sidecar's stdin");
         }
-        wait_ready(&self.docker, &created.id).await
+        wait_ready(&self.docker, &created.id, self.sidecar_ip).await
     }
 
     async fn create_agent(
@@ -965,9 +965,17 @@ fn check_env_has_no_secret(spec: &LaunchSpec, opts: &LaunchOptions) -> Result<()
     Ok(())
 }
 
-/// Waits until the sidecar says it is ready (a line containing `ready` or `listening`), it
-/// exits (error), or 15 s pass (warning).
-async fn wait_ready(docker: &Docker, id: &str) -> Result<()> {
+/// Waits until the sidecar is ready — it says so (a line containing `ready` or `listening`),
+/// or (engine on this host) its network namespace shows the proxy port listening — it exits
+/// (error), or 15 s pass (warning).
+async fn wait_ready(docker: &Docker, id: &str, ip: Ipv4Addr) -> Result<()> {
+    let pid = docker
+        .inspect_container(id, None)
+        .await
+        .ok()
+        .and_then(|i| i.state?.pid)
+        .filter(|p| *p > 0);
+    let mut tick = tokio::time::interval(Duration::from_millis(15));
     let mut logs = docker.logs(
         id,
         Some(
@@ -986,6 +994,11 @@ async fn wait_ready(docker: &Docker, id: &str) -> Result<()> {
             _ = &mut deadline => {
                 eprintln!("bottle: warning: the sidecar did not report ready within 15 s; continuing");
                 return Ok(());
+            }
+            _ = tick.tick(), if pid.is_some() => {
+                if pid.is_some_and(|p| proxy_listening(p, ip, PROXY_PORT)) {
+                    return Ok(());
+                }
             }
             item = logs.next() => match item {
                 Some(Ok(out)) => {
@@ -1016,6 +1029,25 @@ async fn wait_ready(docker: &Docker, id: &str) -> Result<()> {
             }
         }
     }
+}
+
+/// Whether `/proc/<pid>/net/tcp` (the sidecar's network namespace, readable when the engine
+/// runs on this host) has a socket listening on `ip:port` or `0.0.0.0:port`.
+fn proxy_listening(pid: i64, ip: Ipv4Addr, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")) else {
+        return false;
+    };
+    let want_ip = format!("{:08X}", u32::from_le_bytes(ip.octets()));
+    table.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() < 4 || f[3] != "0A" {
+            return false;
+        }
+        let Some((a, p)) = f[1].split_once(':') else {
+            return false;
+        };
+        u16::from_str_radix(p, 16) == Ok(port) && (a == want_ip || a == "00000000")
+    })
 }
 
 /// Chooses the agent's OCI runtime: runsc only when a probe container really starts under it.
@@ -1088,4 +1120,21 @@ pub async fn probe_runtime(docker: &Docker, runtime: &str, image: &str) -> bool 
         )
         .await;
     ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sees_own_listening_socket() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let pid = i64::from(std::process::id());
+        assert!(proxy_listening(pid, Ipv4Addr::LOCALHOST, port));
+        assert!(!proxy_listening(pid, Ipv4Addr::new(10, 0, 0, 9), port));
+        drop(l);
+        assert!(!proxy_listening(pid, Ipv4Addr::LOCALHOST, port));
+        assert!(!proxy_listening(999_999_999, Ipv4Addr::LOCALHOST, port));
+    }
 }
