@@ -349,7 +349,7 @@ fn secret_appears_nowhere() {
     let script = format!(
         r#"
 echo "$BOTTLE_ID" > /workspace/id
-curl -s -o /dev/null -w 'authed=%{{http_code}}\n' -H "Authorization: Bearer $E2E_TOKEN" https://upstream.test/echo
+curl -s -o /dev/null -w 'authed=%{{http_code}}\n' -H "Authorization: Bearer $E2E_TOKEN" "https://upstream.test/echo?inject=$BOTTLE_ID"
 printenv; cat /proc/[0-9]*/environ 2>/dev/null | tr '\0' '\n'
 grep -rIl -F '{prefix}' /workspace /tmp /home /etc /run /var /opt /root 2>/dev/null | sed 's/^/FOUND=/'
 touch /workspace/ready
@@ -460,6 +460,32 @@ for i in $(seq 100); do [ -e /workspace/done ] && break; sleep 0.1; done
         authed.as_deref(),
         Some("200"),
         "authed request through the sidecar; output:\n{agent_out}"
+    );
+    // Outside the bottle, the upstream got the real token in place of the placeholder.
+    let req = upstream_requests()
+        .into_iter()
+        .find(|r| {
+            r["path"]
+                .as_str()
+                .unwrap_or("")
+                .contains(&format!("inject={id}"))
+        })
+        .expect("the upstream logged the injected request");
+    let auth = req["headers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|h| {
+            h[0].as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case("authorization"))
+        })
+        .and_then(|h| h[1].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        auth,
+        format!("Bearer {}", h.secret),
+        "credential injection on the route"
     );
 }
 
