@@ -890,3 +890,67 @@ fn start_interactive_tty_and_detach() {
     let (c, n) = objects_of(&id);
     assert!(c.is_empty() && n.is_empty(), "detach left {c:?} {n:?}");
 }
+
+/// `bottle list`, `bottle logs` and `bottle end` on a running bottle.
+#[test]
+fn list_logs_end() {
+    require_engine!();
+    let h = home("end");
+    let child = bottle_cmd(&h)
+        .args([
+            "run",
+            "--json",
+            "e2e",
+            "--",
+            "bash",
+            "-c",
+            "echo $BOTTLE_ID > /workspace/id; echo hello-from-agent; sleep 120",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for_file(&h.workspace.join("id"), Duration::from_secs(60)),
+        "the agent did not start"
+    );
+    let id = std::fs::read_to_string(h.workspace.join("id"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let list = bottle_cmd(&h).args(["list", "--json"]).output().unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id.as_str())
+        .expect("the bottle is listed");
+    assert_eq!(row["live"], true);
+    assert_eq!(row["state"], "running");
+    assert_eq!(row["bottle"], "e2e");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let logs = loop {
+        let o = bottle_cmd(&h).args(["logs", &id]).output().unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        if text.contains("hello-from-agent") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(logs.contains("hello-from-agent"), "bottle logs: {logs}");
+    let t = Instant::now();
+    let o = bottle_cmd(&h).args(["end", &id]).output().unwrap();
+    assert!(
+        o.status.success(),
+        "bottle end: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let run = child.wait_with_output().unwrap();
+    assert_eq!(run.status.code(), Some(143), "the launcher ends on SIGTERM");
+    assert!(t.elapsed() < Duration::from_secs(20));
+    let (c, n) = objects_of(&id);
+    assert!(c.is_empty() && n.is_empty(), "end left {c:?} {n:?}");
+    let o = bottle_cmd(&h).args(["end", &id]).output().unwrap();
+    assert!(!o.status.success(), "ending an unknown bottle is an error");
+}
