@@ -1068,7 +1068,7 @@ async fn select_runtime(
         }
         RuntimeChoice::Auto => {
             if facts.runtimes.iter().any(|r| r == "runsc")
-                && probe_runtime(docker, "runsc", image).await
+                && cached_probe(docker, facts, "runsc", image).await
             {
                 Ok(Some("runsc".into()))
             } else {
@@ -1076,6 +1076,41 @@ async fn select_runtime(
             }
         }
     }
+}
+
+/// [`probe_runtime`] with the result cached for a day per engine, runtime and image (a probe
+/// costs a container start on every `auto` launch otherwise).
+async fn cached_probe(docker: &Docker, facts: &EngineFacts, runtime: &str, image: &str) -> bool {
+    let key: String = format!("{}-{runtime}-{image}", facts.engine_id)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let path = super::statedir::base_dir()
+        .ok()
+        .map(|b| b.join(format!("probe-{key}")));
+    if let Some(p) = &path {
+        if let Ok(m) = std::fs::metadata(p) {
+            let fresh = m
+                .modified()
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age < Duration::from_secs(86_400));
+            if fresh {
+                return std::fs::read_to_string(p).is_ok_and(|s| s.trim() == "ok");
+            }
+        }
+    }
+    let ok = probe_runtime(docker, runtime, image).await;
+    if let Some(p) = &path {
+        let _ = std::fs::write(p, if ok { "ok" } else { "failed" });
+    }
+    ok
 }
 
 /// Creates, starts and waits for a `true` container under `runtime`; true when it exits 0.

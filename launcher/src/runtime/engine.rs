@@ -36,6 +36,8 @@ pub struct EngineFacts {
     pub major: u32,
     /// Runtime names registered with the engine (not necessarily working).
     pub runtimes: Vec<String>,
+    /// The engine's id (stable per daemon), for caching probe results.
+    pub engine_id: String,
 }
 
 impl EngineFacts {
@@ -62,6 +64,7 @@ pub async fn facts(docker: &Docker) -> Result<EngineFacts> {
         major: major_version(&version).unwrap_or(0),
         version,
         runtimes,
+        engine_id: info.id.unwrap_or_default(),
     })
 }
 
