@@ -52,8 +52,8 @@ impl Default for Limits {
     }
 }
 
-/// Everything needed to create one bottle.
-#[derive(Debug, Clone)]
+/// Everything needed to create one bottle. Its `Debug` output never shows secret values.
+#[derive(Clone)]
 pub struct LaunchSpec {
     /// Bottle (manifest) name.
     pub bottle: String,
@@ -81,6 +81,21 @@ pub struct LaunchSpec {
     pub labels: BTreeMap<String, String>,
     /// Default command of the agent (interactive shell or agent CLI); empty = image default.
     pub default_cmd: Vec<String>,
+}
+
+impl std::fmt::Debug for LaunchSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LaunchSpec")
+            .field("bottle", &self.bottle)
+            .field("agent", &self.agent)
+            .field("agent_image", &self.agent_image)
+            .field("sidecar_image", &self.sidecar_image)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .field("workspace", &self.workspace)
+            .field("limits", &self.limits)
+            .field("runtime", &self.runtime)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A printable, secret-free view of a [`LaunchSpec`] (the preflight summary and `--dry-run`).
@@ -170,4 +185,38 @@ pub fn summary_text(s: &SpecSummary) -> String {
         s.pids,
         s.runtime
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_and_summary_hide_secret_values() {
+        let mut secrets = BTreeMap::new();
+        secrets.insert(
+            "GH".to_string(),
+            Zeroizing::new("ghp_topsecretvalue".to_string()),
+        );
+        let spec = LaunchSpec {
+            bottle: "b".into(),
+            agent: "a".into(),
+            agent_image: "i".into(),
+            sidecar_image: "s".into(),
+            policy: PolicyFile::default(),
+            secrets,
+            env: BTreeMap::new(),
+            system_prompt: None,
+            workspace: WorkspaceSpec::None,
+            limits: Limits::default(),
+            runtime: RuntimeChoice::Auto,
+            labels: BTreeMap::new(),
+            default_cmd: vec![],
+        };
+        let dbg = format!("{spec:?}");
+        assert!(dbg.contains("GH") && !dbg.contains("topsecret"));
+        let sum = serde_json::to_string(&summary(&spec)).unwrap();
+        assert!(sum.contains("GH") && !sum.contains("topsecret"));
+        assert!(!summary_text(&summary(&spec)).contains("topsecret"));
+    }
 }
