@@ -1,0 +1,208 @@
+//! Content hashes of the image inputs.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use sha2::{Digest, Sha256};
+
+use super::recipe;
+use super::BuildOpts;
+
+/// Version of the hashing scheme; bump to force every image to rebuild.
+const SCHEME: &str = "bottle-images-v1";
+
+/// The sidecar crates whose sources go into the sidecar hash (with `Cargo.lock` and the root `Cargo.toml`).
+pub const SIDECAR_CRATES: [&str; 3] = ["sidecar", "proxy", "scanner"];
+
+/// A length-prefixed SHA-256 accumulator (so `("ab","c")` and `("a","bc")` differ).
+struct Hasher(Sha256);
+
+impl Hasher {
+    fn new(kind: &str) -> Self {
+        let mut h = Hasher(Sha256::new());
+        h.field(SCHEME.as_bytes());
+        h.field(kind.as_bytes());
+        h
+    }
+    fn field(&mut self, bytes: &[u8]) {
+        self.0.update((bytes.len() as u64).to_le_bytes());
+        self.0.update(bytes);
+    }
+    fn finish(self) -> String {
+        self.0
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+/// Finds the bottle source checkout: `opts.source_dir`, `$BOTTLE_SRC_DIR`, or the checkout `bottle`
+/// was compiled from. It must hold `Cargo.lock` and `sidecar/Cargo.toml`.
+pub fn source_root(opts: &BuildOpts) -> anyhow::Result<PathBuf> {
+    let (dir, origin) = match (&opts.source_dir, std::env::var_os("BOTTLE_SRC_DIR")) {
+        (Some(d), _) => (d.clone(), "the source_dir option"),
+        (None, Some(d)) => (PathBuf::from(d), "$BOTTLE_SRC_DIR"),
+        (None, None) => (
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
+            "the checkout bottle was built from",
+        ),
+    };
+    if !(dir.join("Cargo.lock").is_file() && dir.join("sidecar/Cargo.toml").is_file()) {
+        bail!(
+            "the bottle source checkout was not found at {} ({origin}): it must contain Cargo.lock and \
+             sidecar/Cargo.toml. Set BOTTLE_SRC_DIR to a bottle checkout, or BOTTLE_SIDECAR_BIN to a \
+             prebuilt static bottle-sidecar",
+            dir.display()
+        );
+    }
+    dir.canonicalize()
+        .with_context(|| format!("resolving {}", dir.display()))
+}
+
+/// The prebuilt sidecar binary, if one was given (`opts.sidecar_binary` or `$BOTTLE_SIDECAR_BIN`).
+pub fn prebuilt_sidecar(opts: &BuildOpts) -> Option<PathBuf> {
+    opts.sidecar_binary
+        .clone()
+        .or_else(|| std::env::var_os("BOTTLE_SIDECAR_BIN").map(PathBuf::from))
+}
+
+/// Every file under `dir` except `target/` and hidden entries, sorted, as paths relative to `root`.
+fn tree_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("reading directory {}", dir.display()))?;
+    for e in entries {
+        let e = e.with_context(|| format!("reading directory {}", dir.display()))?;
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || name == "target" {
+            continue;
+        }
+        let path = e.path();
+        let ft = e
+            .file_type()
+            .with_context(|| format!("stat {}", path.display()))?;
+        if ft.is_dir() {
+            tree_files(root, &path, out)?;
+        } else if ft.is_file() {
+            out.push(path.strip_prefix(root).unwrap_or(&path).to_path_buf());
+        }
+    }
+    Ok(())
+}
+
+/// Hash of the sidecar image: recipe + sources of [`SIDECAR_CRATES`] + `Cargo.lock` + root
+/// `Cargo.toml` (or the bytes of a prebuilt binary).
+pub fn sidecar_hash(opts: &BuildOpts) -> anyhow::Result<String> {
+    let mut h = Hasher::new("sidecar");
+    h.field(recipe::SIDECAR_DOCKERFILE.as_bytes());
+    if let Some(bin) = prebuilt_sidecar(opts) {
+        h.field(b"prebuilt");
+        let bytes = std::fs::read(&bin)
+            .with_context(|| format!("reading the prebuilt sidecar {}", bin.display()))?;
+        h.field(&bytes);
+        return Ok(h.finish());
+    }
+    h.field(recipe::SIDECAR_TARGET.as_bytes());
+    h.field(recipe::SIDECAR_RUSTFLAGS.as_bytes());
+    let root = source_root(opts)?;
+    let mut files = vec![PathBuf::from("Cargo.lock"), PathBuf::from("Cargo.toml")];
+    for c in SIDECAR_CRATES {
+        let mut v = Vec::new();
+        tree_files(&root, &root.join(c), &mut v)?;
+        v.sort();
+        files.extend(v);
+    }
+    for f in files {
+        let bytes = std::fs::read(root.join(&f))
+            .with_context(|| format!("reading {}", root.join(&f).display()))?;
+        h.field(f.to_string_lossy().as_bytes());
+        h.field(&bytes);
+    }
+    Ok(h.finish())
+}
+
+/// Hash of the agent base image: suite, sources, mmdebstrap options, package list, import changes.
+pub fn agent_shell_hash() -> String {
+    let mut h = Hasher::new("agent-shell");
+    h.field(recipe::DEBIAN_SUITE.as_bytes());
+    for s in recipe::DEBIAN_SOURCES {
+        h.field(s.as_bytes());
+    }
+    for o in recipe::MMDEBSTRAP_OPTS {
+        h.field(o.as_bytes());
+    }
+    for p in recipe::agent_packages() {
+        h.field(p.as_bytes());
+    }
+    for c in recipe::AGENT_IMPORT_CHANGES {
+        h.field(c.as_bytes());
+    }
+    h.finish()
+}
+
+/// Hash of the test upstream: its base image tag, Dockerfile and server script.
+pub fn test_upstream_hash(base_tag: &str) -> String {
+    let mut h = Hasher::new("test-upstream");
+    h.field(base_tag.as_bytes());
+    h.field(recipe::UPSTREAM_DOCKERFILE.as_bytes());
+    h.field(recipe::UPSTREAM_SERVER.as_bytes());
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp_checkout(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("bottle-hash-test-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        for c in SIDECAR_CRATES {
+            std::fs::create_dir_all(d.join(c).join("src")).unwrap();
+            std::fs::write(d.join(c).join("Cargo.toml"), c).unwrap();
+            std::fs::write(d.join(c).join("src/lib.rs"), "// x").unwrap();
+        }
+        std::fs::create_dir_all(d.join("sidecar/target")).unwrap();
+        std::fs::write(d.join("Cargo.lock"), "lock").unwrap();
+        std::fs::write(d.join("Cargo.toml"), "[workspace]").unwrap();
+        d
+    }
+
+    #[test]
+    fn sidecar_hash_tracks_sources_but_not_target() {
+        let d = tmp_checkout("a");
+        let opts = BuildOpts {
+            source_dir: Some(d.clone()),
+            ..Default::default()
+        };
+        let h1 = sidecar_hash(&opts).unwrap();
+        std::fs::write(d.join("sidecar/target/junk"), "x").unwrap();
+        assert_eq!(h1, sidecar_hash(&opts).unwrap(), "target/ must not count");
+        std::fs::write(d.join("proxy/src/lib.rs"), "// y").unwrap();
+        let h2 = sidecar_hash(&opts).unwrap();
+        assert_ne!(h1, h2, "a proxy source change must change the hash");
+        std::fs::write(d.join("Cargo.lock"), "lock2").unwrap();
+        assert_ne!(h2, sidecar_hash(&opts).unwrap(), "Cargo.lock counts");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn missing_checkout_is_a_clear_error() {
+        let opts = BuildOpts {
+            source_dir: Some(PathBuf::from("/nonexistent/bottle")),
+            ..Default::default()
+        };
+        let e = format!("{:#}", sidecar_hash(&opts).unwrap_err());
+        assert!(
+            e.contains("/nonexistent/bottle") && e.contains("BOTTLE_SRC_DIR"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn upstream_hash_follows_base() {
+        assert_ne!(test_upstream_hash("a:1"), test_upstream_hash("a:2"));
+        assert_eq!(agent_shell_hash(), agent_shell_hash());
+        assert_eq!(agent_shell_hash().len(), 64);
+    }
+}

@@ -1,0 +1,263 @@
+//! Local images of bottle, built without a registry and cached by a content hash.
+//!
+//! | kind | tag | how |
+//! |---|---|---|
+//! | [`ImageKind::Sidecar`] | `bottle/sidecar:<hash12>` | `cargo build` of a statically linked `bottle-sidecar` (glibc `crt-static`), then `FROM scratch` via the classic builder |
+//! | [`ImageKind::AgentShell`] | `bottle/agent-shell:<hash12>` | `mmdebstrap --variant=apt bookworm` with `images/agent-shell/packages.txt`, then `docker import` |
+//! | [`ImageKind::TestUpstream`] | `bottle/test-upstream:<hash12>` | `images/test-upstream/server.py` layered over the agent-shell image |
+//!
+//! The hash covers every input of a build (recipe text, package list, and for the sidecar the
+//! sources of the sidecar/proxy/scanner crates plus `Cargo.lock`), so an image whose tag exists is
+//! up to date and is reused. Every image is labelled `io.bottle.image=<kind>` and
+//! `io.bottle.hash=<hash>`.
+
+mod build;
+mod debian;
+mod hash;
+mod progress;
+mod recipe;
+mod sidecar;
+mod upstream;
+
+use std::fmt;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use bollard::Docker;
+
+/// Label set on every bottle image; its value is the [`ImageKind::name`].
+pub const IMAGE_LABEL: &str = "io.bottle.image";
+/// Label carrying the full content hash of a bottle image.
+pub const HASH_LABEL: &str = "io.bottle.hash";
+
+/// The images `bottle` builds locally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ImageKind {
+    /// The sidecar: static `bottle-sidecar` in `FROM scratch`, entrypoint `/bottle-sidecar`, uid 65534.
+    Sidecar,
+    /// The agent base ("shell" template): Debian bookworm rootfs with git, curl, python3, node, …
+    /// Runs as root by default; the launcher picks the uid.
+    AgentShell,
+    /// The e2e tests' fake upstream (HTTPS + git smart HTTP, logs every request as JSON on stdout).
+    TestUpstream,
+}
+
+impl ImageKind {
+    /// Every kind, in build order (dependencies first).
+    pub const ALL: [ImageKind; 3] = [
+        ImageKind::Sidecar,
+        ImageKind::AgentShell,
+        ImageKind::TestUpstream,
+    ];
+
+    /// The short name: `sidecar`, `agent-shell`, `test-upstream` (also the label value).
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageKind::Sidecar => "sidecar",
+            ImageKind::AgentShell => "agent-shell",
+            ImageKind::TestUpstream => "test-upstream",
+        }
+    }
+
+    /// The image repository, e.g. `bottle/sidecar`.
+    pub fn repository(self) -> &'static str {
+        match self {
+            ImageKind::Sidecar => "bottle/sidecar",
+            ImageKind::AgentShell => "bottle/agent-shell",
+            ImageKind::TestUpstream => "bottle/test-upstream",
+        }
+    }
+
+    /// Parses a [`ImageKind::name`].
+    pub fn from_name(name: &str) -> Option<ImageKind> {
+        ImageKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    fn deps(self) -> &'static [ImageKind] {
+        match self {
+            ImageKind::TestUpstream => &[ImageKind::AgentShell],
+            _ => &[],
+        }
+    }
+}
+
+impl fmt::Display for ImageKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Options of [`ensure_images`] and [`image_ref`].
+#[derive(Debug, Clone, Default)]
+pub struct BuildOpts {
+    /// Rebuild the requested kinds even if their tag exists (dependencies are only built if missing).
+    pub force: bool,
+    /// No progress output at all (errors are still returned).
+    pub quiet: bool,
+    /// The bottle source checkout (holds `Cargo.lock`, `sidecar/`, `images/`). Default: `$BOTTLE_SRC_DIR`,
+    /// else the checkout this binary was built from.
+    pub source_dir: Option<PathBuf>,
+    /// A prebuilt statically linked `bottle-sidecar` to package instead of running cargo.
+    /// Default: `$BOTTLE_SIDECAR_BIN`. The hash then covers the binary's bytes.
+    pub sidecar_binary: Option<PathBuf>,
+}
+
+/// A bottle image, identified by its content-hash tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    /// Which image.
+    pub kind: ImageKind,
+    /// The full reference, e.g. `bottle/sidecar:0123456789ab` — pass it as `image` when creating containers.
+    pub tag: String,
+    /// The full hex SHA-256 content hash (the tag holds its first 12 characters).
+    pub hash: String,
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.tag)
+    }
+}
+
+/// Computes the tag `kind` has for the current inputs, without touching Docker or building anything.
+///
+/// Errors when an input cannot be read (e.g. the source checkout is not found for the sidecar).
+pub fn image_ref(kind: ImageKind, opts: &BuildOpts) -> anyhow::Result<ImageRef> {
+    let hash = match kind {
+        ImageKind::Sidecar => hash::sidecar_hash(opts)?,
+        ImageKind::AgentShell => hash::agent_shell_hash(),
+        ImageKind::TestUpstream => {
+            let base = image_ref(ImageKind::AgentShell, opts)?;
+            hash::test_upstream_hash(&base.tag)
+        }
+    };
+    Ok(ImageRef {
+        kind,
+        tag: format!("{}:{}", kind.repository(), &hash[..12]),
+        hash,
+    })
+}
+
+/// Whether the image `r` exists in the engine.
+pub async fn image_exists(docker: &Docker, r: &ImageRef) -> anyhow::Result<bool> {
+    match docker.inspect_image(&r.tag).await {
+        Ok(_) => Ok(true),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("inspecting image {}", r.tag)),
+    }
+}
+
+/// Makes sure every image in `which` (and what it is built on) exists, building what is missing.
+///
+/// Returns the references of `which`, in that order. Builds are serialised across processes by a
+/// lock file, so parallel tests or launchers build each image once. Progress goes to stderr
+/// (spinners on a terminal, one line per step otherwise, nothing when `opts.quiet`).
+pub async fn ensure_images(
+    docker: &Docker,
+    which: &[ImageKind],
+    opts: &BuildOpts,
+) -> anyhow::Result<Vec<ImageRef>> {
+    let mut plan: Vec<ImageKind> = Vec::new();
+    for k in which {
+        for d in k.deps() {
+            if !plan.contains(d) {
+                plan.push(*d);
+            }
+        }
+        if !plan.contains(k) {
+            plan.push(*k);
+        }
+    }
+    plan.sort();
+
+    let lock = build::BuildLock::acquire().await?;
+    let ui = progress::Ui::new(opts.quiet);
+    let mut refs = Vec::new();
+    for kind in plan {
+        let r = image_ref(kind, opts)?;
+        let forced = opts.force && which.contains(&kind);
+        if !forced && image_exists(docker, &r).await? {
+            ui.note(&format!("{} is up to date", r.tag));
+        } else {
+            let started = std::time::Instant::now();
+            match kind {
+                ImageKind::Sidecar => sidecar::build(docker, &r, opts, &ui).await,
+                ImageKind::AgentShell => debian::build(docker, &r, &ui).await,
+                ImageKind::TestUpstream => {
+                    let base = image_ref(ImageKind::AgentShell, opts)?;
+                    upstream::build(docker, &r, &base, &ui).await
+                }
+            }
+            .with_context(|| format!("building image {} ({})", r.tag, kind))?;
+            ui.note(&format!(
+                "built {} in {:.1}s",
+                r.tag,
+                started.elapsed().as_secs_f64()
+            ));
+        }
+        refs.push(r);
+    }
+    drop(lock);
+    Ok(which
+        .iter()
+        .filter_map(|k| refs.iter().find(|r| r.kind == *k).cloned())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip_and_tags_are_stable() {
+        for k in ImageKind::ALL {
+            assert_eq!(ImageKind::from_name(k.name()), Some(k));
+        }
+        let opts = BuildOpts::default();
+        let a = image_ref(ImageKind::AgentShell, &opts).unwrap();
+        assert_eq!(a, image_ref(ImageKind::AgentShell, &opts).unwrap());
+        assert!(
+            a.tag.starts_with("bottle/agent-shell:")
+                && a.tag.len() == "bottle/agent-shell:".len() + 12
+        );
+        let u = image_ref(ImageKind::TestUpstream, &opts).unwrap();
+        assert!(u.tag.starts_with("bottle/test-upstream:"));
+    }
+
+    /// Builds (or finds) every image on the local engine. Slow the first time (cargo + mmdebstrap),
+    /// so it is opt-in: `cargo test -p bottle -- --ignored images_build_on_engine`.
+    #[tokio::test]
+    #[ignore = "needs a Docker engine, mmdebstrap and a minute or more"]
+    async fn images_build_on_engine() {
+        let docker = Docker::connect_with_local_defaults()
+            .unwrap()
+            .negotiate_version()
+            .await
+            .unwrap();
+        let opts = BuildOpts::default();
+        let t = std::time::Instant::now();
+        let refs = ensure_images(&docker, &ImageKind::ALL, &opts)
+            .await
+            .unwrap();
+        eprintln!("first ensure_images: {:.1}s", t.elapsed().as_secs_f64());
+        assert_eq!(refs.len(), 3);
+        for r in &refs {
+            assert!(image_exists(&docker, r).await.unwrap(), "{r} missing");
+            let img = docker.inspect_image(&r.tag).await.unwrap();
+            let labels = img.config.and_then(|c| c.labels).unwrap_or_default();
+            assert_eq!(
+                labels.get(IMAGE_LABEL).map(String::as_str),
+                Some(r.kind.name())
+            );
+            assert_eq!(labels.get(HASH_LABEL), Some(&r.hash));
+        }
+        let t = std::time::Instant::now();
+        let again = ensure_images(&docker, &ImageKind::ALL, &opts)
+            .await
+            .unwrap();
+        assert_eq!(refs, again);
+        assert!(t.elapsed().as_secs() < 10, "cached images must not rebuild");
+    }
+}

@@ -1,0 +1,29 @@
+//! The e2e tests' fake upstream: `images/test-upstream/server.py` over the agent base image.
+
+use bollard::Docker;
+
+use super::build::{build_image, context_tar, ContextFile};
+use super::progress::Ui;
+use super::recipe;
+use super::ImageRef;
+
+/// Builds the test upstream image `r` on top of `base` (which must exist).
+pub async fn build(docker: &Docker, r: &ImageRef, base: &ImageRef, ui: &Ui) -> anyhow::Result<()> {
+    let dockerfile = recipe::UPSTREAM_DOCKERFILE.replace("{{BASE}}", &base.tag);
+    let ctx = context_tar(&[
+        ContextFile {
+            path: "Dockerfile",
+            data: dockerfile.as_bytes(),
+            mode: 0o644,
+        },
+        ContextFile {
+            path: "server.py",
+            data: recipe::UPSTREAM_SERVER.as_bytes(),
+            mode: 0o755,
+        },
+    ])?;
+    let step = ui.spinner("test-upstream image");
+    build_image(docker, r, ctx, &step).await?;
+    step.done(&r.tag);
+    Ok(())
+}
