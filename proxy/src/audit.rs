@@ -1,0 +1,175 @@
+//! Audit records: one JSON line per decision, written by a background task.
+//!
+//! The hot path only does a non-blocking `try_send` on a bounded channel; a writer task
+//! serialises and writes the lines (flushing whenever the channel runs dry). If the writer
+//! cannot keep up, records are dropped and counted rather than stalling traffic. Records
+//! never carry header values, bodies or query values (see [`crate::canon::redact_query`]).
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+use time::format_description::FormatItem;
+use time::macros::format_description;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// Records waiting for the writer before new ones are dropped.
+const QUEUE: usize = 16 * 1024;
+
+const TS_FORMAT: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+
+/// The outcome of a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// Forwarded.
+    Allow,
+    /// Refused.
+    Deny,
+}
+
+/// One audit line (see docs/design.md, "Audit record").
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRecord {
+    /// UTC timestamp, RFC 3339 with milliseconds.
+    pub ts: String,
+    /// Request method (`CONNECT` for tunnels).
+    pub method: String,
+    /// Canonical target host (as decided, never the client's `Host`).
+    pub host: String,
+    /// Target port.
+    pub port: u16,
+    /// Path with query values dropped (`/a?x=&y=`); empty for CONNECT.
+    pub path: String,
+    /// Route id, if a route was selected.
+    pub route: Option<String>,
+    /// allow / deny.
+    pub decision: Decision,
+    /// `ok` or the deny code.
+    pub reason: &'static str,
+    /// DLP rule id, when DLP decided.
+    pub rule: Option<String>,
+    /// Request body bytes forwarded upstream (tunnel: client → upstream).
+    pub bytes_up: u64,
+    /// Response body bytes returned (tunnel: upstream → client).
+    pub bytes_down: u64,
+    /// Milliseconds from the request to the end of the response.
+    pub duration_ms: u64,
+}
+
+/// The current time in the audit format.
+pub fn timestamp() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(TS_FORMAT)
+        .unwrap_or_default()
+}
+
+/// Handle to the audit writer; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AuditLog {
+    tx: Option<mpsc::Sender<AuditRecord>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl AuditLog {
+    /// An audit log that discards every record.
+    pub fn disabled() -> Self {
+        AuditLog {
+            tx: None,
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Starts a writer task writing JSON lines to `writer`. Must be called within a Tokio
+    /// runtime.
+    pub fn spawn<W>(writer: W) -> Self
+    where
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
+        let (tx, mut rx) = mpsc::channel::<AuditRecord>(QUEUE);
+        tokio::spawn(async move {
+            let mut w = writer;
+            let mut line = Vec::with_capacity(512);
+            while let Some(rec) = rx.recv().await {
+                let mut next = Some(rec);
+                while let Some(rec) = next.take() {
+                    line.clear();
+                    if serde_json::to_writer(&mut line, &rec).is_ok() {
+                        line.push(b'\n');
+                        if let Err(e) = w.write_all(&line).await {
+                            tracing::error!(error = %e, "audit write failed");
+                        }
+                    }
+                    next = rx.try_recv().ok();
+                }
+                if let Err(e) = w.flush().await {
+                    tracing::error!(error = %e, "audit flush failed");
+                }
+            }
+        });
+        AuditLog {
+            tx: Some(tx),
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Queues a record without blocking (dropped and counted if the writer is behind).
+    pub fn record(&self, rec: AuditRecord) {
+        if let Some(tx) = &self.tx {
+            if tx.try_send(rec).is_err() {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Number of records dropped because the writer could not keep up.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamp_format() {
+        let ts = timestamp();
+        assert_eq!(ts.len(), "2026-11-23T14:00:00.123Z".len(), "{ts}");
+        assert!(ts.ends_with('Z'));
+    }
+
+    #[tokio::test]
+    async fn writes_one_json_line_per_record() {
+        let (client, mut server) = tokio::io::duplex(64 * 1024);
+        let log = AuditLog::spawn(client);
+        for i in 0..3 {
+            log.record(AuditRecord {
+                ts: timestamp(),
+                method: "GET".into(),
+                host: "a.test".into(),
+                port: 443,
+                path: "/x?q=".into(),
+                route: Some("a".into()),
+                decision: Decision::Allow,
+                reason: "ok",
+                rule: None,
+                bytes_up: i,
+                bytes_down: 0,
+                duration_ms: 1,
+            });
+        }
+        drop(log);
+        let mut out = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut server, &mut out)
+            .await
+            .unwrap();
+        let lines: Vec<_> = out.lines().collect();
+        assert_eq!(lines.len(), 3);
+        let v: serde_json::Value = serde_json::from_str(lines[2]).unwrap();
+        assert_eq!(v["decision"], "allow");
+        assert_eq!(v["bytes_up"], 2);
+        assert_eq!(v["route"], "a");
+    }
+}

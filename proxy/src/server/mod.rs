@@ -1,0 +1,320 @@
+//! The proxy server: accepts client connections, serves explicit-proxy HTTP/1.1
+//! (absolute-form `http://` requests and `CONNECT`), bumps or splices tunnels, and forwards
+//! requests upstream.
+//!
+//! Request path (where later features plug in):
+//! 1. decision from the CONNECT target / absolute authority ([`Policy::decide`]);
+//! 2. per request: authority checks (tunnels), [`Route::check_request`];
+//! 3. [`RequestInspector::inspect`] — the DLP / credential-injection hook: it sees the
+//!    method, target, headers (mutable: auth headers can be replaced per route) and the body
+//!    stream, and may deny or return a replacement body;
+//! 4. the pooled upstream request, with the response streamed back and audited.
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderValue, Method, Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWrite;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::audit::AuditLog;
+use crate::ca::{CaError, CertificateAuthority};
+use crate::canon::Host;
+use crate::connector::{Connector, HickoryResolver, Resolve};
+use crate::policy::{Deny, Policy, Route};
+use crate::tls::TlsError;
+use crate::upstream::Upstream;
+
+pub mod body;
+mod connect;
+mod forward;
+pub mod splice;
+
+pub use body::ProxyBody;
+
+/// Secret values by name (delivered out of band; never logged). `Debug` shows names only.
+#[derive(Clone, Default)]
+pub struct Secrets(HashMap<String, String>);
+
+impl Secrets {
+    /// Wraps a name → value map.
+    pub fn new(map: HashMap<String, String>) -> Self {
+        Secrets(map)
+    }
+
+    /// The value of secret `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// All values (for DLP "known secret" scanning).
+    pub fn values(&self) -> impl Iterator<Item = &str> {
+        self.0.values().map(String::as_str)
+    }
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+/// What an inspector sees of a request before it is forwarded.
+pub struct RequestHead<'a> {
+    /// The route the request matched.
+    pub route: &'a Route,
+    /// The decided target host.
+    pub host: &'a Host,
+    /// The target port.
+    pub port: u16,
+    /// `true` for https (bumped tunnel), `false` for plain http.
+    pub tls: bool,
+    /// Request method.
+    pub method: &'a Method,
+    /// Canonical path plus the query as sent.
+    pub path_and_query: &'a str,
+    /// Request headers, already stripped of hop-by-hop and proxy headers. Mutable so a
+    /// route's credential can be injected (and placeholders replaced).
+    pub headers: &'a mut HeaderMap,
+    /// The sidecar's secrets.
+    pub secrets: &'a Secrets,
+}
+
+/// Boxed future returned by [`RequestInspector::inspect`].
+pub type InspectFuture<'a> = Pin<Box<dyn Future<Output = Result<ProxyBody, Deny>> + Send + 'a>>;
+
+/// A hook run on every allowed request just before it is sent upstream (DLP, credential
+/// injection). It gets the head (headers mutable) and the streaming body, and returns the
+/// body to forward (possibly wrapped to scan as it streams) or a [`Deny`].
+pub trait RequestInspector: Send + Sync + 'static {
+    /// Inspects (and possibly rewrites) one request.
+    fn inspect<'a>(&'a self, head: RequestHead<'a>, body: ProxyBody) -> InspectFuture<'a>;
+}
+
+/// Errors building or running the proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No policy was given.
+    #[error("no policy given: call ProxyBuilder::policy")]
+    NoPolicy,
+    /// No CA was given.
+    #[error("no CA given: call ProxyBuilder::ca with the CA certificate and key PEM")]
+    NoCa,
+    /// The CA is unusable.
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    /// A TLS configuration could not be built.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The system resolver could not be configured.
+    #[error("DNS resolver: {0}")]
+    Resolver(std::io::Error),
+    /// Listening failed.
+    #[error("listening socket: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The boxed future of a request handler (boxing erases the deep future types, which also
+/// keeps the compiler's `Send` inference tractable).
+pub(crate) type HandlerFuture =
+    Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
+
+pub(crate) struct Inner {
+    pub policy: Arc<Policy>,
+    pub ca: Arc<CertificateAuthority>,
+    pub bump_config: Arc<rustls::ServerConfig>,
+    pub upstream: Arc<Upstream>,
+    pub audit: AuditLog,
+    pub tunnels: Arc<Semaphore>,
+    pub via: HeaderValue,
+    pub via_marker: String,
+    pub inspector: Option<Arc<dyn RequestInspector>>,
+    pub secrets: Secrets,
+}
+
+impl Inner {
+    pub fn connector(&self) -> &Connector {
+        self.upstream.connector()
+    }
+}
+
+/// Builds a [`Proxy`].
+#[derive(Default)]
+pub struct ProxyBuilder {
+    policy: Option<Policy>,
+    ca: Option<(String, String)>,
+    resolver: Option<Arc<dyn Resolve>>,
+    audit: Option<Box<dyn AsyncWrite + Send + Unpin>>,
+    secrets: HashMap<String, String>,
+    inspector: Option<Arc<dyn RequestInspector>>,
+}
+
+impl ProxyBuilder {
+    /// The validated policy (required).
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// The bottle CA certificate and PKCS#8 key, PEM (required).
+    pub fn ca(mut self, cert_pem: impl Into<String>, key_pem: impl Into<String>) -> Self {
+        self.ca = Some((cert_pem.into(), key_pem.into()));
+        self
+    }
+
+    /// A resolver (default: hickory from the system configuration).
+    pub fn resolver(mut self, resolver: Arc<dyn Resolve>) -> Self {
+        self.resolver = Some(resolver);
+        self
+    }
+
+    /// Where audit lines go (default: discarded).
+    pub fn audit<W: AsyncWrite + Send + Unpin + 'static>(mut self, writer: W) -> Self {
+        self.audit = Some(Box::new(writer));
+        self
+    }
+
+    /// Secret values by name, for credential injection / DLP.
+    pub fn secrets(mut self, secrets: HashMap<String, String>) -> Self {
+        self.secrets = secrets;
+        self
+    }
+
+    /// A request inspector (DLP / credential injection).
+    pub fn inspector(mut self, inspector: Arc<dyn RequestInspector>) -> Self {
+        self.inspector = Some(inspector);
+        self
+    }
+
+    /// Builds the proxy: loads the CA, builds the TLS configurations once, starts the audit
+    /// writer. Must be called within a Tokio runtime.
+    pub fn build(self) -> Result<Proxy, ProxyError> {
+        let policy = Arc::new(self.policy.ok_or(ProxyError::NoPolicy)?);
+        let (cert, key) = self.ca.ok_or(ProxyError::NoCa)?;
+        let ca = Arc::new(CertificateAuthority::from_pem(&cert, &key)?);
+        let bump_config = crate::tls::bump_server_config(ca.clone())?;
+        let s = &policy.settings;
+        let upstream_tls =
+            crate::tls::upstream_client_configs(s.extra_roots_pem.iter().map(String::as_str))?;
+        let resolver: Arc<dyn Resolve> = match self.resolver {
+            Some(r) => r,
+            None => Arc::new(HickoryResolver::from_system_conf().map_err(ProxyError::Resolver)?),
+        };
+        let connector = Arc::new(Connector::new(resolver, s.connect_timeout));
+        let upstream = Arc::new(Upstream::new(upstream_tls, connector, s.handshake_timeout));
+        let audit = match self.audit {
+            Some(w) => AuditLog::spawn(w),
+            None => AuditLog::disabled(),
+        };
+        let nonce: [u8; 6] = rand::random();
+        let via_marker = format!(
+            "bottle-{}",
+            nonce.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        let via = HeaderValue::from_str(&format!("1.1 {via_marker}"))
+            .unwrap_or_else(|_| HeaderValue::from_static("1.1 bottle"));
+        let tunnels = Arc::new(Semaphore::new(s.max_tunnels.max(1)));
+        Ok(Proxy {
+            inner: Arc::new(Inner {
+                policy,
+                ca,
+                bump_config,
+                upstream,
+                audit,
+                tunnels,
+                via,
+                via_marker,
+                inspector: self.inspector,
+                secrets: Secrets::new(self.secrets),
+            }),
+        })
+    }
+}
+
+/// A running-ready proxy; cheap to clone.
+#[derive(Clone)]
+pub struct Proxy {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy").finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    /// Starts building a proxy.
+    pub fn builder() -> ProxyBuilder {
+        ProxyBuilder::default()
+    }
+
+    /// The CA leaves are minted from.
+    pub fn ca(&self) -> &Arc<CertificateAuthority> {
+        &self.inner.ca
+    }
+
+    /// Serves clients accepted on `listener` until the task is dropped. The listener's
+    /// address is registered with the loop guard.
+    pub async fn serve(&self, listener: TcpListener) -> Result<(), ProxyError> {
+        let local = listener.local_addr()?;
+        self.inner.connector().add_own_addr(local);
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let inner = self.inner.clone();
+            tokio::spawn(serve_client(inner, stream, peer));
+        }
+    }
+}
+
+async fn serve_client(inner: Arc<Inner>, stream: tokio::net::TcpStream, _peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let settings = &inner.policy.settings;
+    let idle = settings.idle_timeout;
+    let act = splice::Activity::new();
+    let io = splice::Watched::new(
+        stream,
+        act.clone(),
+        Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        None,
+    );
+    let svc_inner = inner.clone();
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let inner = svc_inner.clone();
+        let fut: HandlerFuture =
+            Box::pin(async move { Ok(handle_proxy_request(inner, req).await) });
+        fut
+    });
+    let mut builder = http1::Builder::new();
+    builder.max_buf_size(settings.max_request_head.max(8192));
+    let conn: Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>> = Box::pin(
+        builder
+            .serve_connection(TokioIo::new(io), svc)
+            .with_upgrades(),
+    );
+    let _ = splice::with_idle_timeout(conn, act, idle).await;
+}
+
+async fn handle_proxy_request(inner: Arc<Inner>, req: Request<Incoming>) -> Response<ProxyBody> {
+    if req.method() == Method::CONNECT {
+        connect::handle_connect(inner, req).await
+    } else {
+        forward::handle_absolute(inner, req).await
+    }
+}
