@@ -168,10 +168,17 @@ pub fn canonical_host(input: &str) -> Result<Host, CanonError> {
         };
     }
     // Refuse the characters that make parsers disagree before IDNA mapping
-    // could hide them (e.g. fullwidth forms map to ASCII ones).
+    // could hide them (e.g. fullwidth forms map to ASCII ones). Userinfo is
+    // reported first: it is the most telling sign of a confused target.
+    if input.contains('@') {
+        return Err(CanonError::new(
+            WHAT,
+            input,
+            "contains userinfo (`@`); a host never has one",
+        ));
+    }
     for c in input.chars() {
         let reason = match c {
-            '@' => "contains userinfo (`@`); a host never has one",
             '#' => "contains `#`; a host never has a fragment",
             '/' | '\\' => "contains a path separator",
             '?' => "contains `?`; a host never has a query",

@@ -163,7 +163,18 @@ pub fn embedded_ipv4(v6: Ipv6Addr) -> Vec<Ipv4Addr> {
     if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2] == 0x0001 {
         let hi = u32::from(seg[3]) << 16;
         let lo = (u32::from(seg[4]) & 0x00ff) << 8 | (u32::from(seg[5]) >> 8);
-        return vec![Ipv4Addr::from(hi | lo), v4_from_bits(bits, 0)];
+        let layouts = [Ipv4Addr::from(hi | lo), v4_from_bits(bits, 0)];
+        // An all-zero reading is the unused part of the other layout.
+        let used: Vec<Ipv4Addr> = layouts
+            .iter()
+            .copied()
+            .filter(|a| !a.is_unspecified())
+            .collect();
+        return if used.is_empty() {
+            vec![Ipv4Addr::UNSPECIFIED]
+        } else {
+            used
+        };
     }
     // 2002::/16 (6to4): v4 in bits 16..48
     if seg[0] == 0x2002 {

@@ -150,44 +150,42 @@ fn locate(text: &str, path: &[Seg]) -> Option<usize> {
 /// The key path of the deepest node whose key or value span contains byte
 /// offset `pos` (used to name the key in TOML deserialisation errors).
 pub(crate) fn path_at(text: &str, pos: usize) -> Vec<Seg> {
-    let mut path = Vec::new();
-    if let Ok(root) = DeTable::parse(text) {
-        walk_table(root.get_ref(), pos, &mut path);
+    match DeTable::parse(text) {
+        Ok(root) => find_in_table(root.get_ref(), pos).unwrap_or_default(),
+        Err(_) => Vec::new(),
     }
-    path
 }
 
-fn walk_table(table: &DeTable<'_>, pos: usize, path: &mut Vec<Seg>) {
+fn find_in_table(table: &DeTable<'_>, pos: usize) -> Option<Vec<Seg>> {
     for (key, value) in table.iter() {
-        let in_key = key.span().contains(&pos);
-        let in_value = value.span().contains(&pos);
-        if in_key || in_value {
-            path.push(Seg::Key(key.get_ref().to_string()));
-            if in_value {
-                walk_value(value, pos, path);
-            }
-            return;
+        let here = Seg::Key(key.get_ref().to_string());
+        if key.span().contains(&pos) {
+            return Some(vec![here]);
+        }
+        if let Some(mut sub) = find_in_value(value, pos) {
+            sub.insert(0, here);
+            return Some(sub);
         }
     }
+    None
 }
 
-fn walk_value(value: &Spanned<DeValue<'_>>, pos: usize, path: &mut Vec<Seg>) {
-    match value.get_ref() {
-        DeValue::Table(t) => walk_table(t, pos, path),
-        DeValue::Array(a) => {
-            for (i, item) in a.iter().enumerate() {
-                let inside = item.span().contains(&pos)
-                    || item.get_ref().as_table().is_some_and(|t| {
-                        t.iter()
-                            .any(|(k, v)| k.span().contains(&pos) || v.span().contains(&pos))
-                    });
-                if inside {
-                    path.push(Seg::Index(i));
-                    walk_value(item, pos, path);
-                    return;
-                }
-            }
-        }
-        _ => {}
+/// Children are searched before the node's own span: array-of-tables
+/// elements do not always lie inside their parent's span.
+fn find_in_value(value: &Spanned<DeValue<'_>>, pos: usize) -> Option<Vec<Seg>> {
+    let inner = match value.get_ref() {
+        DeValue::Table(t) => find_in_table(t, pos),
+        DeValue::Array(a) => a.iter().enumerate().find_map(|(i, item)| {
+            find_in_value(item, pos).map(|mut sub| {
+                sub.insert(0, Seg::Index(i));
+                sub
+            })
+        }),
+        _ => None,
+    };
+    match inner {
+        Some(path) => Some(path),
+        None if value.span().contains(&pos) => Some(Vec::new()),
+        None => None,
     }
 }

@@ -262,6 +262,11 @@ pub(crate) fn host_pattern(host: &str) -> Result<HostPattern, String> {
             "`{host}`: a wildcard may only be one leading `*.` (like `*.example.com`)"
         ));
     }
+    if host.contains("://") {
+        return Err(format!(
+            "`{host}` is a URL, not a host; write only the host name, like `example.com` (ports go in `ports`, paths in `matches`)"
+        ));
+    }
     match canonical_host(host) {
         Ok(h) => {
             let canonical = h.to_string();
