@@ -1,0 +1,1 @@
+//! Structured decoders (URL, headers, bodies) feeding the scanner.

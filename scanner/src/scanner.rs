@@ -1,0 +1,404 @@
+//! The scanner: builder, keyword prefilter, windowed rule regexes, known secrets.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use regex_automata::Input;
+
+use crate::error::RuleError;
+use crate::finding::{redacted_preview, Finding};
+use crate::known::{KnownHit, KnownSet};
+use crate::rules::{
+    load_rules_file, parse_rules, shannon_entropy, Rule, DEFAULT_RULES_NAME, DEFAULT_RULES_TOML,
+};
+use crate::stream::StreamScan;
+
+/// Rule id reported for the bottle's own known secrets.
+pub const KNOWN_SECRET_RULE_ID: &str = "known-secret";
+
+/// A rule regex runs on `[keyword - WINDOW_BACK, keyword end + WINDOW_FWD)` around each keyword
+/// hit (look-around still sees the surrounding bytes). Rule matches must fit in this window.
+pub(crate) const WINDOW_BACK: usize = 256;
+pub(crate) const WINDOW_FWD: usize = 1024;
+
+/// Builds a [`Scanner`]. See the crate docs for an example.
+#[derive(Debug, Default)]
+pub struct ScannerBuilder {
+    default_rules: bool,
+    rules: Vec<Rule>,
+    disabled: Vec<String>,
+    known: Vec<(String, Vec<u8>)>,
+}
+
+impl ScannerBuilder {
+    /// Includes (or not) the built-in default ruleset. Off unless called with `true`.
+    pub fn default_rules(mut self, yes: bool) -> Self {
+        self.default_rules = yes;
+        self
+    }
+
+    /// Adds the rules of a TOML rule file. Errors name the file, line and rule id.
+    pub fn rules_file(mut self, path: impl AsRef<Path>) -> Result<Self, RuleError> {
+        self.rules.extend(load_rules_file(path.as_ref())?);
+        Ok(self)
+    }
+
+    /// Adds the rules of a TOML rule text; `name` is used in errors.
+    pub fn rules_toml(mut self, name: &str, text: &str) -> Result<Self, RuleError> {
+        self.rules.extend(parse_rules(text, name, false)?);
+        Ok(self)
+    }
+
+    /// Disables rules by id. Checked at [`ScannerBuilder::build`]: unknown ids and core-floor
+    /// rules are refused there (this only records the ids, so it can be called before
+    /// `default_rules`/`rules_file`). Returns `Result` for API stability.
+    pub fn disable<S: AsRef<str>>(mut self, ids: &[S]) -> Result<Self, RuleError> {
+        for id in ids {
+            let id = id.as_ref();
+            if id.is_empty() {
+                return Err(RuleError::UnknownRule { id: String::new() });
+            }
+            self.disabled.push(id.to_string());
+        }
+        Ok(self)
+    }
+
+    /// Adds one of the bottle's own secrets (an injected token, the CA private key...). It is
+    /// found raw and encoded; findings carry `name`, never the value. Values shorter than 8
+    /// bytes are refused at `build`.
+    pub fn known_secret(mut self, name: impl Into<String>, value: impl AsRef<[u8]>) -> Self {
+        self.known.push((name.into(), value.as_ref().to_vec()));
+        self
+    }
+
+    /// Compiles everything into a [`Scanner`].
+    pub fn build(self) -> Result<Scanner, RuleError> {
+        let mut rules = Vec::new();
+        if self.default_rules {
+            rules.extend(parse_rules(DEFAULT_RULES_TOML, DEFAULT_RULES_NAME, true)?);
+        }
+        rules.extend(self.rules);
+        // Duplicate ids.
+        for (i, r) in rules.iter().enumerate() {
+            if let Some(first) = rules[..i].iter().find(|p| p.id == r.id) {
+                return Err(RuleError::Duplicate {
+                    id: r.id.clone(),
+                    first: first.source.clone(),
+                    second: r.source.clone(),
+                });
+            }
+        }
+        for id in &self.disabled {
+            match rules.iter().find(|r| &r.id == id) {
+                None => return Err(RuleError::UnknownRule { id: id.clone() }),
+                Some(r) if r.core => return Err(RuleError::CoreRule { id: id.clone() }),
+                Some(_) => {}
+            }
+        }
+        rules.retain(|r| !self.disabled.contains(&r.id));
+        let known = KnownSet::new(&self.known)?;
+        let prefilter = Prefilter::new(&rules)?;
+        Ok(Scanner {
+            inner: Arc::new(Inner {
+                rules,
+                prefilter,
+                known,
+            }),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Prefilter {
+    ac: Option<AhoCorasick>,
+    /// keyword index -> (rule index, keyword bytes if case-sensitive)
+    targets: Vec<Vec<(usize, Option<Vec<u8>>)>>,
+}
+
+impl Prefilter {
+    fn new(rules: &[Rule]) -> Result<Self, RuleError> {
+        let mut keywords: Vec<Vec<u8>> = Vec::new();
+        let mut targets: Vec<Vec<(usize, Option<Vec<u8>>)>> = Vec::new();
+        for (ri, r) in rules.iter().enumerate() {
+            for k in &r.keywords {
+                let lower = k.to_ascii_lowercase().into_bytes();
+                let idx = match keywords.iter().position(|x| *x == lower) {
+                    Some(i) => i,
+                    None => {
+                        keywords.push(lower);
+                        targets.push(Vec::new());
+                        keywords.len() - 1
+                    }
+                };
+                let exact = r.case_sensitive_keywords.then(|| k.as_bytes().to_vec());
+                targets[idx].push((ri, exact));
+            }
+        }
+        let ac = if keywords.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .match_kind(MatchKind::Standard)
+                    .kind(Some(AhoCorasickKind::DFA))
+                    .build(&keywords)
+                    .map_err(|e| RuleError::Prefilter(e.to_string()))?,
+            )
+        };
+        Ok(Prefilter { ac, targets })
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    rules: Vec<Rule>,
+    prefilter: Prefilter,
+    known: KnownSet,
+}
+
+/// A compiled secret scanner: rules + keyword prefilter + known secrets. Cheap to clone (an
+/// `Arc` inside), `Send + Sync`.
+#[derive(Debug, Clone)]
+pub struct Scanner {
+    inner: Arc<Inner>,
+}
+
+/// Id, description and core flag of a loaded rule (see [`Scanner::rules`]).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RuleInfo {
+    /// Rule id.
+    pub id: String,
+    /// Description.
+    pub description: String,
+    /// Part of the core floor (cannot be disabled).
+    pub core: bool,
+    /// Where the rule comes from.
+    pub source: String,
+}
+
+#[derive(Debug)]
+struct Raw {
+    rule: Option<usize>,
+    known: Option<usize>,
+    start: usize,
+    end: usize,
+    preview: String,
+    encoding: Option<String>,
+}
+
+impl Scanner {
+    /// Starts building a scanner.
+    pub fn builder() -> ScannerBuilder {
+        ScannerBuilder::default()
+    }
+
+    /// The ids of all enabled rules.
+    pub fn rule_ids(&self) -> Vec<String> {
+        self.inner.rules.iter().map(|r| r.id.clone()).collect()
+    }
+
+    /// Details of all enabled rules.
+    pub fn rules(&self) -> Vec<RuleInfo> {
+        self.inner
+            .rules
+            .iter()
+            .map(|r| RuleInfo {
+                id: r.id.clone(),
+                description: r.description.clone(),
+                core: r.core,
+                source: r.source.clone(),
+            })
+            .collect()
+    }
+
+    /// Names of the known secrets.
+    pub fn known_secret_names(&self) -> &[String] {
+        &self.inner.known.names
+    }
+
+    /// Bytes a stream scan holds back so that secrets spanning chunk boundaries are found.
+    pub fn overlap(&self) -> usize {
+        4096usize.max(3 * self.inner.known.max_len + 64)
+    }
+
+    /// Scans one complete input. Findings are sorted by offset; offsets are relative to `data`.
+    pub fn scan(&self, data: &[u8]) -> Vec<Finding> {
+        self.scan_at(data, 0)
+    }
+
+    /// Scans `data` and sets `location` on every finding.
+    pub fn scan_located(&self, data: &[u8], location: &str) -> Vec<Finding> {
+        self.scan(data)
+            .into_iter()
+            .map(|f| f.at(location.to_string()))
+            .collect()
+    }
+
+    /// Starts a streaming scan (see [`StreamScan`]).
+    pub fn stream(&self) -> StreamScan {
+        StreamScan::new(self.clone())
+    }
+
+    /// Scans `data`, adding `base` to every offset.
+    pub(crate) fn scan_at(&self, data: &[u8], base: usize) -> Vec<Finding> {
+        let mut raws = Vec::new();
+        self.rule_pass(data, &mut raws);
+        if !self.inner.known.is_empty() {
+            let mut hits: Vec<KnownHit> = Vec::new();
+            self.inner.known.scan(data, &mut hits);
+            for h in hits {
+                raws.push(Raw {
+                    rule: None,
+                    known: Some(h.secret),
+                    start: h.start,
+                    end: h.end,
+                    preview: self.inner.known.names[h.secret].clone(),
+                    encoding: Some(h.encoding),
+                });
+            }
+        }
+        self.resolve(raws, base)
+    }
+
+    fn rule_pass(&self, data: &[u8], out: &mut Vec<Raw>) {
+        let Some(ac) = &self.inner.prefilter.ac else {
+            return;
+        };
+        // (rule, window start, window end)
+        let mut windows: Vec<(usize, usize, usize)> = Vec::new();
+        for m in ac.find_overlapping_iter(data) {
+            for (ri, exact) in &self.inner.prefilter.targets[m.pattern().as_usize()] {
+                if let Some(exact) = exact {
+                    if &data[m.start()..m.end()] != exact.as_slice() {
+                        continue;
+                    }
+                }
+                let mut ws = m.start().saturating_sub(WINDOW_BACK);
+                if let Some(nl) = memchr::memchr(b'\n', &data[ws..m.start()]) {
+                    ws += nl + 1;
+                }
+                let we = (m.end() + WINDOW_FWD).min(data.len());
+                windows.push((*ri, ws, we));
+            }
+        }
+        if windows.is_empty() {
+            return;
+        }
+        windows.sort_unstable();
+        let mut i = 0;
+        while i < windows.len() {
+            let (ri, mut ws, mut we) = windows[i];
+            let _ = &mut ws;
+            i += 1;
+            while i < windows.len() && windows[i].0 == ri && windows[i].1 <= we {
+                we = we.max(windows[i].2);
+                i += 1;
+            }
+            self.run_rule(ri, data, ws, we, out);
+        }
+    }
+
+    fn run_rule(&self, ri: usize, data: &[u8], ws: usize, we: usize, out: &mut Vec<Raw>) {
+        let rule = &self.inner.rules[ri];
+        let input = Input::new(data).range(ws..we);
+        for caps in rule.regex.captures_iter(input) {
+            let Some(whole) = caps.get_match() else {
+                continue;
+            };
+            let span = match rule.secret_group {
+                Some(g) => caps.get_group(g),
+                None => (1..caps.group_len())
+                    .filter_map(|g| caps.get_group(g))
+                    .find(|s| !s.is_empty())
+                    .or(Some(whole.span())),
+            };
+            let Some(span) = span else { continue };
+            if span.is_empty() {
+                continue;
+            }
+            let secret = &data[span.start..span.end];
+            if let Some(min) = rule.entropy {
+                if shannon_entropy(secret) < min {
+                    continue;
+                }
+            }
+            let whole_bytes = &data[whole.start()..whole.end()];
+            let line_start = memchr::memrchr(b'\n', &data[..whole.start()])
+                .map(|p| p + 1)
+                .unwrap_or(0);
+            let line_end = memchr::memchr(b'\n', &data[whole.end()..])
+                .map(|p| whole.end() + p)
+                .unwrap_or(data.len());
+            let line = &data[line_start..line_end];
+            if rule.file_allowlist.allows(secret, whole_bytes, line)
+                || rule.allowlist.allows(secret, whole_bytes, line)
+            {
+                continue;
+            }
+            out.push(Raw {
+                rule: Some(ri),
+                known: None,
+                start: span.start,
+                end: span.end,
+                preview: redacted_preview(secret),
+                encoding: None,
+            });
+        }
+    }
+
+    /// Deduplicates, lets specific findings win over overlapping generic ones (known secrets
+    /// win over both), sorts by offset and converts to [`Finding`]s.
+    fn resolve(&self, mut raws: Vec<Raw>, base: usize) -> Vec<Finding> {
+        let prio = |r: &Raw| -> u8 {
+            match (r.known, r.rule) {
+                (Some(_), _) => 3,
+                (None, Some(ri)) if !self.inner.rules[ri].generic => 2,
+                _ => 1,
+            }
+        };
+        raws.sort_by_key(|r| (std::cmp::Reverse(prio(r)), r.start, r.end));
+        let mut kept: Vec<Raw> = Vec::with_capacity(raws.len());
+        let mut seen = BTreeSet::new();
+        for r in raws {
+            if !seen.insert((r.rule, r.known, r.start, r.end)) {
+                continue;
+            }
+            let p = prio(&r);
+            if kept
+                .iter()
+                .any(|k| prio(k) > p && r.start < k.end && k.start < r.end)
+            {
+                continue;
+            }
+            kept.push(r);
+        }
+        kept.sort_by_key(|r| (r.start, r.end));
+        kept.into_iter()
+            .map(|r| {
+                let (rule_id, description) = match r.rule {
+                    Some(ri) => {
+                        let rule = &self.inner.rules[ri];
+                        (rule.id.clone(), rule.description.clone())
+                    }
+                    None => (
+                        KNOWN_SECRET_RULE_ID.to_string(),
+                        "one of this bottle's own secrets".to_string(),
+                    ),
+                };
+                Finding {
+                    rule_id,
+                    description,
+                    offset: base + r.start,
+                    len: r.end - r.start,
+                    preview: r.preview,
+                    known_secret: r.known.map(|k| self.inner.known.names[k].clone()),
+                    encoding: r.encoding,
+                    location: None,
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,343 @@
+//! Per-rule true positives and near-miss negatives from the generated corpus, known-secret
+//! encodings, streaming boundaries, and "findings never contain the secret".
+
+use base64::Engine as _;
+use bottle_scanner::corpus::{samples, Rng};
+use bottle_scanner::{Finding, Scanner};
+
+fn scanner() -> Scanner {
+    Scanner::builder().default_rules(true).build().unwrap()
+}
+
+fn assert_no_leak(findings: &[Finding], secret: &str) {
+    // The secret minus its first 4 bytes must not appear anywhere in the output forms.
+    let tail = &secret[secret.len().min(4)..];
+    if tail.len() < 6 {
+        return;
+    }
+    for f in findings {
+        let forms = [
+            format!("{f}"),
+            format!("{f:?}"),
+            serde_json::to_string(f).unwrap(),
+        ];
+        for form in forms {
+            assert!(!form.contains(tail), "finding leaks the secret: {form}");
+        }
+    }
+}
+
+#[test]
+fn every_rule_has_samples() {
+    let s = scanner();
+    let ids: Vec<&str> = samples().iter().map(|s| s.rule_id).collect();
+    for id in s.rule_ids() {
+        assert!(ids.contains(&id.as_str()), "rule {id} has no corpus sample");
+    }
+    assert!(s.rule_ids().len() >= 60);
+}
+
+#[test]
+fn true_positives_and_near_misses() {
+    let s = scanner();
+    let mut failures = Vec::new();
+    for sample in samples() {
+        for seed in 0..8u64 {
+            let mut rng = Rng::new(seed * 7919 + sample.rule_id.len() as u64);
+            let pos = sample.positive(&mut rng);
+            let text = format!("fn main() {{}}\n{pos}// end\n");
+            let found = s.scan(text.as_bytes());
+            let hit = found.iter().find(|f| f.rule_id == sample.rule_id);
+            match hit {
+                None => failures.push(format!(
+                    "{}: missed positive (seed {seed}); got {:?}",
+                    sample.rule_id,
+                    found.iter().map(|f| &f.rule_id).collect::<Vec<_>>()
+                )),
+                Some(f) => {
+                    let secret = &text[f.offset..f.offset + f.len];
+                    assert!(
+                        pos.contains(secret),
+                        "{}: span outside sample",
+                        sample.rule_id
+                    );
+                    assert_no_leak(&found, secret);
+                }
+            }
+            let neg = sample.negative(&mut rng);
+            let text = format!("fn main() {{}}\n{neg}// end\n");
+            let found = s.scan(text.as_bytes());
+            if found.iter().any(|f| f.rule_id == sample.rule_id) {
+                failures.push(format!(
+                    "{}: fired on near miss (seed {seed})",
+                    sample.rule_id
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn disable_and_core_floor() {
+    let e = Scanner::builder()
+        .default_rules(true)
+        .disable(&["github-pat"])
+        .unwrap()
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("core floor"), "{e}");
+    let e = Scanner::builder()
+        .default_rules(true)
+        .disable(&["no-such-rule"])
+        .unwrap()
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown rule"), "{e}");
+    let s = Scanner::builder()
+        .default_rules(true)
+        .disable(&["jwt"])
+        .unwrap()
+        .build()
+        .unwrap();
+    assert!(!s.rule_ids().contains(&"jwt".to_string()));
+}
+
+#[test]
+fn user_rule_file() {
+    let dir = std::env::temp_dir().join(format!("scanner-rules-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("acme.toml");
+    std::fs::write(
+        &p,
+        "[[rules]]\nid = \"acme-key\"\ndescription = \"Acme\"\nregex = '''\\b(acme_[a-z0-9]{20})\\b'''\nkeywords = [\"acme_\"]\n",
+    )
+    .unwrap();
+    let s = Scanner::builder()
+        .default_rules(true)
+        .rules_file(&p)
+        .unwrap()
+        .build()
+        .unwrap();
+    let text = format!("x acme_{} y", "k3j5h6g7f8d9s0a1q2w3");
+    let f = s.scan(text.as_bytes());
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].rule_id, "acme-key");
+    // Redefining a default id is refused.
+    std::fs::write(
+        &p,
+        "[[rules]]\nid = \"jwt\"\nregex = 'x'\nkeywords = [\"abc\"]\n",
+    )
+    .unwrap();
+    let e = Scanner::builder()
+        .default_rules(true)
+        .rules_file(&p)
+        .unwrap()
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("defined twice"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn fake_token(rng: &mut Rng) -> String {
+    format!("gh{}_{}", "p", rng.chars('a', 36))
+}
+
+fn known_scanner(secret: &str) -> Scanner {
+    Scanner::builder()
+        .known_secret("GH_TOKEN", secret)
+        .build()
+        .unwrap()
+}
+
+fn encodings(secret: &str) -> Vec<(&'static str, String)> {
+    let b = secret.as_bytes();
+    let std = base64::engine::general_purpose::STANDARD;
+    let url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut v = vec![
+        ("raw", secret.to_string()),
+        ("hex", data_encoding::HEXLOWER.encode(b)),
+        ("hex", data_encoding::HEXUPPER.encode(b)),
+        ("base32", data_encoding::BASE32.encode(b)),
+        ("base32", data_encoding::BASE32.encode(b).to_lowercase()),
+        (
+            "percent",
+            b.iter().map(|c| format!("%{c:02X}")).collect::<String>(),
+        ),
+        (
+            "percent",
+            b.iter()
+                .enumerate()
+                .map(|(i, &c)| {
+                    if i % 3 == 0 {
+                        format!("%{c:02x}")
+                    } else {
+                        (c as char).to_string()
+                    }
+                })
+                .collect(),
+        ),
+        (
+            "json",
+            b.iter()
+                .map(|c| format!("\\u{:04x}", c))
+                .collect::<String>(),
+        ),
+        ("json", secret.replace('_', "\\u005f")),
+        (
+            "separators",
+            secret.chars().map(|c| format!("{c}-")).collect(),
+        ),
+        (
+            "separators",
+            secret.chars().map(|c| format!("{c} ")).collect(),
+        ),
+        (
+            "separators",
+            secret
+                .as_bytes()
+                .chunks(4)
+                .map(|c| String::from_utf8_lossy(c).to_string())
+                .collect::<Vec<_>>()
+                .join("."),
+        ),
+        (
+            "separators",
+            secret
+                .as_bytes()
+                .chunks(5)
+                .map(|c| String::from_utf8_lossy(c).to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+    ];
+    // base64 at every alignment, standard and URL-safe, padded and not.
+    for k in 0..3 {
+        let mut data = b"xyz"[..k].to_vec();
+        data.extend_from_slice(b);
+        data.extend_from_slice(&b"!?"[..k.min(2)]);
+        v.push(("base64", std.encode(&data)));
+        v.push(("base64url", url.encode(&data)));
+    }
+    v
+}
+
+#[test]
+fn known_secret_in_every_encoding() {
+    let mut rng = Rng::new(42);
+    for round in 0..20 {
+        let secret = if round % 2 == 0 {
+            fake_token(&mut rng)
+        } else {
+            // arbitrary bytes-ish printable secret with base64-hostile characters
+            format!("{}+/{}~?", rng.chars('b', 20), rng.chars('w', 20))
+        };
+        let s = known_scanner(&secret);
+        for (label, enc) in encodings(&secret) {
+            let text = format!("prefix text {{\"data\": \"{enc}\"}} suffix\n");
+            let found = s.scan(text.as_bytes());
+            assert!(
+                found
+                    .iter()
+                    .any(|f| f.known_secret.as_deref() == Some("GH_TOKEN")),
+                "round {round}: {label} encoding not found"
+            );
+            for f in &found {
+                assert_eq!(f.preview, "GH_TOKEN");
+                assert!(f.encoding.is_some());
+            }
+            assert_no_leak(&found, &secret);
+        }
+    }
+}
+
+#[test]
+fn known_secret_encoding_labels_and_offsets() {
+    let mut rng = Rng::new(7);
+    let secret = fake_token(&mut rng);
+    let s = known_scanner(&secret);
+    let hex = data_encoding::HEXLOWER.encode(secret.as_bytes());
+    let text = format!("aaaa {hex} bbbb");
+    let f = s.scan(text.as_bytes());
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].encoding.as_deref(), Some("hex"));
+    assert_eq!(f[0].offset, 5);
+    assert_eq!(f[0].len, hex.len());
+    // Unrelated random text does not match.
+    let other = fake_token(&mut rng);
+    assert!(s.scan(other.as_bytes()).is_empty());
+}
+
+#[test]
+fn known_secret_wins_over_rule() {
+    let mut rng = Rng::new(9);
+    let secret = fake_token(&mut rng);
+    let s = Scanner::builder()
+        .default_rules(true)
+        .known_secret("GH_TOKEN", &secret)
+        .build()
+        .unwrap();
+    let f = s.scan(format!("token={secret}\n").as_bytes());
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].known_secret.as_deref(), Some("GH_TOKEN"));
+}
+
+fn stream_all(s: &Scanner, data: &[u8], splits: &[usize]) -> Vec<Finding> {
+    let mut st = s.stream();
+    let mut out = Vec::new();
+    let mut prev = 0;
+    for &at in splits {
+        out.extend(st.feed(&data[prev..at]));
+        prev = at;
+    }
+    out.extend(st.feed(&data[prev..]));
+    out.extend(st.finish());
+    out
+}
+
+#[test]
+fn streaming_every_split_point() {
+    let mut rng = Rng::new(5);
+    let secret = fake_token(&mut rng);
+    let known = fake_token(&mut rng);
+    let s = Scanner::builder()
+        .default_rules(true)
+        .known_secret("K", &known)
+        .build()
+        .unwrap();
+    let filler = "let x = compute(y) + 1; // comment\n".repeat(300);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("a{known}"));
+    let text = format!("{filler}token: {secret}\n{filler}data={b64}\n{filler}");
+    let whole = s.scan(text.as_bytes());
+    assert_eq!(whole.len(), 2, "{whole:?}");
+    let positions: Vec<usize> = whole.iter().map(|f| f.offset).collect();
+    for f in &whole {
+        for split in f.offset.saturating_sub(3)..=f.offset + f.len + 3 {
+            let got = stream_all(&s, text.as_bytes(), &[split]);
+            let got_pos: Vec<usize> = got.iter().map(|f| f.offset).collect();
+            assert_eq!(got_pos, positions, "split at {split}");
+        }
+    }
+    // Tiny chunks.
+    let mut splits = Vec::new();
+    let mut at = 0;
+    while at + 37 < text.len() {
+        at += 37;
+        splits.push(at);
+    }
+    let got = stream_all(&s, text.as_bytes(), &splits);
+    assert_eq!(got.iter().map(|f| f.offset).collect::<Vec<_>>(), positions);
+}
+
+#[test]
+fn finding_display_never_has_secret() {
+    let mut rng = Rng::new(11);
+    let secret = fake_token(&mut rng);
+    let s = scanner();
+    let f = s.scan(format!("x {secret} y").as_bytes());
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].preview, format!("ghp_…({})", secret.len()));
+    assert_no_leak(&f, &secret);
+}
