@@ -370,3 +370,24 @@ fn tunnel_limit_is_a_503() {
     );
     let _ = child.wait();
 }
+
+#[test]
+fn ip_literal_target_gets_an_ip_leaf_without_sni() {
+    let routes = r#"
+[[route]]
+id = "loopback-ip"
+host = "127.0.0.1"
+ports = [{port}]
+allow_private = ["127.0.0.1/32"]
+"#;
+    let h = Harness::start_with(routes, "");
+    let url = format!("https://127.0.0.1:{}/ip", h.upstream_port);
+    let out = h.curl(&["-i", &url]);
+    let (s, _, body) = parse_http(&out.stdout);
+    assert_eq!(s, 200, "{body} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(body.contains("pq=/ip"), "{body}");
+    // An IP no route names is refused.
+    let out = h.curl(&["-i", &format!("https://127.0.0.2:{}/", h.upstream_port)]);
+    let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(text.contains("x-bottle-deny: ip_literal"), "{text}");
+}

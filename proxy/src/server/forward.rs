@@ -83,7 +83,12 @@ pub(crate) fn has_loop_marker(inner: &Inner, headers: &HeaderMap) -> bool {
 
 /// The request head size as received (request line + headers), approximately.
 pub(crate) fn head_size(req: &Request<Incoming>) -> usize {
-    let mut n = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    let uri = req.uri();
+    let mut n = req.method().as_str().len()
+        + uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(1, |p| p.as_str().len())
+        + 12;
     for (k, v) in req.headers() {
         n += k.as_str().len() + v.len() + 4;
     }
