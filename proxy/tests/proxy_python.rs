@@ -21,6 +21,9 @@ for _ in range(5):
     assert s.get(f"{base}/repos/x").status_code == 200
 r = s.post(f"{base}/upload", data=b"x" * 100000)
 assert r.text.startswith("len=100000 "), r.text
+# Chunked request body (a generator makes requests use Transfer-Encoding: chunked).
+r = s.post(f"{base}/upload", data=(b"y" * 1000 for _ in range(100)))
+assert r.text.startswith("len=100000 "), r.text
 r = s.delete(f"{base}/repos/x")
 assert r.status_code == 403 and r.headers["X-Bottle-Deny"] == "method", (r.status_code, r.headers)
 assert "blocked by bottle policy" in r.text
