@@ -166,8 +166,8 @@ pub(crate) fn parse_agent(
             || (table.contains("git") && key.starts_with("remote")) =>
         {
             let where_ = match origin {
-                AgentOrigin::Repo => "a repository agent",
-                _ => "an agent",
+                AgentOrigin::Repo => "A repository agent",
+                _ => "An agent",
             };
             return Err(ManifestError::UnknownKey {
                 loc,

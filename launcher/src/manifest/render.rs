@@ -99,7 +99,7 @@ pub(crate) fn render(p: &Plan) -> String {
         (WorkspaceMode::Copy, Some(h)) => {
             format!("copy of {} at {}", h.display(), super::WORKSPACE_PATH)
         }
-        (m, None) => format!("{m:?}"),
+        (_, None) => "no host directory".to_string(),
     };
     let _ = writeln!(o, "workspace  {ws}");
     let r = &p.resources;
@@ -108,7 +108,12 @@ pub(crate) fn render(p: &Plan) -> String {
         "resources  {} cpus, {} memory, {} pids",
         r.cpus, r.memory, r.pids
     );
-    let _ = writeln!(o, "runtime    {:?}", p.runtime);
+    let runtime = match p.runtime {
+        super::RuntimeMode::Auto => "auto (gVisor if it works here, else runc)",
+        super::RuntimeMode::Runc => "runc",
+        super::RuntimeMode::Runsc => "runsc (gVisor)",
+    };
+    let _ = writeln!(o, "runtime    {runtime}");
     if let Some(cmd) = &p.command {
         let _ = writeln!(o, "command    {}", cmd.join(" "));
     }

@@ -149,6 +149,24 @@ impl SourceFile {
                 .unwrap_or_else(|| "value".to_string());
             return ManifestError::WrongType { loc, key, message };
         }
+        if let Some(rest) = message.strip_prefix("data did not match any variant of untagged enum ")
+        {
+            let key = span
+                .as_ref()
+                .and_then(|s| self.key_before(s.start))
+                .unwrap_or_else(|| "value".to_string());
+            let expected = match rest.trim() {
+                "DlpSpec" => {
+                    "true, false or a list of DLP rule ids like [\"github-pat\"]".to_string()
+                }
+                other => format!("a value of the form `{other}` (see docs/manifests.md)"),
+            };
+            return ManifestError::WrongType {
+                loc,
+                key,
+                message: format!("expected {expected}"),
+            };
+        }
         if let Some(rest) = message.strip_prefix("missing field `") {
             let (key, _) = split_backticked(rest);
             let table = span

@@ -152,6 +152,13 @@ fn wrong_type_has_line_and_key() {
         "{e}"
     );
 
+    env.bottle("dev", "[[route]]\nhost = \"a.example\"\ndlp = \"yes\"\n");
+    let e = env.err("dev");
+    assert!(
+        e.starts_with("bottles/dev.toml:3: wrong type for `dlp`: expected true, false or a list"),
+        "{e}"
+    );
+
     env.bottle("dev", "workspace = \"bnd\"\n");
     let e = env.err("dev");
     assert!(
@@ -269,7 +276,7 @@ fn repo_agents_cannot_add_routes_or_secrets() {
         "{e}"
     );
     assert!(
-        e.contains("a repository agent cannot set routes, secrets, git remotes"),
+        e.contains("A repository agent cannot set routes, secrets, git remotes"),
         "{e}"
     );
 
@@ -625,6 +632,14 @@ fn shipped_manifests_load_and_resolve() {
     let gh = env.plan("github").unwrap();
     assert_eq!(gh.extends, vec!["shell".to_string()]);
     assert!(gh.placeholders.contains_key("GH_TOKEN"));
+    // The derived git credential resolves to base64("x-access-token:<token>").
+    std::env::set_var("GH_TOKEN", "ghp_example0123456789");
+    let values = gh.resolve_secrets().unwrap();
+    assert_eq!(values["GH_TOKEN"].as_str(), "ghp_example0123456789");
+    assert_eq!(
+        values["GH_GIT_BASIC"].as_str(),
+        "eC1hY2Nlc3MtdG9rZW46Z2hwX2V4YW1wbGUwMTIzNDU2Nzg5"
+    );
     let local = env.plan("local-model").unwrap();
     assert!(local
         .policy
