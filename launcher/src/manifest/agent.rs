@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::bottle::check_env_name;
+use super::bottle::{check_env_name, check_env_value};
 use super::error::{Location, ManifestError};
 use super::source::SourceFile;
 
@@ -231,6 +231,7 @@ pub(crate) fn parse_agent(
     for (k, v) in raw.env {
         let span = v.span();
         check_env_name(&src, &span, &k)?;
+        check_env_value(&src, &span, &k, v.get_ref())?;
         env.push((k, v.into_inner(), span));
     }
     let (author_name, author_email) = match raw.git {

@@ -476,6 +476,7 @@ pub(crate) fn parse_layer(
     for (k, v) in raw.env {
         let span = v.span();
         check_env_name(&src, &span, &k)?;
+        check_env_value(&src, &span, &k, v.get_ref())?;
         env.push((k, Located::new(v.into_inner(), &src, span)));
     }
 
@@ -577,6 +578,23 @@ pub(crate) fn check_env_name(
     }
     if RESERVED_ENV.contains(&key) || key.starts_with("BOTTLE_") {
         return Err(invalid(l, key, format!("`{key}` is set by the launcher (proxy, CA bundle and bottle variables) and cannot be overridden")));
+    }
+    Ok(())
+}
+
+/// Refuses environment values Docker cannot carry (NUL bytes).
+pub(crate) fn check_env_value(
+    src: &SourceFile,
+    span: &Range<usize>,
+    key: &str,
+    value: &str,
+) -> Result<(), ManifestError> {
+    if value.contains('\0') {
+        return Err(invalid(
+            src.loc(Some(span)),
+            key,
+            "an environment value cannot contain a NUL byte",
+        ));
     }
     Ok(())
 }

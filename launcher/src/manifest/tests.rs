@@ -647,3 +647,44 @@ fn shipped_manifests_load_and_resolve() {
         .iter()
         .any(|r| !r.allow_private.is_empty()));
 }
+
+#[test]
+fn inline_routes_and_default_bottle_name() {
+    let env = Env::new();
+    env.bottle("inl", "image = \"shell\"\nroute = [\n  { id = \"a\", host = \"a.example\" },\n  { id = \"b\", host = \"exa mple\" },\n]\n");
+    let e = env.err("inl");
+    assert!(
+        e.starts_with("bottles/inl.toml:4: route `b` is refused"),
+        "{e}"
+    );
+
+    // No `bottle =` key: the agent's own name is used, and the error says so.
+    env.agent("solo", "+++\nlabel = \"x\"\n+++\n");
+    let e = env.err("solo");
+    assert!(
+        e.contains("bottle `solo` does not exist") && e.contains("add one"),
+        "{e}"
+    );
+    env.bottle("solo", "workspace = \"none\"\n");
+    let p = env.plan("solo").unwrap();
+    assert_eq!(p.bottle, "solo");
+    assert_eq!(
+        p.workspace,
+        WorkspacePlan {
+            mode: WorkspaceMode::None,
+            host_path: None,
+            container_path: None
+        }
+    );
+}
+
+#[test]
+fn env_values_with_nul_are_refused() {
+    let env = Env::new();
+    env.bottle("n", "[env]\nA = \"x\\u0000y\"\n");
+    let e = env.err("n");
+    assert!(
+        e.starts_with("bottles/n.toml:2: invalid value for `A`") && e.contains("NUL"),
+        "{e}"
+    );
+}
