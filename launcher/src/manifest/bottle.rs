@@ -364,12 +364,19 @@ pub(crate) fn parse_layer(
             let text = match m.get_ref() {
                 toml::Value::String(s) => s.clone(),
                 toml::Value::Integer(i) if *i > 0 => i.to_string(),
+                toml::Value::Integer(i) => {
+                    return Err(invalid(
+                        loc(&span),
+                        "memory",
+                        format!("{i} is not a size; write e.g. \"512m\" or \"4g\""),
+                    ))
+                }
                 other => {
                     return Err(ManifestError::WrongType {
                         loc: loc(&span),
                         key: "memory".into(),
                         message: format!(
-                            "found a {}, expected a size string like \"4g\" or a number of bytes",
+                            "found {}, expected a size string like \"4g\" or a number of bytes",
                             other.type_str()
                         ),
                     })
@@ -646,7 +653,7 @@ fn parse_image(
                     other => Err(ManifestError::WrongType {
                         loc: src.loc_within(Some(&span), &k),
                         key: k.clone(),
-                        message: format!("found a {}, expected a path string", other.type_str()),
+                        message: format!("found {}, expected a path string", other.type_str()),
                     }),
                 };
                 match k.as_str() {
@@ -680,7 +687,7 @@ fn parse_image(
         other => Err(ManifestError::WrongType {
             loc: l,
             key: "image".into(),
-            message: format!("found a {}, expected a template name or {{ dockerfile = \"path\" }}", other.type_str()),
+            message: format!("found {}, expected a template name or {{ dockerfile = \"path\" }}", other.type_str()),
         }),
     }
 }

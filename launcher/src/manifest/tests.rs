@@ -688,3 +688,22 @@ fn env_values_with_nul_are_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn resource_values_are_range_checked() {
+    let env = Env::new();
+    for (text, line, key) in [
+        ("[resources]\nmemory = 0\n", 2, "memory"),
+        ("[resources]\nmemory = \"1k\"\n", 2, "memory"),
+        ("[resources]\n\ncpus = 0\n", 3, "cpus"),
+        ("[resources]\npids = 1\n", 2, "pids"),
+        ("image = 3\n", 1, "image"),
+    ] {
+        env.bottle("r", text);
+        let e = env.err("r");
+        assert!(
+            e.starts_with(&format!("bottles/r.toml:{line}: ")) && e.contains(&format!("`{key}`")),
+            "{text:?}: {e}"
+        );
+    }
+}
