@@ -707,3 +707,79 @@ fn resource_values_are_range_checked() {
         );
     }
 }
+
+#[test]
+fn dockerfile_images_models_and_remotes() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.home.join("images/mine")).unwrap();
+    std::fs::write(env.home.join("images/mine/Dockerfile"), "FROM scratch\n").unwrap();
+    env.bottle("d", "image = { dockerfile = \"images/mine/Dockerfile\" }\n");
+    let p = env.plan("d").unwrap();
+    assert_eq!(
+        p.image,
+        ImageSpec::Dockerfile {
+            dockerfile: env.home.join("images/mine/Dockerfile"),
+            context: env.home.join("images/mine"),
+        }
+    );
+    env.bottle("d", "image = { dockerfile = \"nope/Dockerfile\" }\n");
+    assert!(env.err("d").contains("does not exist"));
+    env.bottle("d", "image = { dockerfil = \"x\" }\n");
+    assert!(env.err("d").contains("did you mean `dockerfile`?"));
+
+    env.bottle(
+        "m",
+        "[[model]]\nname = \"coder\"\nengine = \"vllm\"\nmodel = \"Qwen/Qwen2.5-Coder-7B-Instruct\"\n\n[[model]]\nname = \"small\"\nengine = \"ollama\"\nmodel = \"qwen2.5:0.5b\"\nport = 11434\n",
+    );
+    let p = env.plan("m").unwrap();
+    assert_eq!(p.models.len(), 2);
+    assert_eq!(p.models[1].engine, ModelEngine::Ollama);
+    env.bottle(
+        "m",
+        "[[model]]\nname = \"a_b\"\nengine = \"vllm\"\nmodel = \"x\"\n",
+    );
+    assert!(env.err("m").contains("DNS label"));
+    env.bottle(
+        "m",
+        "[[model]]\nname = \"a\"\nengine = \"tgi\"\nmodel = \"x\"\n",
+    );
+    let e = env.err("m");
+    assert!(
+        e.starts_with("bottles/m.toml:3: invalid value for `engine`"),
+        "{e}"
+    );
+
+    env.bottle(
+        "g",
+        "[[git.remote]]\nname = \"origin\"\nurl = \"http://insecure.example/x.git\"\n",
+    );
+    let e = env.err("g");
+    assert!(
+        e.starts_with("bottles/g.toml:3: invalid value for `url`"),
+        "{e}"
+    );
+    env.bottle("g", "[[git.remote]]\nname = \"origin\"\nurl = \"git@github.com:acme/w.git\"\n[[git.remote]]\nname = \"origin\"\nurl = \"git@github.com:acme/v.git\"\n");
+    assert!(env.err("g").contains("declared twice"));
+}
+
+#[test]
+fn list_agents_covers_files_and_bottles() {
+    let env = Env::new();
+    env.agent("a", "+++\nbottle = \"shell\"\n+++\n")
+        .repo_agent("a", "+++\nbottle = \"shell\"\n+++\n");
+    env.repo_agent("r", "+++\nbottle = \"shell\"\n+++\n")
+        .bottle("b", "");
+    let list: Vec<(String, AgentOrigin)> = list_agents(&env.home, &env.repo)
+        .into_iter()
+        .map(|a| (a.name, a.origin))
+        .collect();
+    assert_eq!(
+        list,
+        vec![
+            ("a".to_string(), AgentOrigin::Home),
+            ("r".to_string(), AgentOrigin::Repo),
+            ("b".to_string(), AgentOrigin::Implicit),
+            ("shell".to_string(), AgentOrigin::Implicit),
+        ]
+    );
+}
