@@ -7,15 +7,15 @@ use std::time::{Duration, Instant};
 
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListImagesOptionsBuilder, ListNetworksOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, ListNetworksOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt as _;
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
-use crate::images::{self, BuildOpts, ImageKind, IMAGE_LABEL};
+use crate::images::{self, BuildOpts, ImageKind};
 
 /// The address range bottle networks are carved from (as /28s) unless `BOTTLE_SUBNET_POOL` is set.
 /// Must equal the launcher's network code (`runtime::subnet::DEFAULT_POOL`).
@@ -112,7 +112,7 @@ pub struct NetworkReport {
     pub default_pool_headroom: usize,
     /// The pool bottle networks come from.
     pub bottle_pool: String,
-    /// Bottle networks (label `io.bottle.managed`).
+    /// Bottle networks (any `io.bottle.*` label: per-bottle and shared egress networks).
     pub bottle_networks: usize,
     /// Free /28 subnets left in the bottle pool.
     pub bottle_pool_free: usize,
@@ -404,7 +404,7 @@ async fn image_status(
             (String::new(), false)
         }
     };
-    let all = images_of(docker, kind).await;
+    let all = images::stored_tags(docker, kind).await;
     let stale = all.iter().filter(|t| **t != tag).count();
     ImageStatus {
         kind: kind.name().into(),
@@ -414,22 +414,8 @@ async fn image_status(
     }
 }
 
-/// Tags of every stored image labelled as `kind`, newest first.
-async fn images_of(docker: &Docker, kind: ImageKind) -> Vec<String> {
-    let label = format!("{IMAGE_LABEL}={}", kind.name());
-    let filters = HashMap::from([("label", vec![label.as_str()])]);
-    let opts = ListImagesOptionsBuilder::default()
-        .filters(&filters)
-        .build();
-    let mut list = docker.list_images(Some(opts)).await.unwrap_or_default();
-    list.sort_by_key(|i| std::cmp::Reverse(i.created));
-    list.into_iter()
-        .flat_map(|i| i.repo_tags.into_iter().filter(|t| t != "<none>:<none>"))
-        .collect()
-}
-
 async fn newest_image_of(docker: &Docker, kind: ImageKind) -> Option<String> {
-    images_of(docker, kind).await.into_iter().next()
+    images::stored_tags(docker, kind).await.into_iter().next()
 }
 
 /// Starts `image --version` under runtime `name` with no network, and reports whether it exited 0.
@@ -575,7 +561,7 @@ async fn network_checks(docker: &Docker, findings: &mut Vec<Finding>) -> Network
         let is_bottle = n
             .labels
             .as_ref()
-            .is_some_and(|l| l.contains_key("io.bottle.managed"));
+            .is_some_and(|l| l.keys().any(|k| k.starts_with("io.bottle.")));
         let subnets: Vec<Ipv4Net> = n
             .ipam
             .as_ref()
@@ -868,6 +854,56 @@ mod tests {
         assert_eq!(f.level, Level::Error);
         assert!(f.what.contains("connection refused") && f.fix.contains("DOCKER_HOST"));
         assert!(render(&r).contains("NOT OK"));
+    }
+
+    /// Against the real engine: must report it, and runc must work when a sidecar image exists.
+    #[tokio::test]
+    async fn doctor_reports_the_local_engine() {
+        let docker = match Docker::connect_with_local_defaults() {
+            Ok(d) => match d.clone().negotiate_version().await {
+                Ok(d) => d,
+                Err(e) if std::env::var_os("CI").is_none() => {
+                    eprintln!("skipped: no docker engine ({e})");
+                    return;
+                }
+                Err(e) => panic!("CI is set but the Docker engine is unreachable: {e}"),
+            },
+            Err(e) if std::env::var_os("CI").is_none() => {
+                eprintln!("skipped: no docker engine ({e})");
+                return;
+            }
+            Err(e) => panic!("CI is set but the Docker engine is unreachable: {e}"),
+        };
+        let r = check(Ok(docker.clone())).await;
+        let e = r.engine.as_ref().expect("engine reported");
+        assert!(!e.version.is_empty() && !e.api_version.is_empty());
+        assert!(!e.negotiated_api_version.is_empty());
+        assert!(r.networks.is_some());
+        assert_eq!(r.images.len(), ImageKind::ALL.len());
+        let has_sidecar = !images::stored_tags(&docker, ImageKind::Sidecar)
+            .await
+            .is_empty();
+        if has_sidecar {
+            let runc = r
+                .runtimes
+                .iter()
+                .find(|p| p.name == "runc")
+                .expect("runc probed");
+            assert!(runc.works, "runc probe failed: {}", runc.detail);
+            assert!(
+                runc.detail.starts_with("bottle-sidecar "),
+                "{}",
+                runc.detail
+            );
+            // A runtime that does not exist must be reported as failing, not trusted.
+            let image = images::stored_tags(&docker, ImageKind::Sidecar)
+                .await
+                .remove(0);
+            let bogus = probe_runtime(&docker, "no-such-runtime", &image).await;
+            assert!(!bogus.works, "{}", bogus.detail);
+        }
+        let text = render(&r);
+        assert!(text.contains("engine") && text.contains(&e.version));
     }
 
     #[test]

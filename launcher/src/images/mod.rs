@@ -19,10 +19,12 @@ mod recipe;
 mod sidecar;
 mod upstream;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
+use bollard::query_parameters::{ListImagesOptionsBuilder, RemoveImageOptions};
 use bollard::Docker;
 
 /// Label set on every bottle image; its value is the [`ImageKind::name`].
@@ -149,6 +151,39 @@ pub async fn image_exists(docker: &Docker, r: &ImageRef) -> anyhow::Result<bool>
     }
 }
 
+/// Tags of the stored images of `kind` (repository `bottle/<kind>`, labelled `io.bottle.image=<kind>`),
+/// newest first. Images merely built `FROM` a bottle image are not included.
+pub async fn stored_tags(docker: &Docker, kind: ImageKind) -> Vec<String> {
+    let label = format!("{IMAGE_LABEL}={}", kind.name());
+    let filters = HashMap::from([("label", vec![label.as_str()])]);
+    let opts = ListImagesOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    let mut list = docker.list_images(Some(opts)).await.unwrap_or_default();
+    list.sort_by_key(|i| std::cmp::Reverse(i.created));
+    let prefix = format!("{}:", kind.repository());
+    list.into_iter()
+        .flat_map(|i| i.repo_tags.into_iter().filter(|t| t.starts_with(&prefix)))
+        .collect()
+}
+
+/// Untags the other `bottle/<kind>:*` images after `current` was built (an image still used by a
+/// container stays). Returns how many were removed.
+async fn prune_outdated(docker: &Docker, current: &ImageRef) -> usize {
+    let mut n = 0;
+    for tag in stored_tags(docker, current.kind).await {
+        if tag != current.tag
+            && docker
+                .remove_image(&tag, None::<RemoveImageOptions>, None)
+                .await
+                .is_ok()
+        {
+            n += 1;
+        }
+    }
+    n
+}
+
 /// Makes sure every image in `which` (and what it is built on) exists, building what is missing.
 ///
 /// Returns the references of `which`, in that order. Builds are serialised across processes by a
@@ -191,6 +226,10 @@ pub async fn ensure_images(
                 }
             }
             .with_context(|| format!("building image {} ({})", r.tag, kind))?;
+            let pruned = prune_outdated(docker, &r).await;
+            if pruned > 0 {
+                ui.note(&format!("removed {pruned} outdated {kind} image(s)"));
+            }
             ui.note(&format!(
                 "built {} in {:.1}s",
                 r.tag,
