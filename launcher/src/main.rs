@@ -1,1 +1,341 @@
-fn main() {}
+//! `bottle`: run coding agents unattended in sealed Docker bottles.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use bottle::{doctor, images, launch, manifest, runtime};
+use clap::{Parser, Subcommand};
+
+use bottle::runtime::bottle::{LaunchOptions, Mode};
+
+const ENV_HELP: &str = "Environment:
+  BOTTLE_HOME            config home (bottles/, agents/); default ~/.config/bottle
+  BOTTLE_SUBNET_POOL     IPv4 range bottle networks are carved from; default 10.213.0.0/16
+  BOTTLE_EGRESS          `shared` (default: one egress bridge for all sidecars, inter-container traffic off)
+                         or `per-bottle`
+  BOTTLE_EGRESS_NETWORK  use this existing network as the sidecars' egress network (tests)
+  BOTTLE_RUNTIME_DIR     runtime files; default $XDG_RUNTIME_DIR/bottle or ~/.local/state/bottle/run
+  BOTTLE_SIDECAR_IMAGE, BOTTLE_AGENT_IMAGE   run these local images instead of the built ones
+  BOTTLE_VERBOSE         print launch steps with timings
+  DOCKER_HOST            the engine to use";
+
+/// Sealed Docker sandboxes for coding agents: a per-bottle internal network, a locked-down
+/// agent container and an allowlist proxy sidecar that holds the real credentials.
+#[derive(Parser)]
+#[command(
+    name = "bottle",
+    version,
+    about,
+    propagate_version = true,
+    after_help = ENV_HELP
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start an agent in a new bottle with an interactive terminal; the bottle is removed when
+    /// the agent exits, on detach, Ctrl-C (outside the agent) or SIGTERM.
+    Start {
+        /// Agent name ($BOTTLE_HOME/agents/<name>.md, <repo>/.bottle/agents/<name>.md, or `shell`).
+        agent: String,
+        /// Print the resolved plan and exit without creating anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// With --dry-run: print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Key sequence that detaches (and ends the bottle).
+        #[arg(long, default_value = runtime::tty::DEFAULT_DETACH_KEYS)]
+        detach_keys: String,
+        /// Command to run instead of the agent's default.
+        #[arg(last = true)]
+        cmd: Vec<String>,
+    },
+    /// Run an agent unattended (no TTY): streams output and exits with the agent's exit code.
+    Run {
+        /// Agent name.
+        agent: String,
+        /// Task prompt handed to the agent.
+        #[arg(long)]
+        prompt: Option<String>,
+        /// Print a JSON result object on stdout (agent output goes to stderr).
+        #[arg(long)]
+        json: bool,
+        /// Command to run in the agent container instead of its default.
+        #[arg(last = true)]
+        cmd: Vec<String>,
+    },
+    /// List bottles on this engine.
+    List {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a bottle's agent output, or with --audit the sidecar's audit records.
+    Logs {
+        /// Bottle id (see `bottle list`).
+        id: String,
+        /// The sidecar's audit lines instead of the agent's output.
+        #[arg(long)]
+        audit: bool,
+        /// Keep streaming.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// End a bottle: stop its launcher and remove every object.
+    End {
+        /// Bottle id (see `bottle list`).
+        id: String,
+    },
+    /// Remove every bottle container, network and runtime directory whose launcher is gone.
+    Reap {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate every bottle and agent manifest (config home and this repository).
+    Check,
+    /// Print the fully resolved plan of an agent (no secret values).
+    Info {
+        /// Agent name.
+        agent: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage the locally built images.
+    Images {
+        #[command(subcommand)]
+        cmd: ImagesCmd,
+    },
+    /// Check the engine, runtimes, images and address pool, and say what to fix.
+    Doctor {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImagesCmd {
+    /// Build the images that are missing (or all with --force).
+    Build {
+        /// Rebuild even if up to date.
+        #[arg(long)]
+        force: bool,
+        /// Also build the end-to-end test upstream image.
+        #[arg(long)]
+        test: bool,
+    },
+}
+
+fn config_home() -> Result<PathBuf> {
+    manifest::bottle_home().context(
+        "none of BOTTLE_HOME, XDG_CONFIG_HOME and HOME is set; set BOTTLE_HOME to your bottle config directory",
+    )
+}
+
+fn launch_options(mode: Mode, cmd: Vec<String>, extra_env: Vec<(String, String)>) -> LaunchOptions {
+    LaunchOptions {
+        mode,
+        cmd: (!cmd.is_empty()).then_some(cmd),
+        extra_env,
+        egress_network: std::env::var("BOTTLE_EGRESS_NETWORK")
+            .ok()
+            .filter(|s| !s.is_empty()),
+        verbose: std::env::var_os("BOTTLE_VERBOSE").is_some(),
+    }
+}
+
+async fn preflight(docker: &bollard::Docker) -> Result<runtime::engine::EngineFacts> {
+    let report = runtime::reap::reap(docker, None, false).await?;
+    if !report.bottles.is_empty() {
+        eprintln!("bottle: reaped {} stale bottle(s)", report.bottles.len());
+    }
+    let facts = runtime::engine::facts(docker).await?;
+    if std::env::var_os("BOTTLE_VERBOSE").is_some() {
+        eprintln!("bottle: Docker engine {} (runtimes: {})", facts.version, facts.runtimes.join(", "));
+    }
+    Ok(facts)
+}
+
+async fn real_main() -> Result<i32> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Start {
+            agent,
+            dry_run,
+            json,
+            detach_keys,
+            cmd,
+        } => {
+            let home = config_home()?;
+            let repo = std::env::current_dir().context("reading the current directory")?;
+            let plan = launch::plan(&home, &repo, &agent)?;
+            if dry_run {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&plan)?);
+                } else {
+                    print!("{}", plan.render_human());
+                }
+                return Ok(0);
+            }
+            let docker = runtime::engine::connect().await?;
+            let spec = launch::launch_spec(&docker, &plan, false).await?;
+            eprint!("{}", runtime::spec::summary_text(&runtime::spec::summary(&spec)));
+            let facts = preflight(&docker).await?;
+            let opts = launch_options(Mode::Start, cmd, vec![]);
+            let code = runtime::tty::start(&docker, &facts, &spec, &opts, &detach_keys).await?;
+            Ok(exit_code(code))
+        }
+        Cmd::Run {
+            agent,
+            prompt,
+            json,
+            cmd,
+        } => {
+            let home = config_home()?;
+            let repo = std::env::current_dir().context("reading the current directory")?;
+            let plan = launch::plan(&home, &repo, &agent)?;
+            let docker = runtime::engine::connect().await?;
+            let spec = launch::launch_spec(&docker, &plan, json).await?;
+            let facts = preflight(&docker).await?;
+            let mut extra = vec![];
+            let mut cmd = cmd;
+            if let Some(p) = &prompt {
+                extra.push(("BOTTLE_PROMPT".to_string(), p.clone()));
+                if cmd.is_empty() {
+                    cmd = launch::prompt_command(&plan, p);
+                }
+            }
+            let opts = launch_options(Mode::Run, cmd, extra);
+            let r = runtime::run::run(&docker, &facts, &spec, &opts, json).await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            }
+            if let Some(sig) = &r.cancelled_by {
+                eprintln!(
+                    "bottle {}: cancelled by {sig}; every object removed",
+                    r.bottle_id
+                );
+                return Ok(if sig == "SIGINT" { 130 } else { 143 });
+            }
+            Ok(exit_code(r.exit_code))
+        }
+        Cmd::List { json } => {
+            let docker = runtime::engine::connect().await?;
+            let rows = runtime::verbs::list(&docker).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                runtime::verbs::print_table(&rows);
+            }
+            Ok(0)
+        }
+        Cmd::Logs { id, audit, follow } => {
+            let docker = runtime::engine::connect().await?;
+            runtime::verbs::logs(&docker, &id, audit, follow).await?;
+            Ok(0)
+        }
+        Cmd::End { id } => {
+            let docker = runtime::engine::connect().await?;
+            let r = runtime::verbs::end(&docker, &id).await?;
+            eprintln!(
+                "bottle {id}: ended ({} containers, {} networks removed)",
+                r.containers, r.networks
+            );
+            Ok(0)
+        }
+        Cmd::Reap { json } => {
+            let docker = runtime::engine::connect().await?;
+            let r = runtime::reap::reap(&docker, None, false).await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "reaped {} bottle(s): {} containers, {} networks, {} runtime dirs",
+                    r.bottles.len(),
+                    r.containers,
+                    r.networks,
+                    r.dirs
+                );
+            }
+            Ok(0)
+        }
+        Cmd::Check => {
+            let home = config_home()?;
+            let repo = std::env::current_dir().context("reading the current directory")?;
+            let results = manifest::check_all(&home, &repo);
+            let mut bad = 0;
+            for (path, r) in &results {
+                match r {
+                    Ok(()) => println!("ok    {}", path.display()),
+                    Err(e) => {
+                        bad += 1;
+                        println!("error {e}");
+                    }
+                }
+            }
+            println!("{} manifest(s) checked, {bad} with errors", results.len());
+            Ok(if bad == 0 { 0 } else { 1 })
+        }
+        Cmd::Info { agent, json } => {
+            let home = config_home()?;
+            let repo = std::env::current_dir().context("reading the current directory")?;
+            let plan = launch::plan(&home, &repo, &agent)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&plan)?);
+            } else {
+                print!("{}", plan.render_human());
+            }
+            Ok(0)
+        }
+        Cmd::Images {
+            cmd: ImagesCmd::Build { force, test },
+        } => {
+            let docker = runtime::engine::connect().await?;
+            let mut kinds = vec![images::ImageKind::Sidecar, images::ImageKind::AgentShell];
+            if test {
+                kinds.push(images::ImageKind::TestUpstream);
+            }
+            let refs = images::ensure_images(
+                &docker,
+                &kinds,
+                &images::BuildOpts {
+                    force,
+                    ..Default::default()
+                },
+            )
+            .await?;
+            for r in refs {
+                println!("{r}");
+            }
+            Ok(0)
+        }
+        Cmd::Doctor { json } => doctor::doctor(runtime::engine::connect().await, json).await,
+    }
+}
+
+/// Maps an agent exit code onto a process exit code.
+fn exit_code(code: i64) -> i32 {
+    if (0..=255).contains(&code) {
+        code as i32
+    } else {
+        1
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match real_main().await {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("bottle: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! bottle: sealed Docker sandboxes for coding agents. The `bottle` binary (`main.rs`) is a thin
+//! CLI over these modules.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`manifest`] | bottle / agent TOML → a resolved [`manifest::Plan`] |
+//! | [`images`] | the offline image build, cached by content hash |
+//! | [`doctor`] | `bottle doctor`: engine, runtimes, images, address pool |
+//! | [`launch`] | plan + images + resolved secrets → [`runtime::spec::LaunchSpec`] |
+//! | [`runtime`] | the Docker objects of a bottle and the verbs on running bottles |
+pub mod doctor;
+pub mod images;
+pub mod launch;
+pub mod manifest;
+pub mod runtime;
