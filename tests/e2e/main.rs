@@ -45,7 +45,7 @@ fn run_exit_code_and_result_object() {
     );
 }
 
-/// 1. An allowed route works over HTTPS with curl, git, Python and Node, using only the env
+/// Check 1: An allowed route works over HTTPS with curl, git, Python and Node, using only the env
 /// the launcher set.
 #[test]
 fn allowed_route_works_for_common_clients() {
@@ -121,7 +121,7 @@ node /workspace/connect.js
     );
 }
 
-/// 2. A host without a route gets a 403 with `X-Bottle-Deny`; an IP literal with a spoofed Host
+/// Check 2: A host without a route gets a 403 with `X-Bottle-Deny`; an IP literal with a spoofed Host
 /// is refused and never reaches the upstream.
 #[test]
 fn policy_denies_unknown_hosts_and_ip_literals() {
@@ -203,7 +203,7 @@ fn host_ips() -> Vec<String> {
         .collect()
 }
 
-/// 3. No route off the box: TCP to the upstream, to every host IP (open and closed ports) and
+/// Check 3: No route off the box: TCP to the upstream, to every host IP (open and closed ports) and
 /// UDP/53 anywhere get nothing; DNS reaches only the sidecar.
 #[test]
 fn no_route_off_box() {
@@ -290,7 +290,7 @@ print("PROBE=" + json.dumps(res))
     );
 }
 
-/// 4. A planted secret (the bottle's own token, and a GitHub-token-shaped string) sent in the
+/// Check 4: A planted secret (the bottle's own token, and a GitHub-token-shaped string) sent in the
 /// path, query, a header and the body to an allowed host is blocked; the upstream sees nothing.
 /// Needs the sidecar's DLP.
 #[test]
@@ -335,7 +335,7 @@ done
     );
 }
 
-/// 5. The real secret appears nowhere: agent env, /proc/*/environ and files; `docker inspect`
+/// Check 5: The real secret appears nowhere: agent env, /proc/*/environ and files; `docker inspect`
 /// of every bottle container; `docker events`; the sidecar's logs; the runtime dir.
 #[test]
 fn secret_appears_nowhere() {
@@ -513,7 +513,7 @@ fn walk_text(dir: &std::path::Path) -> String {
     s
 }
 
-/// 6. The envelope: sidecar ip_forward 0; the agent runs non-root with no capabilities and
+/// Check 6: The envelope: sidecar ip_forward 0; the agent runs non-root with no capabilities and
 /// can write only the workspace, /tmp and $HOME; no Docker socket; internal network flags.
 #[test]
 fn security_envelope() {
@@ -633,7 +633,7 @@ for i in $(seq 150); do [ -e /workspace/done ] && break; sleep 0.1; done
     );
 }
 
-/// 7. Killing the sidecar mid-run leaves the agent with no egress at all, and `bottle` says so.
+/// Check 7: Killing the sidecar mid-run leaves the agent with no egress at all, and `bottle` says so.
 #[test]
 fn sidecar_death_fails_closed_and_is_reported() {
     require_engine!();
@@ -702,7 +702,7 @@ timeout 4 bash -c 'echo > /dev/tcp/{ip}/443' 2>/dev/null && echo direct=connecte
     assert!(c.is_empty() && n.is_empty());
 }
 
-/// 8a. `kill -9` of the launcher leaves objects behind; `bottle reap` removes every one.
+/// Check 8a: `kill -9` of the launcher leaves objects behind; `bottle reap` removes every one.
 #[test]
 fn reap_after_launcher_kill() {
     require_engine!();
@@ -757,7 +757,7 @@ fn reap_after_launcher_kill() {
     );
 }
 
-/// 8b. Eight bottles in parallel: each reaches the upstream, sees only its own workspace, and
+/// Check 8b: Eight bottles in parallel: each reaches the upstream, sees only its own workspace, and
 /// leaves nothing behind.
 #[test]
 fn eight_bottles_in_parallel() {
