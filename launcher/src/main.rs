@@ -158,7 +158,11 @@ async fn preflight(docker: &bollard::Docker) -> Result<runtime::engine::EngineFa
     }
     let facts = runtime::engine::facts(docker).await?;
     if std::env::var_os("BOTTLE_VERBOSE").is_some() {
-        eprintln!("bottle: Docker engine {} (runtimes: {})", facts.version, facts.runtimes.join(", "));
+        eprintln!(
+            "bottle: Docker engine {} (runtimes: {})",
+            facts.version,
+            facts.runtimes.join(", ")
+        );
     }
     Ok(facts)
 }
@@ -186,7 +190,10 @@ async fn real_main() -> Result<i32> {
             }
             let docker = runtime::engine::connect().await?;
             let spec = launch::launch_spec(&docker, &plan, false).await?;
-            eprint!("{}", runtime::spec::summary_text(&runtime::spec::summary(&spec)));
+            eprint!(
+                "{}",
+                runtime::spec::summary_text(&runtime::spec::summary(&spec))
+            );
             let facts = preflight(&docker).await?;
             let opts = launch_options(Mode::Start, cmd, vec![]);
             let code = runtime::tty::start(&docker, &facts, &spec, &opts, &detach_keys).await?;
