@@ -45,7 +45,7 @@ pub fn engine_available() -> bool {
             .unwrap_or(false);
         if !ok {
             if std::env::var_os("CI").is_some() {
-                panic!("CI is set but no Docker engine answers (`docker version` failed): the end-to-end tests must run in CI");
+                panic!("CI is set but `docker version` failed (no Docker engine, or no docker CLI on PATH): the end-to-end tests must run in CI");
             }
             eprintln!("\n**********\nSKIPPED: no Docker engine — the bottle end-to-end tests did not run\n**********\n");
         }
