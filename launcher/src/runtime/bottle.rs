@@ -481,66 +481,74 @@ impl Bottle {
                     spec.sidecar_image
                 )
             })?;
-        self.docker
-            .connect_network(
-                egress,
-                NetworkConnectRequest {
-                    container: created.id.clone(),
-                    endpoint_config: None,
-                },
-            )
-            .await
-            .context("joining the sidecar to its egress network")?;
-
-        // Attach stdin before start, so the bootstrap (policy, CA key, secrets) is never
-        // anywhere but this pipe.
-        let mut attached = self
-            .docker
-            .attach_container(
-                &created.id,
-                Some(
-                    AttachContainerOptionsBuilder::default()
-                        .stdin(true)
-                        .stream(true)
-                        .build(),
-                ),
-            )
-            .await
-            .context("attaching to the sidecar's stdin")?;
-        self.docker
-            .start_container(&created.id, None)
-            .await
-            .context("starting the sidecar")?;
-        let policy_toml =
-            toml::to_string(&spec.policy).context("rendering the bottle policy as TOML")?;
-        let boot = Bootstrap {
-            policy_toml,
-            ca_cert_pem: &ca.cert_pem,
-            ca_key_pem: &ca.key_pem,
-            secrets: secret_refs(&spec.secrets),
-            listen: format!("{}:{PROXY_PORT}", self.sidecar_ip),
-            dns: DnsBootstrap {
-                listen: format!("{}:53", self.sidecar_ip),
-                name: SIDECAR_NAME.into(),
-                ip: self.sidecar_ip.to_string(),
-            },
+        // Joining the egress network runs concurrently with the start (the egress route is in
+        // place before the launch returns, so before the agent starts).
+        let connect = async {
+            self.docker
+                .connect_network(
+                    egress,
+                    NetworkConnectRequest {
+                        container: created.id.clone(),
+                        endpoint_config: None,
+                    },
+                )
+                .await
+                .context("joining the sidecar to its egress network")
         };
-        let json = boot.to_json()?;
-        drop(boot);
-        let sent = async {
-            attached.input.write_all(&json).await?;
-            attached.input.flush().await?;
-            attached.input.shutdown().await
-        }
-        .await;
-        drop(json);
-        drop(attached);
-        if let Err(e) = sent {
-            // A sidecar that died at once explains itself better than a broken pipe.
-            wait_ready(&self.docker, &created.id, self.sidecar_ip).await?;
-            return Err(e).context("sending the bootstrap to the sidecar's stdin");
-        }
-        wait_ready(&self.docker, &created.id, self.sidecar_ip).await
+        let boot = async {
+            // Attach stdin before start, so the bootstrap (policy, CA key, secrets) is never
+            // anywhere but this pipe.
+            let mut attached = self
+                .docker
+                .attach_container(
+                    &created.id,
+                    Some(
+                        AttachContainerOptionsBuilder::default()
+                            .stdin(true)
+                            .stream(true)
+                            .build(),
+                    ),
+                )
+                .await
+                .context("attaching to the sidecar's stdin")?;
+            self.docker
+                .start_container(&created.id, None)
+                .await
+                .context("starting the sidecar")?;
+            let policy_toml =
+                toml::to_string(&spec.policy).context("rendering the bottle policy as TOML")?;
+            let boot = Bootstrap {
+                policy_toml,
+                ca_cert_pem: &ca.cert_pem,
+                ca_key_pem: &ca.key_pem,
+                secrets: secret_refs(&spec.secrets),
+                listen: format!("{}:{PROXY_PORT}", self.sidecar_ip),
+                dns: DnsBootstrap {
+                    listen: format!("{}:53", self.sidecar_ip),
+                    name: SIDECAR_NAME.into(),
+                    ip: self.sidecar_ip.to_string(),
+                },
+            };
+            let json = boot.to_json()?;
+            drop(boot);
+            let sent = async {
+                attached.input.write_all(&json).await?;
+                attached.input.flush().await?;
+                attached.input.shutdown().await
+            }
+            .await;
+            drop(json);
+            drop(attached);
+            if let Err(e) = sent {
+                // A sidecar that died at once explains itself better than a broken pipe.
+                wait_ready(&self.docker, &created.id, self.sidecar_ip).await?;
+                return Err(e).context("sending the bootstrap to the sidecar's stdin");
+            }
+            wait_ready(&self.docker, &created.id, self.sidecar_ip).await
+        };
+        let (connected, booted) = tokio::join!(connect, boot);
+        booted?;
+        connected
     }
 
     async fn create_agent(
