@@ -90,11 +90,19 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.project();
-        let res = this.inner.poll_frame(cx);
+        let mut inner = this.inner;
+        let res = inner.as_mut().poll_frame(cx);
         match &res {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
                     this.count.fetch_add(d.len() as u64, Ordering::Relaxed);
+                }
+                // A length-delimited body is complete after its last data frame; the
+                // consumer may never poll again for the end, so finish here.
+                if inner.is_end_stream() {
+                    if let Some(f) = this.on_done.take() {
+                        f(true);
+                    }
                 }
             }
             Poll::Ready(None) => {
