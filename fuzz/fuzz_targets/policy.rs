@@ -13,7 +13,13 @@ fuzz_target!(|data: &[u8]| {
     match Policy::from_toml_str(text, "fuzz.toml") {
         Ok(policy) => {
             let headers = http::HeaderMap::new();
-            for name in ["api.github.com", "a.b.example.com", "127.0.0.1", "[::1]", "10.0.0.1"] {
+            for name in [
+                "api.github.com",
+                "a.b.example.com",
+                "127.0.0.1",
+                "[::1]",
+                "10.0.0.1",
+            ] {
                 let host = canonical_host(name).expect("test hosts are valid");
                 for port in [80, 443, 8000] {
                     if let Ok(route) = policy.decide(&host, port) {
