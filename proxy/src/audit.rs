@@ -1,7 +1,7 @@
 //! Audit records: one JSON line per decision, written by a background task.
 //!
 //! The hot path only does a non-blocking `try_send` on a bounded channel; a writer task
-//! serialises and writes the lines (flushing whenever the channel runs dry). If the writer
+//! wakes periodically, serialises the queued records and writes them in one batch. If the writer
 //! cannot keep up, records are dropped and counted rather than stalling traffic. Records
 //! never carry header values, bodies or query values (see [`crate::canon::redact_query`]).
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +14,10 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 /// Records waiting for the writer before new ones are dropped.
-const QUEUE: usize = 16 * 1024;
+const QUEUE: usize = 64 * 1024;
+
+/// How often the writer drains the queue and writes a batch.
+pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
 const TS_FORMAT: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
@@ -82,7 +85,8 @@ impl AuditLog {
     }
 
     /// Starts a writer task writing JSON lines to `writer`. Must be called within a Tokio
-    /// runtime.
+    /// runtime. The task wakes every [`FLUSH_EVERY`], drains the queue and writes the batch
+    /// with one write + flush, so the hot path never wakes a thread per record.
     pub fn spawn<W>(writer: W) -> Self
     where
         W: AsyncWrite + Send + Unpin + 'static,
@@ -90,21 +94,38 @@ impl AuditLog {
         let (tx, mut rx) = mpsc::channel::<AuditRecord>(QUEUE);
         tokio::spawn(async move {
             let mut w = writer;
-            let mut line = Vec::with_capacity(512);
-            while let Some(rec) = rx.recv().await {
-                let mut next = Some(rec);
-                while let Some(rec) = next.take() {
-                    line.clear();
-                    if serde_json::to_writer(&mut line, &rec).is_ok() {
-                        line.push(b'\n');
-                        if let Err(e) = w.write_all(&line).await {
-                            tracing::error!(error = %e, "audit write failed");
+            let mut batch = Vec::with_capacity(64 * 1024);
+            let mut tick = tokio::time::interval(FLUSH_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut open = true;
+            while open {
+                tick.tick().await;
+                loop {
+                    match rx.try_recv() {
+                        Ok(rec) => {
+                            if serde_json::to_writer(&mut batch, &rec).is_ok() {
+                                batch.push(b'\n');
+                            }
+                        }
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => {
+                            open = false;
+                            break;
                         }
                     }
-                    next = rx.try_recv().ok();
+                }
+                if batch.is_empty() {
+                    continue;
+                }
+                if let Err(e) = w.write_all(&batch).await {
+                    tracing::error!(error = %e, "audit write failed");
                 }
                 if let Err(e) = w.flush().await {
                     tracing::error!(error = %e, "audit flush failed");
+                }
+                batch.clear();
+                if batch.capacity() > 1 << 20 {
+                    batch.shrink_to(64 * 1024);
                 }
             }
         });

@@ -26,7 +26,7 @@ use crate::tls::{UpstreamTls, ALPN_H2};
 /// Idle upstream connections older than this are not reused.
 const POOL_IDLE: Duration = Duration::from_secs(55);
 /// Idle HTTP/1.1 connections kept per key.
-const POOL_PER_KEY: usize = 32;
+const POOL_PER_KEY: usize = 512;
 
 /// Identifies upstream connections that may be shared: never across routes, hosts or
 /// vetted addresses.
@@ -316,7 +316,9 @@ impl Upstream {
                     let done: Box<dyn FnOnce(bool) + Send> = Box::new(move |completed| {
                         on_done(completed);
                         if let Sender::H1(mut s) = sender {
-                            if completed {
+                            if completed && s.is_ready() {
+                                pool.put_idle(key, Sender::H1(s));
+                            } else if completed {
                                 tokio::spawn(async move {
                                     if s.ready().await.is_ok() {
                                         pool.put_idle(key, Sender::H1(s));
