@@ -4,6 +4,7 @@
 //! These types are *unvalidated*: they mirror the file. [`super::Policy`] is
 //! what the proxy runs on, built from a [`PolicyFile`] by `Policy::from_spec`,
 //! which canonicalises hosts, compiles regexes and refuses anything doubtful.
+//! The user-facing description and every validation rule: `docs/policy.md`.
 //!
 //! ```toml
 //! [settings]                      # all optional
@@ -111,7 +112,8 @@ pub struct MatchSpec {
     pub path: Option<String>,
     /// Path prefix.
     pub path_prefix: Option<String>,
-    /// Path regex (anchored by the author).
+    /// Path regex, matched against the whole canonical path (implicitly
+    /// anchored as `^(?:...)$`).
     pub path_regex: Option<String>,
     /// Allowed methods (upper case); empty = any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
