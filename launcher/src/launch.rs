@@ -40,7 +40,30 @@ pub async fn launch_spec(docker: &Docker, plan: &Plan, quiet: bool) -> Result<La
         quiet,
         ..Default::default()
     };
-    let refs = ensure_images(docker, &[ImageKind::Sidecar, agent_kind], &opts).await?;
+    // Images given explicitly are used as they are; the others are built when missing.
+    let sidecar_override = image_override("BOTTLE_SIDECAR_IMAGE");
+    let agent_override = image_override("BOTTLE_AGENT_IMAGE");
+    let mut kinds = Vec::new();
+    if sidecar_override.is_none() {
+        kinds.push(ImageKind::Sidecar);
+    }
+    if agent_override.is_none() {
+        kinds.push(agent_kind);
+    }
+    let mut refs = if kinds.is_empty() {
+        Vec::new()
+    } else {
+        ensure_images(docker, &kinds, &opts).await?
+    }
+    .into_iter();
+    let sidecar_image = match sidecar_override {
+        Some(i) => i,
+        None => refs.next().context("the sidecar image was not built")?.tag,
+    };
+    let agent_image = match agent_override {
+        Some(i) => i,
+        None => refs.next().context("the agent image was not built")?.tag,
+    };
     let secrets = plan
         .resolve_secrets()
         .map_err(anyhow::Error::new)
@@ -67,9 +90,8 @@ pub async fn launch_spec(docker: &Docker, plan: &Plan, quiet: bool) -> Result<La
     Ok(LaunchSpec {
         bottle: plan.bottle.clone(),
         agent: plan.agent.clone(),
-        sidecar_image: image_override("BOTTLE_SIDECAR_IMAGE")
-            .unwrap_or_else(|| refs[0].tag.clone()),
-        agent_image: image_override("BOTTLE_AGENT_IMAGE").unwrap_or_else(|| refs[1].tag.clone()),
+        sidecar_image,
+        agent_image,
         policy: plan.policy.clone(),
         secrets,
         env,

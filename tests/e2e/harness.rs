@@ -69,6 +69,8 @@ pub struct Images {
     pub agent: String,
     /// The test upstream image.
     pub upstream: String,
+    /// The sidecar image.
+    pub sidecar: String,
 }
 
 /// Builds (or finds) the images.
@@ -92,6 +94,7 @@ pub fn images() -> &'static Images {
         Images {
             agent: find("bottle/agent-shell:"),
             upstream: find("bottle/test-upstream:"),
+            sidecar: find("bottle/sidecar:"),
         }
     })
 }
@@ -356,10 +359,26 @@ pub struct Run {
     pub stderr: String,
 }
 
+/// Pins the images built at the start of the run (`BOTTLE_SIDECAR_IMAGE`,
+/// `BOTTLE_AGENT_IMAGE`), so a source edit during the run triggers no rebuild. Images given by
+/// the caller's environment win.
+pub fn pin_images(c: &mut Command) {
+    let imgs = images();
+    for (var, tag) in [
+        ("BOTTLE_SIDECAR_IMAGE", &imgs.sidecar),
+        ("BOTTLE_AGENT_IMAGE", &imgs.agent),
+    ] {
+        if std::env::var_os(var).is_none() {
+            c.env(var, tag);
+        }
+    }
+}
+
 /// A `bottle` command for this home.
 pub fn bottle_cmd(h: &Home) -> Command {
     let w = world();
     let mut c = Command::new(bottle_bin());
+    pin_images(&mut c);
     c.current_dir(&h.workspace)
         .env("BOTTLE_HOME", &h.home)
         .env("BOTTLE_EGRESS_NETWORK", &w.net)

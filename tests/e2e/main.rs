@@ -822,7 +822,9 @@ fn start_with_input(h: &Home, input: &'static [u8]) -> (i32, String) {
         "stty cols 91 rows 27; exec {} start e2e -- bash -c 'touch /workspace/started; exec bash --norc'",
         bottle_bin()
     );
-    let mut child = std::process::Command::new("script")
+    let mut script = std::process::Command::new("script");
+    pin_images(&mut script);
+    let mut child = script
         .args(["-qec", &cmd, "/dev/null"])
         .current_dir(&h.workspace)
         .env("BOTTLE_HOME", &h.home)
