@@ -391,3 +391,26 @@ allow_private = ["127.0.0.1/32"]
     let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
     assert!(text.contains("x-bottle-deny: ip_literal"), "{text}");
 }
+
+#[test]
+fn upstream_connections_are_pooled_across_client_connections() {
+    for h1_only in [true, false] {
+        let h = Harness::start_opts(common::DEFAULT_ROUTES, "", h1_only);
+        let url = h.url("allowed.test", "/pool");
+        // Five separate curl processes: five client connections, five bumps.
+        for _ in 0..5 {
+            let (s, _, body) = parse_http(&h.curl(&["-i", "--http1.1", &url]).stdout);
+            assert_eq!(s, 200, "{body}");
+        }
+        // Several requests on one client connection, with bodies of known length.
+        let out = h.curl(&["--http1.1", &url, &url, &url]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout)
+                .matches("pq=/pool")
+                .count(),
+            3
+        );
+        let accepts = h.upstream_accepts.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(accepts, 1, "h1_only={h1_only}: upstream connections opened");
+    }
+}

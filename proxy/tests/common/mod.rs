@@ -47,6 +47,8 @@ pub struct Harness {
     pub ca_path: PathBuf,
     pub audit_path: PathBuf,
     pub resolver: Arc<StaticResolver>,
+    /// TCP connections the upstream accepted so far.
+    pub upstream_accepts: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 fn tmpdir(tag: &str) -> PathBuf {
@@ -210,7 +212,7 @@ fn tokio_stream_from(
 }
 
 /// Generates the upstream's test CA and a server cert for [`NAMES`] + 127.0.0.1.
-fn upstream_tls() -> (String, Arc<rustls::ServerConfig>) {
+fn upstream_tls(h1_only: bool) -> (String, Arc<rustls::ServerConfig>) {
     let ca_key = KeyPair::generate().unwrap();
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -236,16 +238,25 @@ fn upstream_tls() -> (String, Arc<rustls::ServerConfig>) {
         rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
     )
     .unwrap();
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    cfg.alpn_protocols = if h1_only {
+        vec![b"http/1.1".to_vec()]
+    } else {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    };
     (ca_cert.pem(), Arc::new(cfg))
 }
 
-async fn run_upstream(listener: TcpListener, cfg: Arc<rustls::ServerConfig>) {
+async fn run_upstream(
+    listener: TcpListener,
+    cfg: Arc<rustls::ServerConfig>,
+    accepts: Arc<std::sync::atomic::AtomicUsize>,
+) {
     let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
     loop {
         let Ok((s, _)) = listener.accept().await else {
             continue;
         };
+        accepts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let Ok(tls) = acceptor.accept(s).await else {
@@ -308,6 +319,11 @@ impl Harness {
 
     /// Starts with these routes (`{port}` = upstream port) and extra `[settings]` lines.
     pub fn start_with(routes: &str, settings: &str) -> Harness {
+        Self::start_opts(routes, settings, false)
+    }
+
+    /// Like [`Harness::start_with`]; `h1_only` makes the upstream offer only http/1.1.
+    pub fn start_opts(routes: &str, settings: &str, h1_only: bool) -> Harness {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -315,10 +331,11 @@ impl Harness {
             .build()
             .unwrap();
         let dir = tmpdir("h");
-        let (up_ca_pem, up_cfg) = upstream_tls();
+        let (up_ca_pem, up_cfg) = upstream_tls(h1_only);
+        let upstream_accepts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let up_listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
         let upstream_port = up_listener.local_addr().unwrap().port();
-        rt.spawn(run_upstream(up_listener, up_cfg));
+        rt.spawn(run_upstream(up_listener, up_cfg, upstream_accepts.clone()));
 
         let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
         let proxy_addr = listener.local_addr().unwrap();
@@ -360,6 +377,7 @@ impl Harness {
             ca_path,
             audit_path,
             resolver,
+            upstream_accepts,
         }
     }
 
