@@ -243,14 +243,16 @@ fn compile_allowlist(
         None | Some("secret") => RegexTarget::Secret,
         Some("match") => RegexTarget::Match,
         Some("line") => RegexTarget::Line,
-        Some(other) => return Err(RuleError::Invalid {
-            file: file.to_string(),
-            line,
-            rule: rule.to_string(),
-            message: format!(
+        Some(other) => {
+            return Err(RuleError::Invalid {
+                file: file.to_string(),
+                line,
+                rule: rule.to_string(),
+                message: format!(
                 "allowlist.regex_target = {other:?} is not one of \"secret\", \"match\", \"line\""
             ),
-        }),
+            })
+        }
     };
     let mut regexes = Vec::new();
     for r in &spec.regexes {
