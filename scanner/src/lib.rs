@@ -23,6 +23,7 @@
 //! matched in a separator-stripped, escape-decoded view against precomputed encoded needles.
 //! Findings carry a redacted preview only — never the secret.
 
+pub mod cli;
 pub mod corpus;
 pub mod decode;
 pub mod error;
