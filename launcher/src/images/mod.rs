@@ -216,6 +216,11 @@ pub async fn ensure_images(
         if !forced && image_exists(docker, &r).await? {
             ui.note(&format!("{} is up to date", r.tag));
         } else {
+            // With --force the old image loses its tag; remember it so it does not linger dangling.
+            let replaced = match docker.inspect_image(&r.tag).await {
+                Ok(i) => i.id,
+                Err(_) => None,
+            };
             let started = std::time::Instant::now();
             match kind {
                 ImageKind::Sidecar => sidecar::build(docker, &r, opts, &ui).await,
@@ -226,7 +231,18 @@ pub async fn ensure_images(
                 }
             }
             .with_context(|| format!("building image {} ({})", r.tag, kind))?;
-            let pruned = prune_outdated(docker, &r).await;
+            let mut pruned = prune_outdated(docker, &r).await;
+            if let Some(old) = replaced {
+                let now = docker.inspect_image(&r.tag).await.ok().and_then(|i| i.id);
+                if now.as_deref() != Some(old.as_str())
+                    && docker
+                        .remove_image(&old, None::<RemoveImageOptions>, None)
+                        .await
+                        .is_ok()
+                {
+                    pruned += 1;
+                }
+            }
             if pruned > 0 {
                 ui.note(&format!("removed {pruned} outdated {kind} image(s)"));
             }
