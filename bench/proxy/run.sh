@@ -183,9 +183,9 @@ start_bottle() {
     WHY="bottle-sidecar gen-ca failed: $(tail -n 3 "$d/gen-ca.log" | tr '\n' ' ')"; return 1
   fi
   local cert key
-  cert=$(ls "$d"/ca/*cert*.pem "$d"/ca/ca.pem 2>/dev/null | head -n1 || true)
-  key=$(ls "$d"/ca/*key* 2>/dev/null | head -n1 || true)
-  [ -n "$cert" ] && [ -n "$key" ] || { WHY="gen-ca wrote no recognisable cert/key in $d/ca: $(ls "$d/ca" | tr '\n' ' ')"; return 1; }
+  cert=$d/ca/ca.pem
+  key=$d/ca/ca.key
+  [ -s "$cert" ] && [ -s "$key" ] || { WHY="gen-ca did not write ca.pem and ca.key in $d/ca: $(ls "$d/ca" | tr '\n' ' ')"; return 1; }
   {
     printf '[settings]\nextra_roots = ["""\n%s\n"""]\n\n' "$(cat "$UP/ca.pem")"
     printf '[[route]]\nid = "bench-upstream"\nhost = "%s"\nports = [%s]\nallow_private = ["127.0.0.1/32", "::1/128"]\n' "$HOST" "$UP_PORT"
