@@ -201,7 +201,7 @@ start_bottle() {
 start_squid() {
   WHY=""
   command -v squid >/dev/null || { WHY="squid not installed (scripts/deps.sh bench installs squid-openssl)"; return 1; }
-  squid -v | grep -q -- '--with-openssl' || { WHY="this squid has no OpenSSL (install squid-openssl)"; return 1; }
+  squid -v 2>/dev/null | grep -c -- '--with-openssl' >/dev/null || { WHY="this squid has no OpenSSL (install squid-openssl)"; return 1; }
   local certgen=/usr/lib/squid/security_file_certgen
   [ -x "$certgen" ] || { WHY="$certgen missing"; return 1; }
   local d=$OUT/squid
