@@ -4,6 +4,7 @@ pub mod ca;
 pub mod canon;
 pub mod connector;
 pub mod deny;
+pub mod dlp;
 pub mod policy;
 pub mod route;
 pub mod server;
