@@ -6,7 +6,12 @@ mod host;
 /// docs/design.md) belongs to the proxy's CLI.
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["--version"] | ["-V"] => println!("bottle-sidecar {}", env!("CARGO_PKG_VERSION")),
         ["--bootstrap-stdin"] => {
             let rt = match tokio::runtime::Runtime::new() {
@@ -22,15 +27,16 @@ fn main() {
             }
         }
         // Host mode (`--policy …`, `gen-ca`, `--help`): see host.rs.
-        [first, ..] if first.starts_with("--policy")
-            || first.starts_with("--ca-")
-            || first.starts_with("--listen")
-            || first.starts_with("--audit")
-            || first.starts_with("--workers")
-            || first.starts_with("--secrets-file")
-            || *first == "gen-ca"
-            || *first == "--help"
-            || *first == "-h" =>
+        [first, ..]
+            if first.starts_with("--policy")
+                || first.starts_with("--ca-")
+                || first.starts_with("--listen")
+                || first.starts_with("--audit")
+                || first.starts_with("--workers")
+                || first.starts_with("--secrets-file")
+                || *first == "gen-ca"
+                || *first == "--help"
+                || *first == "-h" =>
         {
             if let Err(e) = host::main_from_args(args.clone()) {
                 eprintln!("bottle-sidecar: {e:#}");
