@@ -1,5 +1,6 @@
 //! `bottle`: run coding agents unattended in sealed Docker bottles.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -118,6 +119,37 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Scan files, directories, stdin or a git commit range for secrets (credentials, keys).
+    ///
+    /// Exit code: 0 no findings, 1 findings, 2 error. Findings are printed redacted.
+    Scan {
+        /// Files or directories to scan (gitignore-aware); none or `-` reads stdin.
+        paths: Vec<PathBuf>,
+        /// Print one JSON object per finding instead of `path:line:col rule-id preview`.
+        #[arg(long)]
+        json: bool,
+        /// Scan the lines added by the commits in A..B (and their messages) instead of paths.
+        #[arg(long, value_name = "A..B", conflicts_with = "paths")]
+        git_range: Option<String>,
+        /// Repository for --git-range (default: the current directory; ignored without it).
+        #[arg(long, value_name = "DIR")]
+        repo: Option<PathBuf>,
+        /// Extra rule file (TOML); may be repeated.
+        #[arg(long, value_name = "FILE")]
+        rules: Vec<PathBuf>,
+        /// Rule ids to disable (core rules cannot be disabled).
+        #[arg(long, value_name = "ID", num_args = 1..)]
+        disable: Vec<String>,
+        /// Do not load the built-in default rules.
+        #[arg(long)]
+        no_default_rules: bool,
+        /// Skip files larger than this many bytes.
+        #[arg(long, value_name = "N", default_value_t = bottle_scanner::cli::ScanArgs::default().max_file_size)]
+        max_file_size: u64,
+        /// Print the loaded rules and exit.
+        #[arg(long)]
+        list_rules: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -182,9 +214,9 @@ async fn real_main() -> Result<i32> {
             let plan = launch::plan(&home, &repo, &agent)?;
             if dry_run {
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&plan)?);
+                    stdout_text(&format!("{}\n", serde_json::to_string_pretty(&plan)?))?;
                 } else {
-                    print!("{}", plan.render_human());
+                    stdout_text(&plan.render_human())?;
                 }
                 return Ok(0);
             }
@@ -295,9 +327,9 @@ async fn real_main() -> Result<i32> {
             let repo = std::env::current_dir().context("reading the current directory")?;
             let plan = launch::plan(&home, &repo, &agent)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&plan)?);
+                stdout_text(&format!("{}\n", serde_json::to_string_pretty(&plan)?))?;
             } else {
-                print!("{}", plan.render_human());
+                stdout_text(&plan.render_human())?;
             }
             Ok(0)
         }
@@ -324,6 +356,37 @@ async fn real_main() -> Result<i32> {
             Ok(0)
         }
         Cmd::Doctor { json } => doctor::doctor(runtime::engine::connect().await, json).await,
+        Cmd::Scan {
+            paths,
+            json,
+            git_range,
+            repo,
+            rules,
+            disable,
+            no_default_rules,
+            max_file_size,
+            list_rules,
+        } => Ok(bottle_scanner::cli::run(&bottle_scanner::cli::ScanArgs {
+            paths,
+            json,
+            git_range,
+            repo,
+            rules,
+            disable,
+            no_default_rules,
+            max_file_size,
+            list_rules,
+        })),
+    }
+}
+
+/// Writes `text` to stdout and flushes it; a closed pipe (`bottle info --json | head`) is not
+/// an error, any other write failure is.
+fn stdout_text(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
+        _ => Ok(()),
     }
 }
 
