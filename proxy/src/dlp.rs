@@ -285,3 +285,49 @@ impl Body for Chain {
         this.second.poll_frame(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Policy;
+
+    fn route(extra: &str) -> Route {
+        let p = Policy::from_toml_str(
+            &format!("[[route]]\nhost = \"api.example.com\"\n{extra}\n"),
+            "t.toml",
+        )
+        .unwrap();
+        p.routes[0].clone()
+    }
+
+    fn known(name: &str, loc: &str) -> Finding {
+        let s = Scanner::builder()
+            .default_rules(false)
+            .known_secret(name, "s3cr3t-value-0123456789abcdef")
+            .build()
+            .unwrap();
+        let mut f = s.scan_located(b"x s3cr3t-value-0123456789abcdef y", loc);
+        assert_eq!(f.len(), 1, "planted known secret found");
+        f.remove(0)
+    }
+
+    #[test]
+    fn own_token_only_in_its_credential_header() {
+        let r = route("auth = { scheme = \"Bearer\", secret = \"TOK\" }");
+        assert!(blocking(&r, &[known("TOK", "header:authorization")]).is_none());
+        assert!(blocking(&r, &[known("TOK", "header:x-leak")]).is_some());
+        assert!(blocking(&r, &[known("TOK", "query:q")]).is_some());
+        assert!(blocking(&r, &[known("OTHER", "header:authorization")]).is_some());
+        let plain = route("");
+        assert!(blocking(&plain, &[known("TOK", "header:authorization")]).is_some());
+    }
+
+    #[test]
+    fn known_secrets_block_even_with_dlp_off_and_deny_names_no_value() {
+        let r = route("dlp = false");
+        let f = known("TOK", "body");
+        let d = check(&r, std::slice::from_ref(&f)).unwrap_err();
+        assert_eq!(d.reason, DenyReason::Dlp);
+        assert!(d.detail.contains("TOK") && !d.detail.contains("s3cr3t"));
+    }
+}
