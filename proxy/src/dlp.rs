@@ -30,6 +30,8 @@ use crate::server::{InspectFuture, RequestHead, RequestInspector};
 /// The DLP + credential inspector. Build one per proxy and share it.
 pub struct DlpInspector {
     scanner: Scanner,
+    /// Ids of the core-floor rules, which a route's `dlp = [ids]` list cannot leave out.
+    core: std::collections::HashSet<String>,
     limits: DecodeLimits,
 }
 
@@ -52,8 +54,15 @@ impl DlpInspector {
             b = b.known_secret(name, value);
         }
         let scanner = b.build().map_err(|e| DlpError::Rules(e.to_string()))?;
+        let core = scanner
+            .rules()
+            .iter()
+            .filter(|r| r.core)
+            .map(|r| r.id.clone())
+            .collect();
         Ok(DlpInspector {
             scanner,
+            core,
             limits: DecodeLimits::default(),
         })
     }
@@ -82,7 +91,11 @@ impl DlpInspector {
 }
 
 /// The first finding this route must act on, if any.
-fn blocking<'f>(route: &Route, findings: &'f [Finding]) -> Option<&'f Finding> {
+fn blocking<'f>(
+    route: &Route,
+    core: &std::collections::HashSet<String>,
+    findings: &'f [Finding],
+) -> Option<&'f Finding> {
     let own = route.auth.as_ref().map(|a| a.secret.as_str());
     findings.iter().find(|f| match &f.known_secret {
         // The bottle's own token is tolerated only in a credential header of the route it
@@ -91,7 +104,7 @@ fn blocking<'f>(route: &Route, findings: &'f [Finding]) -> Option<&'f Finding> {
         Some(name) => !(Some(name.as_str()) == own && in_stripped_header(route, f)),
         None => match &route.dlp {
             DlpSpec::Enabled(on) => *on,
-            DlpSpec::Rules(ids) => ids.contains(&f.rule_id),
+            DlpSpec::Rules(ids) => ids.contains(&f.rule_id) || core.contains(&f.rule_id),
         },
     })
 }
@@ -126,8 +139,12 @@ fn dlp_deny(f: &Finding) -> Deny {
     )
 }
 
-fn check(route: &Route, findings: &[Finding]) -> Result<(), Deny> {
-    match blocking(route, findings) {
+fn check(
+    route: &Route,
+    core: &std::collections::HashSet<String>,
+    findings: &[Finding],
+) -> Result<(), Deny> {
+    match blocking(route, core, findings) {
         None => Ok(()),
         // `redact` is not applied to structured data yet: blocking is the safe choice.
         Some(f) => Err(dlp_deny(f)),
@@ -207,13 +224,13 @@ impl DlpInspector {
     async fn run(&self, mut head: RequestHead<'_>, body: ProxyBody) -> Result<ProxyBody, Deny> {
         let route = head.route;
         let s = &self.scanner;
-        check(route, &scan_url(s, head.path_and_query))?;
+        check(route, &self.core, &scan_url(s, head.path_and_query))?;
         let hdrs: Vec<(&str, &[u8])> = head
             .headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_bytes()))
             .collect();
-        check(route, &scan_headers(s, hdrs))?;
+        check(route, &self.core, &scan_headers(s, hdrs))?;
         let ctype = header_str(head.headers, header::CONTENT_TYPE);
         let cenc = header_str(head.headers, header::CONTENT_ENCODING);
         inject(&mut head)?;
@@ -232,7 +249,7 @@ impl DlpInspector {
         }
         let scanned = scan_body(s, ctype.as_deref(), cenc.as_deref(), &buf, &self.limits)
             .map_err(|e| Deny::new(DenyReason::Dlp, format!("body could not be scanned: {e}")))?;
-        check(route, &scanned.findings)?;
+        check(route, &self.core, &scanned.findings)?;
         Ok(match rest {
             None => full(buf),
             Some(rest) => {
@@ -314,20 +331,49 @@ mod tests {
     #[test]
     fn own_token_only_in_its_credential_header() {
         let r = route("auth = { scheme = \"Bearer\", secret = \"TOK\" }");
-        assert!(blocking(&r, &[known("TOK", "header:authorization")]).is_none());
-        assert!(blocking(&r, &[known("TOK", "header:x-leak")]).is_some());
-        assert!(blocking(&r, &[known("TOK", "query:q")]).is_some());
-        assert!(blocking(&r, &[known("OTHER", "header:authorization")]).is_some());
+        assert!(blocking(
+            &r,
+            &Default::default(),
+            &[known("TOK", "header:authorization")]
+        )
+        .is_none());
+        assert!(blocking(&r, &Default::default(), &[known("TOK", "header:x-leak")]).is_some());
+        assert!(blocking(&r, &Default::default(), &[known("TOK", "query:q")]).is_some());
+        assert!(blocking(
+            &r,
+            &Default::default(),
+            &[known("OTHER", "header:authorization")]
+        )
+        .is_some());
         let plain = route("");
-        assert!(blocking(&plain, &[known("TOK", "header:authorization")]).is_some());
+        assert!(blocking(
+            &plain,
+            &Default::default(),
+            &[known("TOK", "header:authorization")]
+        )
+        .is_some());
     }
 
     #[test]
     fn known_secrets_block_even_with_dlp_off_and_deny_names_no_value() {
         let r = route("dlp = false");
         let f = known("TOK", "body");
-        let d = check(&r, std::slice::from_ref(&f)).unwrap_err();
+        let d = check(&r, &Default::default(), std::slice::from_ref(&f)).unwrap_err();
         assert_eq!(d.reason, DenyReason::Dlp);
         assert!(d.detail.contains("TOK") && !d.detail.contains("s3cr3t"));
+    }
+
+    #[test]
+    fn rule_list_cannot_drop_the_core_floor() {
+        let insp = DlpInspector::new(std::iter::empty()).unwrap();
+        let token = format!("{}{}", "gh", "p_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z0A");
+        let found = insp
+            .scanner
+            .scan_located(format!("t={token}").as_bytes(), "body");
+        let f = found.first().expect("planted token found");
+        assert!(insp.core.contains(&f.rule_id), "{} is core", f.rule_id);
+        let r = route("dlp = [\"jwt\"]");
+        assert!(blocking(&r, &insp.core, std::slice::from_ref(f)).is_some());
+        assert!(blocking(&r, &Default::default(), std::slice::from_ref(f)).is_none());
     }
 }
