@@ -139,6 +139,12 @@ pub(crate) fn refuse(
     deny: Deny,
     started: Instant,
 ) -> Response<ProxyBody> {
+    // A DLP block may have found the secret in the path itself: never log it.
+    let path = if deny.reason == DenyReason::Dlp {
+        "[redacted: dlp]"
+    } else {
+        path
+    };
     inner.audit.record(record(
         method,
         host,

@@ -324,6 +324,17 @@ impl Harness {
 
     /// Like [`Harness::start_with`]; `h1_only` makes the upstream offer only http/1.1.
     pub fn start_opts(routes: &str, settings: &str, h1_only: bool) -> Harness {
+        Self::start_full(routes, settings, h1_only, None)
+    }
+
+    /// Like [`Harness::start_opts`], optionally with the sidecar's DLP + credential inspector
+    /// built from these secrets (name → value), which are also handed to the proxy.
+    pub fn start_full(
+        routes: &str,
+        settings: &str,
+        h1_only: bool,
+        dlp_secrets: Option<std::collections::HashMap<String, String>>,
+    ) -> Harness {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -360,13 +371,20 @@ impl Harness {
         let resolver = Arc::new(resolver);
         let audit_file = rt.block_on(tokio::fs::File::create(&audit_path)).unwrap();
         let proxy = rt.block_on(async {
-            Proxy::builder()
+            let b = Proxy::builder()
                 .policy(policy)
                 .ca(ca.cert_pem.clone(), ca.key_pem.clone())
                 .resolver(resolver.clone())
-                .audit(audit_file)
-                .build()
-                .unwrap()
+                .audit(audit_file);
+            let b = match dlp_secrets {
+                Some(secrets) => b
+                    .inspector(
+                        bottle_proxy::dlp::DlpInspector::for_bottle(&secrets, &ca.key_pem).unwrap(),
+                    )
+                    .secrets(secrets),
+                None => b,
+            };
+            b.build().unwrap()
         });
         rt.spawn(async move { proxy.serve(listener).await });
         Harness {
