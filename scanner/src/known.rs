@@ -20,7 +20,7 @@ use crate::error::RuleError;
 pub const MIN_KNOWN_SECRET_LEN: usize = 8;
 /// Minimum length of a needle after stripping separators.
 const MIN_NEEDLE_LEN: usize = 8;
-/// View-to-input checkpoints are taken every this many input bytes (fast path).
+/// View-to-input checkpoints are taken about every this many input bytes.
 const CHECKPOINT: usize = 1024;
 
 /// Separator bytes that may be inserted into a secret and are ignored when matching.
@@ -73,8 +73,89 @@ pub(crate) struct KnownSet {
     pub names: Vec<String>,
     needles: Vec<Needle>,
     ac: Option<AhoCorasick>,
+    /// Sampled 4-gram prefilter in front of `ac` (see [`GramFilter`]).
+    filter: Option<GramFilter>,
     /// Longest raw secret in bytes (drives the streaming overlap).
     pub max_len: usize,
+}
+
+/// log2 of the prefilter bitmap size in bits (64 KiB).
+const GRAM_BITS: u32 = 19;
+
+/// The case-insensitive key of the 4 bytes at `v[i..i + 4]`: `| 0x20` maps each ASCII letter
+/// to its lower case (and some other bytes onto each other), so keys of two byte strings that
+/// are equal up to ASCII case are always equal.
+#[inline(always)]
+fn gram_key(v: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes([v[i], v[i + 1], v[i + 2], v[i + 3]]) | 0x2020_2020
+}
+
+#[inline(always)]
+fn gram_hash(key: u32) -> usize {
+    (key.wrapping_mul(0x9E37_79B1) >> (32 - GRAM_BITS)) as usize
+}
+
+/// Exact-superset prefilter for the needle automaton: the case-insensitive keys of *every*
+/// 4-byte window of every needle. A needle occurrence of length `L` in the view contains a
+/// position that is a multiple of `stride = min needle length - 3` with a whole window of it
+/// there, so only every `stride`-th view position is looked up (a bitmap, then an exact sorted
+/// key list); around each hit the automaton runs on `[hit - (longest needle - 4), hit + longest
+/// needle)`, which contains every needle occurrence the window can belong to.
+#[derive(Debug, Clone)]
+struct GramFilter {
+    stride: usize,
+    longest: usize,
+    bits: Vec<u64>,
+    keys: Vec<u32>,
+}
+
+impl GramFilter {
+    fn new(needles: &[Needle]) -> Option<GramFilter> {
+        let shortest = needles.iter().map(|n| n.stripped.len()).min()?;
+        let longest = needles.iter().map(|n| n.stripped.len()).max()?;
+        if shortest < 4 {
+            return None;
+        }
+        let mut bits = vec![0u64; 1 << (GRAM_BITS - 6)];
+        let mut keys = Vec::new();
+        for n in needles {
+            for i in 0..=n.stripped.len() - 4 {
+                let k = gram_key(&n.stripped, i);
+                let h = gram_hash(k);
+                bits[h >> 6] |= 1 << (h & 63);
+                keys.push(k);
+            }
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        Some(GramFilter {
+            stride: shortest - 3,
+            longest,
+            bits,
+            keys,
+        })
+    }
+
+    /// Merged view ranges that may hold a needle occurrence.
+    fn regions(&self, v: &[u8], out: &mut Vec<(usize, usize)>) {
+        if v.len() < 4 {
+            return;
+        }
+        let mut i = 0;
+        while i + 4 <= v.len() {
+            let k = gram_key(v, i);
+            let h = gram_hash(k);
+            if self.bits[h >> 6] >> (h & 63) & 1 != 0 && self.keys.binary_search(&k).is_ok() {
+                let rs = i.saturating_sub(self.longest - 4);
+                let re = (i + self.longest).min(v.len());
+                match out.last_mut() {
+                    Some(last) if last.1 >= rs => last.1 = re,
+                    _ => out.push((rs, re)),
+                }
+            }
+            i += self.stride;
+        }
+    }
 }
 
 /// The stable inner substring of a base-N encoding of `secret` when it starts `k` bytes into the
@@ -169,10 +250,12 @@ impl KnownSet {
                     .map_err(|e| RuleError::Prefilter(e.to_string()))?,
             )
         };
+        let filter = GramFilter::new(&needles);
         Ok(KnownSet {
             names,
             needles,
             ac,
+            filter,
             max_len,
         })
     }
@@ -187,7 +270,17 @@ impl KnownSet {
         let Some(ac) = &self.ac else { return };
         let view = View::build(hay);
         let before = out.len();
-        for m in ac.find_overlapping_iter(&view.bytes) {
+        let mut regions = Vec::new();
+        match &self.filter {
+            Some(f) => f.regions(&view.bytes, &mut regions),
+            None => regions.push((0, view.bytes.len())),
+        }
+        let matches = regions.iter().flat_map(|&(rs, re)| {
+            ac.find_overlapping_iter(&view.bytes[rs..re])
+                .map(move |m| (m.pattern(), rs + m.start(), rs + m.end()))
+        });
+        for (pid, mstart, mend) in matches {
+            let m = aho_corasick::Match::new(pid, mstart..mend);
             let needle = &self.needles[m.pattern().as_usize()];
             let got = &view.bytes[m.start()..m.end()];
             if needle.exact_case && got != needle.stripped.as_slice() {
@@ -236,11 +329,11 @@ impl KnownSet {
 /// The normalised view of an input: separators stripped, escapes decoded when present.
 struct View {
     bytes: Vec<u8>,
-    /// True when escapes were decoded (the slow path with a full map).
+    /// True when escapes were decoded.
     decoded: bool,
-    /// Fast path: view length at each `CHECKPOINT` of input. Slow path: input offset of each
-    /// view byte.
-    map: Vec<usize>,
+    /// `(input offset, view offset)` at the start of every block of about `CHECKPOINT` input
+    /// bytes; view offsets are mapped back to the input by re-running [`view_step`] from there.
+    marks: Vec<(usize, usize)>,
 }
 
 fn hexval(b: u8) -> Option<u8> {
@@ -302,87 +395,161 @@ fn has_escapes(hay: &[u8]) -> bool {
     false
 }
 
-impl View {
-    fn build(hay: &[u8]) -> View {
-        if has_escapes(hay) {
-            Self::build_decoded(hay)
-        } else {
-            Self::build_fast(hay)
+/// Copies `src` into `dst` without separator bytes; returns the number of bytes kept.
+/// `dst` must be at least `src.len() + 16` bytes long (the SIMD path stores 8 bytes at a time).
+fn strip_into(src: &[u8], dst: &mut [u8]) -> usize {
+    assert!(dst.len() >= src.len() + 16);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("ssse3") && std::is_x86_feature_detected!("popcnt") {
+            // SAFETY: the CPU features were just checked; the length contract is asserted.
+            return unsafe { simd::strip_ssse3(src, dst) };
         }
     }
+    strip_scalar(src, dst)
+}
 
-    /// Branch-free separator stripping with checkpoints.
-    fn build_fast(hay: &[u8]) -> View {
-        let mut bytes = vec![0u8; hay.len()];
-        let mut map = Vec::with_capacity(hay.len() / CHECKPOINT + 2);
-        let mut j = 0usize;
-        for block in hay.chunks(CHECKPOINT) {
-            map.push(j);
-            let out = &mut bytes[j..j + block.len()];
-            let mut w = 0usize;
-            for &b in block {
-                out[w] = b;
-                w += 1 - SEP_TABLE[b as usize] as usize;
+/// Branch-free scalar separator stripping (the reference for the SIMD path).
+fn strip_scalar(src: &[u8], dst: &mut [u8]) -> usize {
+    let out = &mut dst[..src.len()];
+    let mut w = 0usize;
+    for &b in src {
+        out[w] = b;
+        w += 1 - SEP_TABLE[b as usize] as usize;
+    }
+    w
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use std::arch::x86_64::*;
+
+    /// For each 8-bit keep-mask, the `pshufb` indices that move the kept bytes to the front.
+    static COMPACT: [[u8; 8]; 256] = {
+        let mut t = [[0u8; 8]; 256];
+        let mut m = 0;
+        while m < 256 {
+            let mut w = 0;
+            let mut b = 0;
+            while b < 8 {
+                if m >> b & 1 == 1 {
+                    t[m][w] = b as u8;
+                    w += 1;
+                }
+                b += 1;
             }
-            j += w;
+            m += 1;
+        }
+        t
+    };
+
+    /// SSSE3 separator stripping, 16 bytes per step: a two-`pshufb` nibble classifier finds
+    /// the separators (tab, LF, CR are `0x09 0x0A 0x0D`; space, `-`, `.` are `0x20 0x2D
+    /// 0x2E`), then each 8-byte half is compacted with a table-driven `pshufb`.
+    ///
+    /// # Safety
+    /// The CPU must support SSSE3 and POPCNT, and `dst.len() >= src.len() + 16`.
+    #[target_feature(enable = "ssse3,popcnt")]
+    pub(super) unsafe fn strip_ssse3(src: &[u8], dst: &mut [u8]) -> usize {
+        debug_assert!(dst.len() >= src.len() + 16);
+        // lo nibble -> bit 0 if it completes a 0x0_ separator, bit 1 for a 0x2_ one.
+        let lo_tab = _mm_setr_epi8(2, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 3, 2, 0);
+        // hi nibble -> bit 0 for 0x0_, bit 1 for 0x2_.
+        let hi_tab = _mm_setr_epi8(1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+        let nib = _mm_set1_epi8(0x0f);
+        let eight = _mm_set1_epi8(8);
+        let zero = _mm_setzero_si128();
+        let n = src.len();
+        let sp = src.as_ptr();
+        let dp = dst.as_mut_ptr();
+        let (mut i, mut j) = (0usize, 0usize);
+        while i + 16 <= n {
+            let v = _mm_loadu_si128(sp.add(i) as *const __m128i);
+            let lo = _mm_shuffle_epi8(lo_tab, _mm_and_si128(v, nib));
+            let hi = _mm_shuffle_epi8(hi_tab, _mm_and_si128(_mm_srli_epi16(v, 4), nib));
+            let sep = _mm_cmpeq_epi8(_mm_and_si128(lo, hi), zero);
+            let keep = _mm_movemask_epi8(sep) as u32; // bit set = keep
+            let k0 = (keep & 0xff) as usize;
+            let k1 = (keep >> 8) as usize;
+            let s0 = _mm_loadl_epi64(COMPACT[k0].as_ptr() as *const __m128i);
+            let s1 = _mm_add_epi8(
+                _mm_loadl_epi64(COMPACT[k1].as_ptr() as *const __m128i),
+                eight,
+            );
+            _mm_storel_epi64(dp.add(j) as *mut __m128i, _mm_shuffle_epi8(v, s0));
+            j += k0.count_ones() as usize;
+            _mm_storel_epi64(dp.add(j) as *mut __m128i, _mm_shuffle_epi8(v, s1));
+            j += k1.count_ones() as usize;
+            i += 16;
+        }
+        j + super::strip_scalar(&src[i..], &mut dst[j..])
+    }
+}
+
+/// One step of the view transformation at `hay[i]`: the next input offset and the view byte
+/// produced, if any.
+#[inline]
+fn view_step(hay: &[u8], i: usize, decode: bool) -> (usize, Option<u8>) {
+    let b = hay[i];
+    if decode && (b == b'%' || b == b'\\') {
+        if let Some((val, len)) = escape_at(hay, i) {
+            return (i + len, val.filter(|&v| !is_separator(v)));
+        }
+    }
+    (i + 1, (!is_separator(b)).then_some(b))
+}
+
+impl View {
+    /// Builds the view: escapes are decoded when `hay` has any (see [`has_escapes`]). Blocks
+    /// without `%` or `\\` take a branch-free stripping loop either way (no escape can start in
+    /// them, so the result is the same).
+    fn build(hay: &[u8]) -> View {
+        let decode = has_escapes(hay);
+        // `strip_into` may write up to 16 bytes past what it keeps.
+        let mut bytes = vec![0u8; hay.len() + 16];
+        let mut marks = Vec::with_capacity(hay.len() / CHECKPOINT + 2);
+        let (mut i, mut j) = (0usize, 0usize);
+        while i < hay.len() {
+            marks.push((i, j));
+            let end = (i + CHECKPOINT).min(hay.len());
+            if decode && memchr::memchr2(b'%', b'\\', &hay[i..end]).is_some() {
+                while i < end {
+                    let (next, out) = view_step(hay, i, true);
+                    if let Some(v) = out {
+                        bytes[j] = v;
+                        j += 1;
+                    }
+                    i = next;
+                }
+            } else {
+                j += strip_into(&hay[i..end], &mut bytes[j..]);
+                i = end;
+            }
         }
         bytes.truncate(j);
         View {
             bytes,
-            decoded: false,
-            map,
-        }
-    }
-
-    /// Slow path: decode escapes and strip separators, recording the input offset of each byte.
-    fn build_decoded(hay: &[u8]) -> View {
-        let mut bytes = Vec::with_capacity(hay.len());
-        let mut map = Vec::with_capacity(hay.len());
-        let mut i = 0;
-        while i < hay.len() {
-            let b = hay[i];
-            if b == b'%' || b == b'\\' {
-                if let Some((val, len)) = escape_at(hay, i) {
-                    if let Some(v) = val {
-                        if !is_separator(v) {
-                            bytes.push(v);
-                            map.push(i);
-                        }
-                    }
-                    i += len;
-                    continue;
-                }
-            }
-            if !is_separator(b) {
-                bytes.push(b);
-                map.push(i);
-            }
-            i += 1;
-        }
-        View {
-            bytes,
-            decoded: true,
-            map,
+            decoded: decode,
+            marks,
         }
     }
 
     /// Input offset of view byte `idx`.
     fn to_input(&self, hay: &[u8], idx: usize) -> usize {
-        if self.decoded {
-            return self.map[idx];
-        }
-        // Last checkpoint block whose view start is <= idx and which is non-empty at idx.
-        let block = self.map.partition_point(|&v| v <= idx).saturating_sub(1);
-        let mut v = self.map[block];
-        let mut i = block * CHECKPOINT;
+        let m = self
+            .marks
+            .partition_point(|&(_, v)| v <= idx)
+            .saturating_sub(1);
+        let (mut i, mut v) = self.marks.get(m).copied().unwrap_or((0, 0));
         while i < hay.len() {
-            if !is_separator(hay[i]) {
+            let (next, out) = view_step(hay, i, self.decoded);
+            if out.is_some() {
                 if v == idx {
                     return i;
                 }
                 v += 1;
             }
-            i += 1;
+            i = next;
         }
         hay.len()
     }
@@ -430,6 +597,89 @@ mod tests {
         assert_eq!(v.bytes, b"xAbC/d");
         assert_eq!(v.to_input(hay, 3), 5);
         assert_eq!(v.input_end(hay, 3), 11);
+    }
+
+    /// The sampled 4-gram prefilter never loses a hit: same hits as the automaton over the
+    /// whole view, on random text with planted encodings (separators, escapes, case changes,
+    /// truncations) at random offsets.
+    #[test]
+    fn gram_filter_is_exact_superset() {
+        use crate::corpus::Rng;
+        let mut rng = Rng::new(7);
+        let secrets: Vec<(String, Vec<u8>)> = vec![
+            (
+                "A".into(),
+                b"ghp_0123456789abcdefghijABCDEFGHIJ0123".to_vec(),
+            ),
+            ("B".into(), b"short-pw-9".to_vec()),
+            ("C".into(), rng.chars('w', 93).into_bytes()),
+        ];
+        let set = KnownSet::new(&secrets).unwrap();
+        assert!(set.filter.is_some());
+        let mut plain = set.clone();
+        plain.filter = None;
+        let alphabet = b"abcdefXYZ0123456789 -._\\%/+=\n\"{}:uxAB";
+        let mut total = 0;
+        for round in 0..400 {
+            let mut hay: Vec<u8> = (0..rng.below(3000))
+                .map(|_| alphabet[rng.below(alphabet.len())])
+                .collect();
+            for _ in 0..rng.below(4) {
+                let n = &set.needles[rng.below(set.needles.len())].stripped;
+                let mut enc = Vec::new();
+                let cut = usize::from(rng.below(4) == 0);
+                for &b in &n[..n.len() - cut] {
+                    match rng.below(60) {
+                        0 => enc.extend_from_slice(format!("%{b:02X}").as_bytes()),
+                        1 => enc.extend_from_slice(format!("\\u{:04x}", b).as_bytes()),
+                        2 => enc.extend_from_slice(b"- "),
+                        3 => enc.push(b.to_ascii_uppercase()),
+                        4 => enc.push(b.to_ascii_lowercase()),
+                        _ => enc.push(b),
+                    }
+                    if rng.below(20) == 0 {
+                        enc.push(b'\n');
+                    }
+                }
+                let at = rng.below(hay.len() + 1);
+                hay.splice(at..at, enc);
+            }
+            let key = |h: &KnownHit| (h.secret, h.start, h.end, h.encoding.clone());
+            let mut a: Vec<_> = Vec::new();
+            set.scan(&hay, &mut a);
+            let mut b: Vec<_> = Vec::new();
+            plain.scan(&hay, &mut b);
+            let (a, b): (Vec<_>, Vec<_>) =
+                (a.iter().map(key).collect(), b.iter().map(key).collect());
+            assert_eq!(a, b, "round {round}");
+            total += a.len();
+        }
+        assert!(total > 100, "only {total} hits planted");
+    }
+
+    #[test]
+    fn simd_strip_matches_scalar() {
+        use crate::corpus::Rng;
+        let mut rng = Rng::new(11);
+        for len in (0..300).chain([1000, 4097]) {
+            for dense in [2, 5, 256] {
+                let src: Vec<u8> = (0..len)
+                    .map(|_| {
+                        if rng.below(dense) == 0 {
+                            b"-. \t\r\n"[rng.below(6)]
+                        } else {
+                            rng.below(256) as u8
+                        }
+                    })
+                    .collect();
+                let mut a = vec![0u8; len + 16];
+                let mut b = vec![0u8; len + 16];
+                let na = strip_into(&src, &mut a);
+                let nb = strip_scalar(&src, &mut b);
+                assert_eq!(&a[..na], &b[..nb], "len {len}");
+                assert_eq!(&a[..na], &strip(&src)[..]);
+            }
+        }
     }
 
     #[test]
