@@ -16,7 +16,8 @@ if [ ! -x bench/.tools/bin/ripsecrets ]; then
   cargo install ripsecrets --locked --root bench/.tools
 fi
 cargo build -q --release -p bottle-scanner --example bench
-B=target/release/examples/bench
+# honour CARGO_TARGET_DIR (relative paths are relative to the workspace root)
+B="${CARGO_TARGET_DIR:-target}/release/examples/bench"
 
 echo "== bottle-scanner: throughput + findings on real code ($corpus)" >&2
 BENCH_CAP_MB=400 $B throughput $corpus > "$out/ours-throughput.json"

@@ -268,6 +268,14 @@ impl KnownSet {
     /// Finds known secrets in `hay`. Offsets are relative to `hay`.
     pub fn scan(&self, hay: &[u8], out: &mut Vec<KnownHit>) {
         let Some(ac) = &self.ac else { return };
+        // The view is never longer than the input: too short for any needle.
+        if self
+            .filter
+            .as_ref()
+            .is_some_and(|f| hay.len() < f.stride + 3)
+        {
+            return;
+        }
         let view = View::build(hay);
         let before = out.len();
         let mut regions = Vec::new();
