@@ -184,11 +184,12 @@ fn launch_options(mode: Mode, cmd: Vec<String>, extra_env: Vec<(String, String)>
 }
 
 async fn preflight(docker: &bollard::Docker) -> Result<runtime::engine::EngineFacts> {
-    let report = runtime::reap::reap(docker, None, false).await?;
+    use runtime::timing::timed;
+    let report = timed("reap", runtime::reap::reap(docker, None, false)).await?;
     if !report.bottles.is_empty() {
         eprintln!("bottle: reaped {} stale bottle(s)", report.bottles.len());
     }
-    let facts = runtime::engine::facts(docker).await?;
+    let facts = timed("engine facts", runtime::engine::facts(docker)).await?;
     if std::env::var_os("BOTTLE_VERBOSE").is_some() {
         eprintln!(
             "bottle: Docker engine {} (runtimes: {})",
@@ -237,11 +238,16 @@ async fn real_main() -> Result<i32> {
             json,
             cmd,
         } => {
+            use runtime::timing::{timed, timed_sync};
             let home = config_home()?;
             let repo = std::env::current_dir().context("reading the current directory")?;
-            let plan = launch::plan(&home, &repo, &agent)?;
-            let docker = runtime::engine::connect().await?;
-            let spec = launch::launch_spec(&docker, &plan, json).await?;
+            let plan = timed_sync("plan", || launch::plan(&home, &repo, &agent))?;
+            let docker = timed("engine connect", runtime::engine::connect()).await?;
+            let spec = timed(
+                "launch spec (images)",
+                launch::launch_spec(&docker, &plan, json),
+            )
+            .await?;
             let facts = preflight(&docker).await?;
             let mut extra = vec![];
             let mut cmd = cmd;
@@ -401,7 +407,10 @@ fn exit_code(code: i64) -> i32 {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match real_main().await {
+    let t0 = runtime::timing::init();
+    let r = real_main().await;
+    runtime::timing::mark("total (main)", t0);
+    match r {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
             eprintln!("bottle: error: {e:#}");

@@ -30,6 +30,7 @@ use super::engine::EngineFacts;
 use super::labels::{self, BottleLabels};
 use super::spec::{LaunchSpec, RuntimeChoice, WorkspaceSpec};
 use super::statedir::{now_rfc3339, SessionRecord, StateDir};
+use super::timing::{mark, timed, timed_sync};
 use super::{ca, roots, subnet};
 
 /// Proxy port of the sidecar.
@@ -127,7 +128,7 @@ impl Bottle {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         };
-        let state = StateDir::create(&id)?;
+        let state = timed_sync("runtime dir", || StateDir::create(&id))?;
         let mut b = Bottle {
             docker: docker.clone(),
             id,
@@ -165,13 +166,20 @@ impl Bottle {
                 eprintln!("bottle: [{:>5} ms] {m}", t0.elapsed().as_millis());
             }
         };
-        self.runtime = select_runtime(&self.docker, facts, spec.runtime, &spec.agent_image).await?;
+        self.runtime = timed(
+            "select runtime",
+            select_runtime(&self.docker, facts, spec.runtime, &spec.agent_image),
+        )
+        .await?;
         // CA and trust files (public) in the runtime dir.
-        let ca = ca::generate(&self.id)?;
-        let mut files = roots::image_files(
-            &self.docker,
-            &spec.agent_image,
-            &[roots::SYSTEM_BUNDLE, "/etc/passwd", "/etc/group"],
+        let ca = timed_sync("CA generation", || ca::generate(&self.id))?;
+        let mut files = timed(
+            "image files (roots, passwd)",
+            roots::image_files(
+                &self.docker,
+                &spec.agent_image,
+                &[roots::SYSTEM_BUNDLE, "/etc/passwd", "/etc/group"],
+            ),
         )
         .await?;
         let image_group = files.pop().flatten();
@@ -201,8 +209,8 @@ impl Bottle {
 
         say("creating the bottle networks");
         let (internal, egress) = tokio::join!(
-            self.alloc_internal_network(facts),
-            self.alloc_egress_network(opts)
+            timed("internal network", self.alloc_internal_network(facts)),
+            timed("egress network", self.alloc_egress_network(opts))
         );
         if let Ok((id, _)) = &internal {
             self.internal_net = Some(id.clone());
@@ -240,8 +248,14 @@ impl Bottle {
         self.sidecar = Some(labels::name(&self.id, "sidecar"));
         self.agent = Some(labels::name(&self.id, "agent"));
         let (sc, ag) = tokio::join!(
-            self.create_sidecar(spec, &ca, &egress),
-            self.create_agent(spec, opts, &mounts, uid, gid)
+            timed(
+                "sidecar up (total)",
+                self.create_sidecar(spec, &ca, &egress)
+            ),
+            timed(
+                "agent create",
+                self.create_agent(spec, opts, &mounts, uid, gid)
+            )
         );
         drop(ca);
         sc?;
@@ -468,6 +482,7 @@ impl Bottle {
             }),
             ..Default::default()
         };
+        let t = std::time::Instant::now();
         let created = self
             .docker
             .create_container(
@@ -481,6 +496,7 @@ impl Bottle {
                     spec.sidecar_image
                 )
             })?;
+        mark("sidecar create", t);
         // Joining the egress network runs concurrently with the start (the egress route is in
         // place before the launch returns, so before the agent starts).
         let connect = async {
@@ -495,9 +511,11 @@ impl Bottle {
                 .await
                 .context("joining the sidecar to its egress network")
         };
+        let connect = timed("sidecar egress connect", connect);
         let boot = async {
             // Attach stdin before start, so the bootstrap (policy, CA key, secrets) is never
             // anywhere but this pipe.
+            let t = std::time::Instant::now();
             let mut attached = self
                 .docker
                 .attach_container(
@@ -511,10 +529,14 @@ impl Bottle {
                 )
                 .await
                 .context("attaching to the sidecar's stdin")?;
+            mark("sidecar attach", t);
+            let t = std::time::Instant::now();
             self.docker
                 .start_container(&created.id, None)
                 .await
                 .context("starting the sidecar")?;
+            mark("sidecar start", t);
+            let t = std::time::Instant::now();
             let policy_toml =
                 toml::to_string(&spec.policy).context("rendering the bottle policy as TOML")?;
             let boot = Bootstrap {
@@ -539,12 +561,17 @@ impl Bottle {
             .await;
             drop(json);
             drop(attached);
+            mark("sidecar bootstrap sent", t);
             if let Err(e) = sent {
                 // A sidecar that died at once explains itself better than a broken pipe.
                 wait_ready(&self.docker, &created.id, self.sidecar_ip).await?;
                 return Err(e).context("sending the bootstrap to the sidecar's stdin");
             }
-            wait_ready(&self.docker, &created.id, self.sidecar_ip).await
+            timed(
+                "sidecar wait ready",
+                wait_ready(&self.docker, &created.id, self.sidecar_ip),
+            )
+            .await
         };
         let (connected, booted) = tokio::join!(connect, boot);
         booted?;
@@ -758,7 +785,11 @@ impl Bottle {
                 }
             }
         });
-        futures_util::future::join_all(containers).await;
+        timed(
+            "teardown containers",
+            futures_util::future::join_all(containers),
+        )
+        .await;
         let networks = self
             .internal_net
             .iter()
@@ -772,7 +803,11 @@ impl Bottle {
                     }
                 }
             });
-        futures_util::future::join_all(networks).await;
+        timed(
+            "teardown networks",
+            futures_util::future::join_all(networks),
+        )
+        .await;
         if let Err(e) = self.state.remove() {
             eprintln!("bottle: warning: {e:#}");
         }

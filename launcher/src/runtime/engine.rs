@@ -9,16 +9,22 @@ use bollard::Docker;
 pub async fn connect() -> Result<Docker> {
     const HINT: &str = "cannot reach the Docker engine — is Docker running and is DOCKER_HOST right? try `bottle doctor`";
     let docker = Docker::connect_with_local_defaults().context(HINT)?;
-    let docker = tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version())
-        .await
-        .map_err(|_| anyhow::anyhow!("the Docker engine did not answer within 10 s"))
-        .context(HINT)?
-        .context(HINT)?;
-    tokio::time::timeout(Duration::from_secs(10), docker.ping())
-        .await
-        .map_err(|_| anyhow::anyhow!("the Docker engine did not answer a ping within 10 s"))
-        .context(HINT)?
-        .context(HINT)?;
+    let docker = tokio::time::timeout(
+        Duration::from_secs(10),
+        super::timing::timed("engine negotiate version", docker.negotiate_version()),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("the Docker engine did not answer within 10 s"))
+    .context(HINT)?
+    .context(HINT)?;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        super::timing::timed("engine ping", docker.ping()),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("the Docker engine did not answer a ping within 10 s"))
+    .context(HINT)?
+    .context(HINT)?;
     Ok(docker)
 }
 

@@ -16,5 +16,6 @@ pub mod run;
 pub mod spec;
 pub mod statedir;
 pub mod subnet;
+pub mod timing;
 pub mod tty;
 pub mod verbs;

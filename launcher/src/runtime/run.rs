@@ -16,6 +16,7 @@ use super::audit::AuditSummary;
 use super::bottle::{Bottle, LaunchOptions};
 use super::engine::EngineFacts;
 use super::spec::LaunchSpec;
+use super::timing::{mark, timed};
 
 /// The result object of `bottle run --json`.
 #[derive(Debug, Clone, Serialize)]
@@ -111,10 +112,14 @@ pub async fn run(
 ) -> Result<RunResult> {
     let started = Instant::now();
     let mut cancel = cancellation()?;
-    let bottle = Bottle::launch(docker, facts, spec, opts).await?;
+    let bottle = timed(
+        "launch (create objects)",
+        Bottle::launch(docker, facts, spec, opts),
+    )
+    .await?;
     let result = supervise(&bottle, &mut cancel, json, started).await;
     let t = Instant::now();
-    bottle.teardown().await;
+    timed("teardown", bottle.teardown()).await;
     if opts.verbose {
         eprintln!(
             "bottle: agent ran, teardown took {} ms (total {} ms)",
@@ -137,6 +142,7 @@ async fn supervise(
         .sidecar
         .clone()
         .context("sidecar container missing")?;
+    let t = Instant::now();
     let mut out = docker
         .attach_container(
             &agent,
@@ -152,10 +158,14 @@ async fn supervise(
         .await
         .context("attaching to the agent's output")?
         .output;
+    mark("agent attach", t);
+    let t = Instant::now();
     docker
         .start_container(&agent, None)
         .await
         .context("starting the agent")?;
+    mark("agent start", t);
+    let t = Instant::now();
     let died = sidecar_stopped(docker.clone(), sidecar.clone());
     tokio::pin!(died);
     let mut sidecar_exit = None;
@@ -194,6 +204,8 @@ async fn supervise(
             _ = cancel.changed() => {}
         }
     }
+    mark("agent output until EOF", t);
+    let t = Instant::now();
     let exit_code = if cancelled_by.is_some() {
         -1
     } else {
@@ -201,6 +213,8 @@ async fn supervise(
             .await
             .unwrap_or(-1)
     };
+    mark("agent wait exit code", t);
+    let t = Instant::now();
     if sidecar_exit.is_none() {
         // The sidecar may have died just before the agent finished.
         if let Ok(info) = docker.inspect_container(&sidecar, None).await {
@@ -212,7 +226,8 @@ async fn supervise(
             }
         }
     }
-    let audit = audit_summary(docker, &sidecar).await;
+    mark("sidecar inspect", t);
+    let audit = timed("audit summary (logs)", audit_summary(docker, &sidecar)).await;
     Ok(RunResult {
         bottle_id: bottle.id.clone(),
         bottle: bottle.labels.bottle.clone(),
