@@ -53,6 +53,9 @@ pub struct AuditRecord {
     pub reason: &'static str,
     /// DLP rule id, when DLP decided.
     pub rule: Option<String>,
+    /// Where DLP found the secret (`query:NAME`, `header:NAME`, JSON path, …); never a value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
     /// Request body bytes forwarded upstream (tunnel: client → upstream).
     pub bytes_up: u64,
     /// Response body bytes returned (tunnel: upstream → client).
@@ -176,6 +179,7 @@ mod tests {
                 decision: Decision::Allow,
                 reason: "ok",
                 rule: None,
+                location: None,
                 bytes_up: i,
                 bytes_down: 0,
                 duration_ms: 1,

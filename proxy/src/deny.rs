@@ -10,6 +10,9 @@ use crate::server::body::{full, ProxyBody};
 /// The response header carrying the deny code.
 pub const DENY_HEADER: &str = "x-bottle-deny";
 
+/// The response header carrying the DLP rule id of a `dlp` deny.
+pub const RULE_HEADER: &str = "x-bottle-rule";
+
 /// The one-line body of a deny response for `host`.
 pub fn deny_body(host: &str, deny: &Deny) -> String {
     format!(
@@ -33,6 +36,13 @@ pub fn deny_response_with_status(host: &str, deny: &Deny, status: u16) -> Respon
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
     let h = resp.headers_mut();
     h.insert(DENY_HEADER, HeaderValue::from_static(deny.reason.code()));
+    if let Some(rule) = deny
+        .rule
+        .as_deref()
+        .and_then(|r| HeaderValue::from_str(r).ok())
+    {
+        h.insert(RULE_HEADER, rule);
+    }
     h.insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),

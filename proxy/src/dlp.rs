@@ -12,7 +12,18 @@
 //!    never for `TRACE`.
 //!
 //! A known secret (one of the bottle's own tokens) is allowed only in a credential header of
-//! the route whose `auth.secret` names it (which is stripped and replaced anyway). Decoder errors block (fail closed). Findings never carry values.
+//! the route whose `auth.secret` names it (which is stripped and replaced anyway). Decoder
+//! errors block (fail closed). Findings never carry values; deny details and audit records
+//! carry the rule id and a location whose secret-looking names are withheld.
+//!
+//! `on_match = "redact"`: rule findings in headers replace that header's value with
+//! `[REDACTED]`; rule findings in an identity-encoded body are overwritten in place with a
+//! same-length `[REDACTED]***` marker; then everything is rescanned and anything left (an
+//! escaped, base64'd or compressed copy) blocks. A URL is never rewritten (it blocks), and
+//! the bottle's own secrets always block.
+//!
+//! `inbound_dlp = true`: the response body is buffered up to `body_cap` and scanned the same
+//! way before the agent sees any of it; a finding replaces the response with a `dlp` deny.
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -126,29 +137,157 @@ fn in_stripped_header(route: &Route, f: &Finding) -> bool {
             .is_some_and(|name| name.eq_ignore_ascii_case(h))
 }
 
-fn dlp_deny(f: &Finding) -> Deny {
+/// The deny for a finding: rule id and a location whose names cannot carry the secret.
+fn dlp_deny(scanner: &Scanner, f: &Finding) -> Deny {
     let what = f
         .known_secret
         .as_deref()
         .map(|n| format!("the bottle's secret {n}"))
         .unwrap_or_else(|| format!("rule {}", f.rule_id));
-    let loc = f.location.as_deref().unwrap_or("request");
+    let loc = safe_location(scanner, f.location.as_deref().unwrap_or("request"));
     Deny::new(
         DenyReason::Dlp,
         format!("secret detected ({what}) in {loc}"),
     )
+    .with_dlp(f.rule_id.clone(), Some(loc))
 }
 
+/// Longest location component shown as is.
+const MAX_NAME: usize = 48;
+
+/// A location safe to show to the client and to write to the audit log. Locations name
+/// query parameters, headers, JSON keys and multipart parts, and a secret can hide in a
+/// *name* (`{"ghp_…": 1}`): every component that the scanner flags, that is long, or that
+/// looks random (≥ 16 bytes with ≥ 3.5 bits of entropy per byte) is replaced by `…`.
+pub fn safe_location(scanner: &Scanner, loc: &str) -> String {
+    const DELIMS: &[char] = &[':', '.', '[', ']', '(', ')', '$'];
+    let mut out = String::with_capacity(loc.len());
+    let mut rest = loc;
+    while !rest.is_empty() {
+        let end = rest.find(DELIMS).unwrap_or(rest.len());
+        let (name, tail) = rest.split_at(end);
+        if !name.is_empty() {
+            if looks_secret(scanner, name) {
+                out.push('…');
+            } else {
+                out.push_str(name);
+            }
+        }
+        let mut chars = tail.chars();
+        if let Some(d) = chars.next() {
+            out.push(d);
+        }
+        rest = chars.as_str();
+    }
+    if !scanner.scan(out.as_bytes()).is_empty() {
+        // A secret spread over several short components: keep only the kind.
+        let kind = out.split([':', '.', '[']).next().unwrap_or("");
+        return format!("{kind}:…");
+    }
+    out
+}
+
+fn looks_secret(scanner: &Scanner, name: &str) -> bool {
+    name.len() > MAX_NAME
+        || (name.len() >= 16 && entropy(name.as_bytes()) >= 3.5)
+        || !scanner.scan(name.as_bytes()).is_empty()
+}
+
+/// Shannon entropy in bits per byte.
+fn entropy(b: &[u8]) -> f64 {
+    let mut counts = [0u32; 256];
+    b.iter().for_each(|&x| counts[x as usize] += 1);
+    let n = b.len() as f64;
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / n;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// What to do about a set of findings on a route.
+enum Verdict<'f> {
+    /// Nothing to act on.
+    Clean,
+    /// `on_match = "redact"`: these findings are to be replaced before forwarding.
+    Redact(Vec<&'f Finding>),
+}
+
+/// Decides on `findings`: clean, redact (only on `on_match = "redact"` routes, and never
+/// for the bottle's own secrets, which always block), or the deny of the first finding.
+fn verdict<'f>(
+    scanner: &Scanner,
+    route: &Route,
+    core: &std::collections::HashSet<String>,
+    findings: &'f [Finding],
+) -> Result<Verdict<'f>, Deny> {
+    let Some(first) = blocking(route, core, findings) else {
+        return Ok(Verdict::Clean);
+    };
+    if route.on_match != OnMatch::Redact || first.known_secret.is_some() {
+        return Err(dlp_deny(scanner, first));
+    }
+    let mut all = Vec::new();
+    for (i, f) in findings.iter().enumerate() {
+        if blocking(route, core, &findings[i..=i]).is_some() {
+            if f.known_secret.is_some() {
+                return Err(dlp_deny(scanner, f));
+            }
+            all.push(f);
+        }
+    }
+    Ok(Verdict::Redact(all))
+}
+
+/// Blocks on any finding this route acts on (URLs are never rewritten: redaction would
+/// change the resource, so a secret in a URL blocks even on `redact` routes).
 fn check(
+    scanner: &Scanner,
     route: &Route,
     core: &std::collections::HashSet<String>,
     findings: &[Finding],
 ) -> Result<(), Deny> {
     match blocking(route, core, findings) {
         None => Ok(()),
-        // `redact` is not applied to structured data yet: blocking is the safe choice.
-        Some(f) => Err(dlp_deny(f)),
+        Some(f) => Err(dlp_deny(scanner, f)),
     }
+}
+
+/// The bytes that replace a redacted secret: `[REDACTED]` padded with `*` (or cut) to the
+/// secret's length, so lengths, offsets and JSON/form syntax stay valid.
+fn marker(len: usize) -> Vec<u8> {
+    let mut m = b"[REDACTED]".to_vec();
+    m.resize(len.max(m.len()), b'*');
+    m.truncate(len);
+    m
+}
+
+/// Overwrites each `(offset, len)` span of `buf` with [`marker`]. Spans outside `buf` are
+/// ignored (the rescan that follows catches anything left).
+fn redact_spans(buf: &mut [u8], spans: impl IntoIterator<Item = (usize, usize)>) {
+    for (off, len) in spans {
+        if let Some(end) = off.checked_add(len).filter(|&e| e <= buf.len()) {
+            buf[off..end].copy_from_slice(&marker(len));
+        }
+    }
+}
+
+/// The header names (lowercase) that redaction replaces for these findings. Findings in
+/// the joined values (`header:*`) name no header; the rescan after redaction decides them.
+fn redacted_header_names(findings: &[&Finding]) -> Vec<String> {
+    findings
+        .iter()
+        .filter_map(|f| {
+            f.location
+                .as_deref()
+                .and_then(|l| l.strip_prefix("header:"))
+                .filter(|n| *n != "*")
+                .map(str::to_owned)
+        })
+        .collect()
 }
 
 /// Strips client credentials and injects the route's real one.
@@ -224,13 +363,8 @@ impl DlpInspector {
     async fn run(&self, mut head: RequestHead<'_>, body: ProxyBody) -> Result<ProxyBody, Deny> {
         let route = head.route;
         let s = &self.scanner;
-        check(route, &self.core, &scan_url(s, head.path_and_query))?;
-        let hdrs: Vec<(&str, &[u8])> = head
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_bytes()))
-            .collect();
-        check(route, &self.core, &scan_headers(s, hdrs))?;
+        check(s, route, &self.core, &scan_url(s, head.path_and_query))?;
+        self.check_headers(&mut head)?;
         let ctype = header_str(head.headers, header::CONTENT_TYPE);
         let cenc = header_str(head.headers, header::CONTENT_ENCODING);
         inject(&mut head)?;
@@ -247,9 +381,7 @@ impl DlpInspector {
                 ),
             ));
         }
-        let scanned = scan_body(s, ctype.as_deref(), cenc.as_deref(), &buf, &self.limits)
-            .map_err(|e| Deny::new(DenyReason::Dlp, format!("body could not be scanned: {e}")))?;
-        check(route, &self.core, &scanned.findings)?;
+        let buf = self.check_body(&mut head, ctype.as_deref(), cenc.as_deref(), buf)?;
         Ok(match rest {
             None => full(buf),
             Some(rest) => {
@@ -258,6 +390,132 @@ impl DlpInspector {
             }
         })
     }
+
+    /// Scans the agent's headers; on `redact` routes replaces the values of the headers a
+    /// rule fired in with `[REDACTED]`, then rescans (anything left blocks).
+    fn check_headers(&self, head: &mut RequestHead<'_>) -> Result<(), Deny> {
+        let (s, route) = (&self.scanner, head.route);
+        let findings = scan_headers(
+            s,
+            head.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
+        );
+        let Verdict::Redact(hits) = verdict(s, route, &self.core, &findings)? else {
+            return Ok(());
+        };
+        for name in &redacted_header_names(&hits) {
+            if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+                head.headers
+                    .insert(n, HeaderValue::from_static("[REDACTED]"));
+            }
+        }
+        let again = scan_headers(
+            s,
+            head.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
+        );
+        check(s, route, &self.core, &again)?;
+        note_redaction(head, s, hits[0]);
+        Ok(())
+    }
+
+    /// Scans a buffered body through the decoders. On `redact` routes, identity-encoded
+    /// bodies get every raw occurrence overwritten in place (same length) and are rescanned;
+    /// a secret that survives (escaped, base64'd, compressed) blocks.
+    fn check_body(
+        &self,
+        head: &mut RequestHead<'_>,
+        ctype: Option<&str>,
+        cenc: Option<&str>,
+        buf: Bytes,
+    ) -> Result<Bytes, Deny> {
+        let (s, route) = (&self.scanner, head.route);
+        let scan = |b: &[u8]| {
+            scan_body(s, ctype, cenc, b, &self.limits)
+                .map_err(|e| Deny::new(DenyReason::Dlp, format!("body could not be scanned: {e}")))
+        };
+        let scanned = scan(&buf)?;
+        let Verdict::Redact(hits) = verdict(s, route, &self.core, &scanned.findings)? else {
+            return Ok(buf);
+        };
+        let identity = match cenc {
+            None => true,
+            Some(c) => c.trim().eq_ignore_ascii_case("identity"),
+        };
+        if !identity {
+            let d = dlp_deny(s, hits[0]);
+            return Err(Deny {
+                detail: format!("{} (a compressed body cannot be redacted)", d.detail),
+                ..d
+            });
+        }
+        let mut out = buf.to_vec();
+        redact_spans(
+            &mut out,
+            scanned
+                .findings
+                .iter()
+                .filter(|f| f.location.as_deref() == Some("body"))
+                .filter(|f| blocking(route, &self.core, std::slice::from_ref(*f)).is_some())
+                .map(|f| (f.offset, f.len)),
+        );
+        let again = scan(&out)?;
+        if let Some(f) = blocking(route, &self.core, &again.findings) {
+            let d = dlp_deny(s, f);
+            return Err(Deny {
+                detail: format!("{} (encoded, so it cannot be redacted in place)", d.detail),
+                ..d
+            });
+        }
+        note_redaction(head, s, hits[0]);
+        Ok(Bytes::from(out))
+    }
+
+    /// Scans a response body on `inbound_dlp` routes (buffered up to `body_cap`). Any
+    /// finding the route acts on replaces the response with a `dlp` deny.
+    async fn run_response(
+        &self,
+        route: &Route,
+        headers: &http::HeaderMap,
+        body: ProxyBody,
+    ) -> Result<ProxyBody, Deny> {
+        let s = &self.scanner;
+        if body.is_end_stream() {
+            return Ok(body);
+        }
+        let (buf, rest) = read_capped(body, route.body_cap).await?;
+        if rest.is_some() && route.over_cap != OnMatch::Allow {
+            return Err(Deny::new(
+                DenyReason::TooLarge,
+                format!(
+                    "response body over the route's inbound DLP cap of {} bytes (body_cap)",
+                    route.body_cap
+                ),
+            ));
+        }
+        let ctype = header_str(headers, header::CONTENT_TYPE);
+        let cenc = header_str(headers, header::CONTENT_ENCODING);
+        let scanned =
+            scan_body(s, ctype.as_deref(), cenc.as_deref(), &buf, &self.limits).map_err(|e| {
+                Deny::new(
+                    DenyReason::Dlp,
+                    format!("response could not be scanned: {e}"),
+                )
+            })?;
+        if let Some(f) = blocking(route, &self.core, &scanned.findings) {
+            let f = f.clone().at("response:");
+            let d = dlp_deny(s, &f);
+            return Err(d);
+        }
+        Ok(match rest {
+            None => full(buf),
+            Some(rest) => boxed(Chain::new(full(buf), rest)),
+        })
+    }
+}
+
+/// Tells the proxy (for the audit record) that this request was forwarded redacted.
+fn note_redaction(head: &mut RequestHead<'_>, scanner: &Scanner, f: &Finding) {
+    let loc = safe_location(scanner, f.location.as_deref().unwrap_or("request"));
+    *head.redacted = Some((f.rule_id.clone(), Some(loc)));
 }
 
 fn header_str(h: &http::HeaderMap, name: HeaderName) -> Option<String> {
@@ -267,6 +525,15 @@ fn header_str(h: &http::HeaderMap, name: HeaderName) -> Option<String> {
 impl RequestInspector for DlpInspector {
     fn inspect<'a>(&'a self, head: RequestHead<'a>, body: ProxyBody) -> InspectFuture<'a> {
         Box::pin(self.run(head, body))
+    }
+
+    fn inspect_response<'a>(
+        &'a self,
+        route: &'a Route,
+        headers: &'a http::HeaderMap,
+        body: ProxyBody,
+    ) -> InspectFuture<'a> {
+        Box::pin(self.run_response(route, headers, body))
     }
 }
 
@@ -358,7 +625,8 @@ mod tests {
     fn known_secrets_block_even_with_dlp_off_and_deny_names_no_value() {
         let r = route("dlp = false");
         let f = known("TOK", "body");
-        let d = check(&r, &Default::default(), std::slice::from_ref(&f)).unwrap_err();
+        let s = Scanner::builder().build().unwrap();
+        let d = check(&s, &r, &Default::default(), std::slice::from_ref(&f)).unwrap_err();
         assert_eq!(d.reason, DenyReason::Dlp);
         assert!(d.detail.contains("TOK") && !d.detail.contains("s3cr3t"));
     }
@@ -375,5 +643,46 @@ mod tests {
         let r = route("dlp = [\"jwt\"]");
         assert!(blocking(&r, &insp.core, std::slice::from_ref(f)).is_some());
         assert!(blocking(&r, &Default::default(), std::slice::from_ref(f)).is_none());
+    }
+
+    #[test]
+    fn safe_location_withholds_secret_looking_names() {
+        let s = Scanner::builder().default_rules(true).build().unwrap();
+        let pat = format!("{}{}", "gh", "p_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z0A");
+        for keep in [
+            "query:q",
+            "header:x-api-key",
+            "$.messages[0].content",
+            "multipart:file(base64)",
+            "response:body",
+        ] {
+            assert_eq!(safe_location(&s, keep), keep);
+        }
+        assert_eq!(safe_location(&s, &format!("$.{pat}")), "$.…");
+        assert_eq!(safe_location(&s, &format!("header:{pat}")), "header:…");
+        assert_eq!(
+            safe_location(&s, "query:Zq8Xv2Lm4Np6Rt0Yw3Ks5Hd7"),
+            "query:…",
+            "random name"
+        );
+        assert_eq!(
+            safe_location(&s, &format!("form:{}", "a".repeat(60))),
+            "form:…",
+            "long name"
+        );
+    }
+
+    #[test]
+    fn redaction_marker_keeps_length() {
+        for n in [1, 5, 10, 40, 200] {
+            let m = marker(n);
+            assert_eq!(m.len(), n);
+            assert!(m
+                .iter()
+                .all(|b| b.is_ascii_graphic() && *b != b'"' && *b != b'\\'));
+        }
+        let mut buf = b"token=SECRETSECRETSECRET;x".to_vec();
+        redact_spans(&mut buf, [(6, 18), (100, 5)]);
+        assert_eq!(&buf, b"token=[REDACTED]********;x");
     }
 }

@@ -98,9 +98,11 @@ pub fn check_matches(
     path: &str,
     headers: &HeaderMap,
 ) -> Result<(), Deny> {
-    let canonical = normalize_path(path).map_err(|e| Deny {
-        reason: DenyReason::Path,
-        detail: format!("request path refused: {}", e.reason),
+    let canonical = normalize_path(path).map_err(|e| {
+        Deny::new(
+            DenyReason::Path,
+            format!("request path refused: {}", e.reason),
+        )
     })?;
     if matches.is_empty() {
         return Ok(());
@@ -112,23 +114,21 @@ pub fn check_matches(
         .unwrap_or(Progress::Path);
     match best {
         Progress::Matched => Ok(()),
-        Progress::Path => Err(Deny {
-            reason: DenyReason::Path,
-            detail: format!("path is not allowed by route `{route_id}`"),
-        }),
-        Progress::Method => Err(Deny {
-            reason: DenyReason::Method,
-            detail: format!(
+        Progress::Path => Err(Deny::new(
+            DenyReason::Path,
+            format!("path is not allowed by route `{route_id}`"),
+        )),
+        Progress::Method => Err(Deny::new(
+            DenyReason::Method,
+            format!(
                 "method {} is not allowed for this path by route `{route_id}`",
                 sanitize_method(method)
             ),
-        }),
-        Progress::Header => Err(Deny {
-            reason: DenyReason::Header,
-            detail: format!(
-                "a header required by route `{route_id}` is missing or has another value"
-            ),
-        }),
+        )),
+        Progress::Header => Err(Deny::new(
+            DenyReason::Header,
+            format!("a header required by route `{route_id}` is missing or has another value"),
+        )),
     }
 }
 

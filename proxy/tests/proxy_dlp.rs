@@ -166,3 +166,41 @@ fn base64_std(b: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(b)
 }
+
+/// A secret split across two chunks of a chunked upload (written with a pause between the
+/// halves, so the proxy sees separate frames) is still found, and nothing reaches upstream.
+#[test]
+fn secret_split_across_chunks_is_blocked() {
+    use std::process::{Command, Stdio};
+    let h = harness();
+    let tok = secret();
+    let (a, b) = tok.split_at(tok.len() / 2);
+    let mut child = Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "30", "-x"])
+        .arg(format!("http://{}", h.proxy_addr))
+        .arg("--cacert")
+        .arg(&h.ca_path)
+        .args(["-H", "Transfer-Encoding: chunked", "-T", "-"])
+        .arg(h.url("api.allowed.test", "/upload"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("curl");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(format!("{}start {a}", "x".repeat(5000)).as_bytes())
+        .unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stdin.write_all(format!("{b} end").as_bytes()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let (code, headers, _) = parse_http(&out.stdout);
+    assert_eq!(
+        (code, common::header(&headers, "x-bottle-deny")),
+        (403, Some("dlp")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(h.upstream_accepts.load(Ordering::SeqCst), 0);
+}

@@ -367,6 +367,11 @@ pub struct Deny {
     pub reason: DenyReason,
     /// Human-readable detail.
     pub detail: String,
+    /// For DLP decisions: the rule id that fired (`known-secret` for the bottle's own tokens).
+    pub rule: Option<String>,
+    /// For DLP decisions: where the secret was found (`query:NAME`, `header:NAME`, a JSON
+    /// path, `multipart:NAME`, `response:…`), with any name that itself looks secret withheld.
+    pub location: Option<String>,
 }
 
 impl Deny {
@@ -375,7 +380,16 @@ impl Deny {
         Deny {
             reason,
             detail: detail.into(),
+            rule: None,
+            location: None,
         }
+    }
+
+    /// Adds the DLP rule id and location (both safe to show and log).
+    pub fn with_dlp(mut self, rule: impl Into<String>, location: Option<String>) -> Self {
+        self.rule = Some(rule.into());
+        self.location = location;
+        self
     }
 }
 

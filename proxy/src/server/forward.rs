@@ -120,7 +120,8 @@ pub(crate) fn record(
             Decision::Allow
         },
         reason: deny.map(|d| d.reason.code()).unwrap_or("ok"),
-        rule: None,
+        rule: deny.and_then(|d| d.rule.clone()),
+        location: deny.and_then(|d| d.location.clone()),
         bytes_up: bytes.0,
         bytes_down: bytes.1,
         duration_ms: started.elapsed().as_millis() as u64,
@@ -170,6 +171,7 @@ pub(crate) fn refuse_unparsed(inner: &Inner, method: &str, deny: Deny) -> Respon
         decision: Decision::Deny,
         reason: deny.reason.code(),
         rule: None,
+        location: None,
         bytes_up: 0,
         bytes_down: 0,
         duration_ms: 0,
@@ -367,6 +369,7 @@ pub(crate) async fn forward(
     parts.headers.append(header::VIA, inner.via.clone());
     let bytes_up = Arc::new(AtomicU64::new(0));
     let mut body = boxed_hyper(Metered::new(body, bytes_up.clone(), None));
+    let mut redacted = None;
     if let Some(insp) = &inner.inspector {
         let head = RequestHead {
             route: dest.route,
@@ -377,6 +380,7 @@ pub(crate) async fn forward(
             path_and_query: &pq,
             headers: &mut parts.headers,
             secrets: &inner.secrets,
+            redacted: &mut redacted,
         };
         body = match insp.inspect(head, body).await {
             Ok(b) => b,
@@ -441,7 +445,7 @@ pub(crate) async fn forward(
     }
     let bytes_down = Arc::new(AtomicU64::new(0));
     let audit = inner.audit.clone();
-    let rec = record(
+    let mut rec = record(
         &method,
         dest.host,
         dest.port,
@@ -451,13 +455,27 @@ pub(crate) async fn forward(
         (0, 0),
         started,
     );
+    if let Some((rule, location)) = redacted {
+        // Forwarded with secrets replaced: say so (a URL is never redacted, so the path
+        // kept in the record is one DLP passed).
+        rec.reason = "dlp_redacted";
+        rec.rule = Some(rule);
+        rec.location = location;
+    }
     let (up_c, down_c) = (bytes_up.clone(), bytes_down.clone());
+    // On `inbound_dlp` routes the response may still be refused after its body was read:
+    // the allow record waits for that verdict (and is dropped when the deny is recorded).
+    let held = dest.route.inbound_dlp.then(HeldRecord::default);
+    let held_c = held.clone();
     let on_done: Box<dyn FnOnce(bool) + Send> = Box::new(move |_completed| {
         let mut rec = rec;
         rec.bytes_up = up_c.load(Ordering::Relaxed);
         rec.bytes_down = down_c.load(Ordering::Relaxed);
         rec.duration_ms = started.elapsed().as_millis() as u64;
-        audit.record(rec);
+        match held_c {
+            Some(h) => h.done(rec, &audit),
+            None => audit.record(rec),
+        }
     });
     match upstream
         .send(checkout, dest.addrs, up_req, bytes_down, on_done)
@@ -467,7 +485,31 @@ pub(crate) async fn forward(
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             parts.version = Version::HTTP_11;
-            Response::from_parts(parts, boxed_hyper(body))
+            let mut body = boxed_hyper(body);
+            if let (true, Some(insp)) = (dest.route.inbound_dlp, &inner.inspector) {
+                let verdict = insp
+                    .inspect_response(dest.route, &parts.headers, body)
+                    .await;
+                if let Some(h) = &held {
+                    h.decide(verdict.is_ok(), &inner.audit);
+                }
+                body = match verdict {
+                    Ok(b) => b,
+                    Err(d) => {
+                        return refuse(
+                            inner,
+                            &method,
+                            dest.host,
+                            dest.port,
+                            &pq,
+                            Some(&dest.route_id),
+                            d,
+                            started,
+                        )
+                    }
+                };
+            }
+            Response::from_parts(parts, body)
         }
         Err(d) => refuse(
             inner,
@@ -479,6 +521,38 @@ pub(crate) async fn forward(
             d,
             started,
         ),
+    }
+}
+
+/// The allow record of a response that inbound DLP has yet to judge: recorded once both the
+/// body is done and the verdict is in, and only if the verdict was "forward".
+#[derive(Clone, Default)]
+struct HeldRecord(Arc<std::sync::Mutex<HeldState>>);
+
+#[derive(Default)]
+struct HeldState {
+    record: Option<AuditRecord>,
+    verdict: Option<bool>,
+}
+
+impl HeldRecord {
+    /// The body finished: record now if the verdict allowed it, else hold the record.
+    fn done(&self, rec: AuditRecord, audit: &crate::audit::AuditLog) {
+        let mut st = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match st.verdict {
+            Some(true) => audit.record(rec),
+            Some(false) => {}
+            None => st.record = Some(rec),
+        }
+    }
+
+    /// The verdict is in: flush a held record if the response is forwarded.
+    fn decide(&self, forward: bool, audit: &crate::audit::AuditLog) {
+        let mut st = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        st.verdict = Some(forward);
+        if let (true, Some(rec)) = (forward, st.record.take()) {
+            audit.record(rec);
+        }
     }
 }
 

@@ -86,6 +86,9 @@ pub struct RequestHead<'a> {
     pub headers: &'a mut HeaderMap,
     /// The sidecar's secrets.
     pub secrets: &'a Secrets,
+    /// Set by an inspector that forwarded the request with secrets redacted: the rule id
+    /// and location for the audit record (reason `dlp_redacted`).
+    pub redacted: &'a mut Option<(String, Option<String>)>,
 }
 
 /// Boxed future returned by [`RequestInspector::inspect`].
@@ -97,6 +100,18 @@ pub type InspectFuture<'a> = Pin<Box<dyn Future<Output = Result<ProxyBody, Deny>
 pub trait RequestInspector: Send + Sync + 'static {
     /// Inspects (and possibly rewrites) one request.
     fn inspect<'a>(&'a self, head: RequestHead<'a>, body: ProxyBody) -> InspectFuture<'a>;
+
+    /// Inspects a response body on routes with `inbound_dlp = true`, before the agent sees
+    /// any of it. The default forwards it unchanged.
+    fn inspect_response<'a>(
+        &'a self,
+        route: &'a Route,
+        headers: &'a HeaderMap,
+        body: ProxyBody,
+    ) -> InspectFuture<'a> {
+        let _ = (route, headers);
+        Box::pin(async move { Ok(body) })
+    }
 }
 
 /// Errors building or running the proxy.

@@ -96,6 +96,11 @@ fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).boxed_unsync()
 }
 
+/// The credential-shaped value the upstream's `/leak` answers with (fake, built at run time).
+pub fn leak_token() -> String {
+    format!("{}{}", "gh", "p_Lk7Qw2Er4Ty6Ui8Op0As2Df4Gh6Jk8Lz1Xc9")
+}
+
 /// The upstream application.
 async fn upstream_app(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
@@ -177,6 +182,14 @@ async fn upstream_app(mut req: Request<Incoming>) -> Result<Response<Body>, Infa
         r.headers_mut()
             .insert("content-type", "text/event-stream".parse().unwrap());
         return Ok(r);
+    }
+    if path == "/echo-body" {
+        let body = req.into_body().collect().await.map(|c| c.to_bytes());
+        return Ok(Response::new(full(body.unwrap_or_default())));
+    }
+    if path == "/leak" {
+        // A response carrying a credential-shaped value (for inbound DLP), built at run time.
+        return Ok(Response::new(full(format!("token: {}\n", leak_token()))));
     }
     if path == "/upload" {
         let mut h = Fnv::new();

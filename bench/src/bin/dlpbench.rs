@@ -1,0 +1,309 @@
+//! `dlpbench`: what DLP adds to a request through the bottle proxy, side by side in one run.
+//!
+//! An in-process HTTPS upstream, and the proxy (the sidecar's `Proxy` with the same
+//! `DlpInspector::for_bottle` a bottle runs, with three bottle secrets and the CA key as
+//! known secrets) serving three routes to that upstream on one keep-alive tunnel each:
+//!
+//! * `nodlp` — a proxy without any inspector (the floor: TLS bump + forwarding),
+//! * `off` — the inspector installed, route `dlp = false` (URL + headers still checked for
+//!   the bottle's own secrets, the body is not read),
+//! * `on` — the default: URL, headers and the buffered body through the scanner's decoders.
+//!
+//! Each client sends `--requests` sequential POSTs of an LLM-style JSON body (real source code
+//! as the message content) of each `--sizes`, measures the latency of each, and prints p50 /
+//! p99 per configuration, the DLP cost (`on` − `nodlp`) and ratios. Usage:
+//! `cargo run --release -p bottle-bench --bin dlpbench -- [--requests 2000] [--sizes 1000,10000,100000]`.
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use bottle_proxy::ca::CertificateAuthority;
+use bottle_proxy::connector::StaticResolver;
+use bottle_proxy::dlp::DlpInspector;
+use bottle_proxy::policy::Policy;
+use bottle_proxy::Proxy;
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Parser)]
+#[command(
+    name = "dlpbench",
+    about = "Latency DLP adds to a request through the bottle proxy (no inspector vs dlp=false vs dlp=true), one run"
+)]
+struct Cli {
+    /// Requests per configuration and body size (after 200 warm-up requests).
+    #[arg(long, default_value_t = 2000)]
+    requests: usize,
+    /// Request body sizes in bytes, comma separated.
+    #[arg(long, default_value = "1000,10000,100000", value_delimiter = ',')]
+    sizes: Vec<usize>,
+}
+
+/// Source text used as the chat message content (real code, nobody's secret).
+const TEXT: &str = include_str!("../../../proxy/src/server/forward.rs");
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(run(cli))
+}
+
+/// An LLM-style chat request body of about `size` bytes.
+fn body(size: usize) -> Bytes {
+    let mut content = String::new();
+    while content.len() < size {
+        content.push_str(TEXT);
+    }
+    let mut v = serde_json::json!({
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 4096,
+        "system": "You are a coding agent.",
+        "messages": [{"role": "user", "content": ""}],
+    });
+    let overhead = v.to_string().len();
+    let mut cut = size.saturating_sub(overhead).min(content.len());
+    while !content.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    content.truncate(cut);
+    v["messages"][0]["content"] = serde_json::Value::String(content);
+    Bytes::from(v.to_string())
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let (up_ca, up_cfg) = upstream_tls()?;
+    let up = TcpListener::bind("127.0.0.1:0").await?;
+    let up_port = up.local_addr()?.port();
+    tokio::spawn(serve_upstream(up, up_cfg));
+
+    let routes = format!(
+        r#"[settings]
+extra_roots = [{ca}]
+
+[[route]]
+id = "nodlp"
+host = "nodlp.test"
+ports = [{up_port}]
+allow_private = ["127.0.0.1/32"]
+
+[[route]]
+id = "off"
+host = "off.test"
+ports = [{up_port}]
+allow_private = ["127.0.0.1/32"]
+dlp = false
+
+[[route]]
+id = "on"
+host = "on.test"
+ports = [{up_port}]
+allow_private = ["127.0.0.1/32"]
+"#,
+        ca = toml_string(&up_ca)
+    );
+    let ca = CertificateAuthority::generate("bottle dlpbench", Duration::from_secs(86400))?;
+    let lo: IpAddr = "127.0.0.1".parse()?;
+    let resolver = StaticResolver::new();
+    for n in ["nodlp.test", "off.test", "on.test"] {
+        resolver.push(n, &[lo]);
+    }
+    let resolver = Arc::new(resolver);
+    let mut secrets = HashMap::new();
+    for (i, name) in ["ANTHROPIC_API_KEY", "GH_TOKEN", "NPM_TOKEN"]
+        .iter()
+        .enumerate()
+    {
+        secrets.insert(
+            name.to_string(),
+            format!("bench-secret-{i}-Zq8Xv2Lm4Np6Rt0Yw3Ks5Hd7Jf9Gb1"),
+        );
+    }
+    let mut addrs = Vec::new();
+    for with_dlp in [false, true] {
+        let policy = Policy::from_toml_str(&routes, "dlpbench.toml")?;
+        let b = Proxy::builder()
+            .policy(policy)
+            .ca(ca.cert_pem.clone(), ca.key_pem.clone())
+            .resolver(resolver.clone())
+            .audit(tokio::io::sink());
+        let b = if with_dlp {
+            b.inspector(DlpInspector::for_bottle(&secrets, &ca.key_pem)?)
+                .secrets(secrets.clone())
+        } else {
+            b
+        };
+        let proxy = b.build()?;
+        let l = TcpListener::bind("127.0.0.1:0").await?;
+        addrs.push(l.local_addr()?);
+        tokio::spawn(async move { proxy.serve(l).await });
+    }
+    let configs = [
+        ("no inspector", addrs[0], "nodlp.test"),
+        ("dlp = false", addrs[1], "off.test"),
+        ("dlp = true", addrs[1], "on.test"),
+    ];
+    println!(
+        "dlpbench: {} POSTs per cell, LLM-style JSON bodies, keep-alive tunnel, one client\n",
+        cli.requests
+    );
+    println!("| body | config | p50 µs | p99 µs | p50 added by DLP µs | ratio to no inspector |");
+    println!("|---:|---|---:|---:|---:|---:|");
+    for &size in &cli.sizes {
+        let payload = body(size);
+        let mut base = None;
+        for (label, proxy, host) in configs {
+            let mut c = Client::connect(proxy, host, up_port, &ca.cert_pem).await?;
+            let mut lat = Vec::with_capacity(cli.requests);
+            for i in 0..cli.requests + 200 {
+                let t = Instant::now();
+                c.post(&payload).await.context(label)?;
+                if i >= 200 {
+                    lat.push(t.elapsed());
+                }
+            }
+            lat.sort();
+            let p = |q: f64| lat[((lat.len() as f64 - 1.0) * q) as usize].as_secs_f64() * 1e6;
+            let (p50, p99) = (p(0.5), p(0.99));
+            let b = *base.get_or_insert(p50);
+            println!(
+                "| {} | {label} | {p50:.0} | {p99:.0} | {:+.0} | {:.2}x |",
+                size_label(payload.len()),
+                p50 - b,
+                p50 / b
+            );
+        }
+    }
+    Ok(())
+}
+
+fn size_label(n: usize) -> String {
+    if n >= 1000 {
+        format!("{} KB", n / 1000)
+    } else {
+        format!("{n} B")
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection through `CONNECT` and the proxy's bumped TLS.
+struct Client {
+    send: SendRequest<Full<Bytes>>,
+    authority: String,
+}
+
+impl Client {
+    async fn connect(proxy: SocketAddr, host: &str, port: u16, ca_pem: &str) -> Result<Client> {
+        let mut tcp = TcpStream::connect(proxy).await?;
+        tcp.set_nodelay(true)?;
+        let authority = format!("{host}:{port}");
+        tcp.write_all(
+            format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes(),
+        )
+        .await?;
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if tcp.read(&mut b).await? == 0 || head.len() > 16 * 1024 {
+                return Err(anyhow!("proxy closed during CONNECT"));
+            }
+            head.push(b[0]);
+        }
+        if !head.starts_with(b"HTTP/1.1 200") {
+            return Err(anyhow!(
+                "CONNECT refused: {}",
+                String::from_utf8_lossy(&head)
+            ));
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+            roots.add(c?)?;
+        }
+        let mut cfg = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(ServerName::try_from(host.to_string())?, tcp)
+            .await?;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+        tokio::spawn(conn);
+        Ok(Client { send, authority })
+    }
+
+    async fn post(&mut self, body: &Bytes) -> Result<()> {
+        let req = http::Request::post("/v1/messages")
+            .header("host", &self.authority)
+            .header("content-type", "application/json")
+            .header("x-api-key", "placeholder")
+            .body(Full::new(body.clone()))?;
+        self.send.ready().await?;
+        let resp = self.send.send_request(req).await?;
+        let status = resp.status();
+        resp.into_body().collect().await?;
+        if !status.is_success() {
+            return Err(anyhow!("status {status}"));
+        }
+        Ok(())
+    }
+}
+
+/// The upstream: reads the request body, answers `ok`.
+async fn serve_upstream(l: TcpListener, cfg: Arc<rustls::ServerConfig>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+    while let Ok((s, _)) = l.accept().await {
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let _ = s.set_nodelay(true);
+            let Ok(tls) = acceptor.accept(s).await else {
+                return;
+            };
+            let svc = hyper::service::service_fn(
+                |req: http::Request<hyper::body::Incoming>| async move {
+                    let _ = req.into_body().collect().await;
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                        Bytes::from_static(b"ok"),
+                    )))
+                },
+            );
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), svc)
+                .await;
+        });
+    }
+}
+
+/// A self-signed upstream CA and a leaf for the bench names.
+fn upstream_tls() -> Result<(String, Arc<rustls::ServerConfig>)> {
+    let ca_key = KeyPair::generate()?;
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = p.self_signed(&ca_key)?;
+    let issuer = Issuer::new(p, ca_key);
+    let key = KeyPair::generate()?;
+    let names = vec!["nodlp.test".into(), "off.test".into(), "on.test".into()];
+    let leaf = CertificateParams::new(names)?.signed_by(&key, &issuer)?;
+    let mut cfg = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((ca_cert.pem(), Arc::new(cfg)))
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
