@@ -265,16 +265,18 @@ impl KnownSet {
         self.ac.is_none()
     }
 
-    /// Finds known secrets in `hay`. Offsets are relative to `hay`.
-    pub fn scan(&self, hay: &[u8], out: &mut Vec<KnownHit>) {
-        let Some(ac) = &self.ac else { return };
+    /// Finds known secrets in `hay`. Offsets are relative to `hay`. Returns false when the
+    /// normalised view was built without decoding escapes (see [`View::build`]); true when it
+    /// decoded them or when `hay` is too short to hold any needle.
+    pub fn scan(&self, hay: &[u8], out: &mut Vec<KnownHit>) -> bool {
+        let Some(ac) = &self.ac else { return true };
         // The view is never longer than the input: too short for any needle.
         if self
             .filter
             .as_ref()
             .is_some_and(|f| hay.len() < f.stride + 3)
         {
-            return;
+            return true;
         }
         let view = View::build(hay);
         let before = out.len();
@@ -331,6 +333,7 @@ impl KnownSet {
             kept.push(h);
         }
         out.extend(kept);
+        view.decoded
     }
 }
 
@@ -388,19 +391,15 @@ fn escape_at(hay: &[u8], i: usize) -> Option<(Option<u8>, usize)> {
 }
 
 /// True when `hay` contains an escape worth decoding (`%XX`, `\uXXXX`, `\xXX`, `\/`).
-fn has_escapes(hay: &[u8]) -> bool {
-    for i in memchr::memchr2_iter(b'%', b'\\', hay) {
-        let next = hay.get(i + 1).copied().unwrap_or(0);
-        let interesting = if hay[i] == b'%' {
-            next.is_ascii_hexdigit()
-        } else {
-            matches!(next, b'u' | b'x' | b'/')
-        };
-        if interesting && escape_at(hay, i).is_some() {
+pub(crate) fn has_escapes(hay: &[u8]) -> bool {
+    // One SIMD search per escape kind: JSON text is dense in `\n` and `\"`, which a search
+    // for every backslash would stop at.
+    for lit in [&b"\\u"[..], b"\\x", b"\\/"] {
+        if memchr::memmem::find_iter(hay, lit).any(|i| escape_at(hay, i).is_some()) {
             return true;
         }
     }
-    false
+    memchr::memchr_iter(b'%', hay).any(|i| escape_at(hay, i).is_some())
 }
 
 /// Copies `src` into `dst` without separator bytes; returns the number of bytes kept.
@@ -520,14 +519,21 @@ impl View {
         while i < hay.len() {
             marks.push((i, j));
             let end = (i + CHECKPOINT).min(hay.len());
-            if decode && memchr::memchr2(b'%', b'\\', &hay[i..end]).is_some() {
+            if decode {
+                // Runs without `%` or `\` take the stripping loop; escapes are decoded one
+                // by one (an escape may end past `end`: the next block starts after it).
                 while i < end {
-                    let (next, out) = view_step(hay, i, true);
-                    if let Some(v) = out {
-                        bytes[j] = v;
-                        j += 1;
+                    let run = memchr::memchr2(b'%', b'\\', &hay[i..end]).unwrap_or(end - i);
+                    j += strip_into(&hay[i..i + run], &mut bytes[j..]);
+                    i += run;
+                    if i < end {
+                        let (next, out) = view_step(hay, i, true);
+                        if let Some(v) = out {
+                            bytes[j] = v;
+                            j += 1;
+                        }
+                        i = next;
                     }
-                    i = next;
                 }
             } else {
                 j += strip_into(&hay[i..end], &mut bytes[j..]);
