@@ -115,6 +115,8 @@ struct Prefilter {
     ac: Option<AhoCorasick>,
     /// keyword index -> (rule index, keyword bytes if case-sensitive)
     targets: Vec<Vec<(usize, Option<Vec<u8>>)>>,
+    /// Bytes (both ASCII cases) that occur in some keyword.
+    keyword_bytes: [bool; 256],
 }
 
 impl Prefilter {
@@ -148,7 +150,18 @@ impl Prefilter {
                     .map_err(|e| RuleError::Prefilter(e.to_string()))?,
             )
         };
-        Ok(Prefilter { ac, targets })
+        let mut keyword_bytes = [false; 256];
+        for k in &keywords {
+            for &b in k {
+                keyword_bytes[b.to_ascii_lowercase() as usize] = true;
+                keyword_bytes[b.to_ascii_uppercase() as usize] = true;
+            }
+        }
+        Ok(Prefilter {
+            ac,
+            targets,
+            keyword_bytes,
+        })
     }
 }
 
@@ -244,11 +257,59 @@ impl Scanner {
 
     /// Scans `data`, adding `base` to every offset.
     pub(crate) fn scan_at(&self, data: &[u8], base: usize) -> Vec<Finding> {
+        self.scan_parts(data, base, true, None, &mut true)
+    }
+
+    /// Like [`Scanner::scan`], and also returns the spans of all keyword hits (sorted by start):
+    /// a sub-range of `data` without a keyword hit inside it yields no rule finding when
+    /// scanned on its own.
+    /// The third value is true when the known-secret view decoded escapes (or `data` is too
+    /// short for any known secret).
+    pub(crate) fn scan_with_keyword_spans(
+        &self,
+        data: &[u8],
+    ) -> (Vec<Finding>, Vec<(usize, usize)>, bool) {
+        let mut spans = Vec::new();
+        let mut decoded = true;
+        let f = self.scan_parts(data, 0, true, Some(&mut spans), &mut decoded);
+        spans.sort_unstable();
+        (f, spans, decoded)
+    }
+
+    /// Only the known-secret pass of [`Scanner::scan_located`]: what `scan_located` returns for
+    /// `data` when it holds no keyword hit.
+    pub(crate) fn scan_known_located(&self, data: &[u8], location: &str) -> Vec<Finding> {
+        self.scan_parts(data, 0, false, None, &mut true)
+            .into_iter()
+            .map(|f| f.at(location.to_string()))
+            .collect()
+    }
+
+    /// True when byte `b` (in either ASCII case) occurs in some rule keyword.
+    pub(crate) fn is_keyword_byte(&self, b: u8) -> bool {
+        self.inner.prefilter.keyword_bytes[b as usize]
+    }
+
+    /// True when there are known secrets to look for.
+    pub(crate) fn has_known(&self) -> bool {
+        !self.inner.known.is_empty()
+    }
+
+    fn scan_parts(
+        &self,
+        data: &[u8],
+        base: usize,
+        rules: bool,
+        spans: Option<&mut Vec<(usize, usize)>>,
+        known_view_decoded: &mut bool,
+    ) -> Vec<Finding> {
         let mut raws = Vec::new();
-        self.rule_pass(data, &mut raws);
+        if rules {
+            self.rule_pass(data, &mut raws, spans);
+        }
         if !self.inner.known.is_empty() {
             let mut hits: Vec<KnownHit> = Vec::new();
-            self.inner.known.scan(data, &mut hits);
+            *known_view_decoded = self.inner.known.scan(data, &mut hits);
             for h in hits {
                 raws.push(Raw {
                     rule: None,
@@ -263,13 +324,21 @@ impl Scanner {
         self.resolve(raws, base)
     }
 
-    fn rule_pass(&self, data: &[u8], out: &mut Vec<Raw>) {
+    fn rule_pass(
+        &self,
+        data: &[u8],
+        out: &mut Vec<Raw>,
+        mut spans: Option<&mut Vec<(usize, usize)>>,
+    ) {
         let Some(ac) = &self.inner.prefilter.ac else {
             return;
         };
         // (rule, window start, window end)
         let mut windows: Vec<(usize, usize, usize)> = Vec::new();
         for m in ac.find_overlapping_iter(data) {
+            if let Some(sp) = spans.as_deref_mut() {
+                sp.push((m.start(), m.end()));
+            }
             for (ri, exact) in &self.inner.prefilter.targets[m.pattern().as_usize()] {
                 if let Some(exact) = exact {
                     if &data[m.start()..m.end()] != exact.as_slice() {

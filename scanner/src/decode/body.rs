@@ -4,7 +4,9 @@ use std::io::Read;
 
 use thiserror::Error;
 
+use super::json;
 use super::url::{form_pairs, scan_base64_value};
+use crate::known;
 use crate::{Finding, Scanner};
 
 /// Limits for body decoding.
@@ -177,7 +179,15 @@ fn scan_inner(
     }
     *budget = budget.saturating_sub(data.len());
     let loc_body = format!("{prefix}body");
-    out.findings.extend(scanner.scan_located(&data, &loc_body));
+    let (raw_findings, keyword_spans, view_decoded) = scanner.scan_with_keyword_spans(&data);
+    // Spans of known-secret findings in the raw bytes.
+    let known_spans: Vec<(usize, usize)> = raw_findings
+        .iter()
+        .filter(|f| f.known_secret.is_some())
+        .map(|f| (f.offset, f.offset + f.len))
+        .collect();
+    out.findings
+        .extend(raw_findings.into_iter().map(|f| f.at(loc_body.clone())));
 
     // Undeclared gzip.
     if data.starts_with(&[0x1f, 0x8b]) {
@@ -200,7 +210,18 @@ fn scan_inner(
     let ct = content_type.unwrap_or("").to_ascii_lowercase();
     let first = data.iter().copied().find(|b| !b.is_ascii_whitespace());
     if ct.contains("json") || matches!(first, Some(b'{') | Some(b'[') | Some(b'"')) {
-        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data) {
+        if let Some(strs) = json::strings(&data, prefix) {
+            out.decoded_as.push("json".into());
+            scan_json_strings(
+                scanner,
+                &data,
+                &strs,
+                &keyword_spans,
+                &known_spans,
+                view_decoded,
+                &mut out.findings,
+            );
+        } else if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data) {
             out.decoded_as.push("json".into());
             let mut path = format!("{prefix}$");
             walk_json(scanner, &v, &mut path, &mut out.findings);
@@ -234,6 +255,150 @@ fn looks_like_form(data: &[u8]) -> bool {
         && !data
             .iter()
             .any(|&b| b.is_ascii_whitespace() || b == b'{' || b == b'<' || b == b'"')
+}
+
+/// Scans the JSON strings of `data` (keys and values, after unescaping; values that look like
+/// base64 also decoded) with their JSON paths as locations — the same findings as scanning every
+/// string on its own ([`walk_json`]), without re-scanning strings that cannot yield any:
+/// * rule findings need a keyword hit in the string. The unescaped string is the raw bytes
+///   with each escape replaced by the byte(s) it stands for, so a keyword occurrence that does
+///   not contain an escape-produced byte is a keyword hit of the raw body scan inside the
+///   string's byte range (`keyword_spans`). Strings with neither such a hit nor an escape
+///   producing a keyword byte are not scanned for rules.
+/// * known secrets: a string without escapes has the same normalised view as its bytes in the
+///   raw body, so it can only hold a known secret that the raw scan found overlapping it
+///   (`known_spans`); strings with escapes are always scanned for known secrets.
+fn scan_json_strings(
+    scanner: &Scanner,
+    data: &[u8],
+    strs: &[json::JsonStr],
+    keyword_spans: &[(usize, usize)],
+    known_spans: &[(usize, usize)],
+    view_decoded: bool,
+    out: &mut Vec<Finding>,
+) {
+    let non_ascii_keywords = (0x80..=0xffu8).any(|b| scanner.is_keyword_byte(b));
+    for s in strs {
+        let raw = &data[s.start..s.end];
+        let first = keyword_spans.partition_point(|&(ks, _)| ks < s.start);
+        let mut need_rules = keyword_spans[first..]
+            .iter()
+            .take_while(|&&(ks, _)| ks < s.end)
+            .any(|&(_, ke)| ke <= s.end);
+        let raw_known = known_spans
+            .iter()
+            .any(|&(ks, ke)| ks < s.end && s.start < ke);
+        let mut need_known = scanner.has_known() && raw_known;
+        if s.escaped {
+            let e = escape_effects(scanner, raw, non_ascii_keywords);
+            need_rules |= e.keyword_byte;
+            // The raw view over the string's bytes is the unescaped string's view only when
+            // escapes were decoded in it and the unescaped string has no escapes of its own
+            // (checked after unescaping).
+            need_known |= scanner.has_known() && !(view_decoded && e.view_safe);
+        }
+        let b64 = !s.key && maybe_base64(raw);
+        if !(need_rules || need_known || b64 || (s.escaped && scanner.has_known())) {
+            continue;
+        }
+        let decoded;
+        let bytes: &[u8] = if s.escaped {
+            match json::unescape(raw) {
+                Some(d) => {
+                    decoded = d;
+                    &decoded
+                }
+                // serde_json would have refused the whole document.
+                None => continue,
+            }
+        } else {
+            raw
+        };
+        if s.escaped && scanner.has_known() && known::has_escapes(bytes) {
+            need_known = true;
+        }
+        if need_rules {
+            out.extend(scanner.scan_located(bytes, &s.path));
+        } else if need_known {
+            out.extend(scanner.scan_known_located(bytes, &s.path));
+        }
+        if b64 {
+            out.extend(scan_base64_value(scanner, bytes, &s.path));
+        }
+    }
+}
+
+/// Cheap pre-check for [`scan_base64_value`] on a raw JSON string: at least 16 bytes, all of
+/// them base64 characters, whitespace or backslashes (escapes).
+fn maybe_base64(raw: &[u8]) -> bool {
+    raw.len() >= 16
+        && raw.iter().all(|&b| {
+            b.is_ascii_alphanumeric()
+                || matches!(b, b'+' | b'/' | b'-' | b'_' | b'=' | b'\\')
+                || b.is_ascii_whitespace()
+        })
+}
+
+/// What the escapes of a raw JSON string content do.
+struct EscapeEffects {
+    /// Some escape decodes to a byte that occurs in a keyword (non-ASCII `\u` escapes count
+    /// when any keyword has a non-ASCII byte).
+    keyword_byte: bool,
+    /// Every escape is one the known-secret view decodes to the same byte as JSON does
+    /// (`\"`, `\\`, `\/`, `\n`, `\r`, `\t`, `\u` below 0x80 — not `\b`, `\f` or non-ASCII
+    /// `\u`), so with escape decoding on, the raw view over the string's bytes is the view of
+    /// the unescaped string, provided that one has no escapes of its own.
+    view_safe: bool,
+}
+
+fn escape_effects(scanner: &Scanner, raw: &[u8], non_ascii_keywords: bool) -> EscapeEffects {
+    let mut e = EscapeEffects {
+        keyword_byte: false,
+        view_safe: true,
+    };
+    let mut i = 0;
+    while let Some(p) = memchr::memchr(b'\\', &raw[i..]) {
+        let j = i + p;
+        let (byte, len) = match raw.get(j + 1) {
+            Some(b'u') => {
+                let cp = raw
+                    .get(j + 2..j + 6)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u32::from_str_radix(h, 16).ok());
+                match cp {
+                    Some(c) if c < 0x80 => (Some(c as u8), 6),
+                    _ => {
+                        e.view_safe = false;
+                        (None, 6)
+                    }
+                }
+            }
+            Some(b'b') => {
+                e.view_safe = false;
+                (Some(0x08), 2)
+            }
+            Some(b'f') => {
+                e.view_safe = false;
+                (Some(0x0c), 2)
+            }
+            Some(b'n') => (Some(b'\n'), 2),
+            Some(b'r') => (Some(b'\r'), 2),
+            Some(b't') => (Some(b'\t'), 2),
+            Some(&c) => (Some(c), 2),
+            None => {
+                e.keyword_byte = true;
+                e.view_safe = false;
+                return e;
+            }
+        };
+        match byte {
+            Some(b) if scanner.is_keyword_byte(b) => e.keyword_byte = true,
+            None if non_ascii_keywords => e.keyword_byte = true,
+            _ => {}
+        }
+        i = (j + len).min(raw.len());
+    }
+    e
 }
 
 fn walk_json(scanner: &Scanner, v: &serde_json::Value, path: &mut String, out: &mut Vec<Finding>) {
@@ -419,4 +584,243 @@ fn scan_part(
         budget,
         out,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::corpus::{planted_corpus, Rng};
+
+    fn scanner() -> Scanner {
+        let mut rng = Rng::new(5);
+        Scanner::builder()
+            .default_rules(true)
+            .known_secret("GH", format!("ghp_{}", rng.chars('a', 36)))
+            .known_secret("ANT", format!("sk-ant-oat01-{}AA", rng.chars('w', 93)))
+            .build()
+            .unwrap()
+    }
+
+    /// The previous `scan_body` JSON path: raw scan, then every string of the serde_json value
+    /// scanned on its own.
+    fn old_json_scan(s: &Scanner, data: &[u8]) -> Vec<Finding> {
+        let mut out = s.scan_located(data, "body");
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
+            let mut path = "$".to_string();
+            walk_json(s, &v, &mut path, &mut out);
+        }
+        super::super::dedupe(&mut out);
+        out
+    }
+
+    fn key(f: &Finding) -> String {
+        format!("{f:?}")
+    }
+
+    /// A random JSON value whose strings hold planted credentials, known secrets (raw,
+    /// base64, percent-encoded, split by escaped newlines) and all kinds of escapes.
+    fn random_value(
+        rng: &mut Rng,
+        lines: &[&str],
+        secrets: &[String],
+        depth: usize,
+    ) -> serde_json::Value {
+        use serde_json::Value;
+        let text = |rng: &mut Rng| -> String {
+            let mut t = String::new();
+            for _ in 0..rng.below(4) {
+                match rng.below(12) {
+                    0 => t.push_str(&secrets[rng.below(secrets.len())]),
+                    1 => {
+                        let s = &secrets[rng.below(secrets.len())];
+                        let cut = rng.below(s.len());
+                        t.push_str(&s[..cut]);
+                        t.push(['\n', '\t', '\r', ' '][rng.below(4)]);
+                        t.push_str(&s[cut..]);
+                    }
+                    2 => t.push_str(&base64::Engine::encode(
+                        &base64::engine::general_purpose::STANDARD,
+                        &secrets[rng.below(secrets.len())],
+                    )),
+                    3 => t.push_str(
+                        &secrets[rng.below(secrets.len())]
+                            .bytes()
+                            .map(|b| format!("%{b:02X}"))
+                            .collect::<String>(),
+                    ),
+                    4 => t.push_str("\\u0041 \\/ %4 \\x41 \u{e9}\u{1F600}\u{8}\u{c}\"'\\"),
+                    _ => t.push_str(lines[rng.below(lines.len())]),
+                }
+                t.push(['\n', ' ', '"', '\\', '/'][rng.below(5)]);
+            }
+            t
+        };
+        if depth == 0 || rng.below(3) == 0 {
+            return Value::String(text(rng));
+        }
+        if rng.below(2) == 0 {
+            Value::Array(
+                (0..rng.below(4))
+                    .map(|_| random_value(rng, lines, secrets, depth - 1))
+                    .collect(),
+            )
+        } else {
+            let mut m = serde_json::Map::new();
+            for _ in 0..rng.below(4) {
+                let k = if rng.below(4) == 0 {
+                    text(rng)
+                } else {
+                    rng.chars('l', 5)
+                };
+                m.insert(k, random_value(rng, lines, secrets, depth - 1));
+            }
+            Value::Object(m)
+        }
+    }
+
+    /// The tokenizer-based JSON scan finds exactly what scanning every string on its own
+    /// found, with the same locations and offsets.
+    #[test]
+    fn json_scan_matches_per_string_scan() {
+        let s = scanner();
+        let (corpus, _) = planted_corpus(3, 300);
+        let lines: Vec<&str> = corpus.lines().collect();
+        let mut rng = Rng::new(9);
+        let secrets = vec![
+            format!("ghp_{}", Rng::new(5).chars('a', 36)),
+            {
+                let mut r = Rng::new(5);
+                let _ = r.chars('a', 36);
+                format!("sk-ant-oat01-{}AA", r.chars('w', 93))
+            },
+            format!("ghp_{}", rng.chars('a', 36)),
+            format!(
+                "xoxb-{}-{}-{}",
+                rng.chars('d', 11),
+                rng.chars('d', 12),
+                rng.chars('a', 24)
+            ),
+        ];
+        let mut total = 0;
+        for round in 0..300 {
+            let v = random_value(&mut rng, &lines, &secrets, 4);
+            let mut docs = vec![serde_json::to_vec(&v).unwrap()];
+            // `\/`, `\uXXXX` for ASCII, and pretty printing
+            let escaped = String::from_utf8(docs[0].clone())
+                .unwrap()
+                .replace('/', "\\/")
+                .replace("AA", "\\u0041A");
+            docs.push(escaped.into_bytes());
+            docs.push(serde_json::to_vec_pretty(&v).unwrap());
+            for d in docs {
+                let mut old: Vec<String> = old_json_scan(&s, &d).iter().map(key).collect();
+                let r =
+                    scan_body(&s, Some("application/json"), None, &d, &Default::default()).unwrap();
+                let mut new: Vec<String> = r.findings.iter().map(key).collect();
+                old.sort();
+                new.sort();
+                assert_eq!(old, new, "round {round}: {}", String::from_utf8_lossy(&d));
+                total += old.len();
+            }
+        }
+        assert!(total > 500, "only {total} findings");
+    }
+
+    /// Tokenizer vs serde_json: same strings (as paths and unescaped values) on random JSON,
+    /// and `unescape` equals serde_json's decoding.
+    #[test]
+    fn tokenizer_matches_serde_json() {
+        fn collect(v: &serde_json::Value, path: &mut String, out: &mut Vec<(String, Vec<u8>)>) {
+            use serde_json::Value;
+            match v {
+                Value::String(s) => out.push((path.clone(), s.as_bytes().to_vec())),
+                Value::Array(a) => {
+                    for (i, x) in a.iter().enumerate() {
+                        let n = path.len();
+                        path.push_str(&format!("[{i}]"));
+                        collect(x, path, out);
+                        path.truncate(n);
+                    }
+                }
+                Value::Object(m) => {
+                    for (k, x) in m {
+                        let n = path.len();
+                        path.push('.');
+                        path.extend(k.chars().take(64));
+                        out.push((path.clone(), k.as_bytes().to_vec()));
+                        collect(x, path, out);
+                        path.truncate(n);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut rng = Rng::new(21);
+        let lines = ["a \"q\" \\ / \u{1}\u{7f} \u{e9}\u{10000}", "x\ny", "k=v&z"];
+        let secrets = vec!["s3cr3t-value-123456".to_string()];
+        for _ in 0..500 {
+            let mut v = random_value(&mut rng, &lines, &secrets, 5);
+            if rng.below(3) == 0 {
+                v = serde_json::json!({"n": [1, -2.5e3, true, false, null, {}, []], "v": v});
+            }
+            let doc = if rng.below(2) == 0 {
+                serde_json::to_vec(&v).unwrap()
+            } else {
+                serde_json::to_vec_pretty(&v).unwrap()
+            };
+            let mut want = Vec::new();
+            collect(&v, &mut "$".to_string(), &mut want);
+            want.sort();
+            let mut got: Vec<(String, Vec<u8>)> = json::strings(&doc, "")
+                .unwrap()
+                .into_iter()
+                .map(|s| {
+                    let raw = &doc[s.start..s.end];
+                    let val = if s.escaped {
+                        json::unescape(raw).unwrap()
+                    } else {
+                        raw.to_vec()
+                    };
+                    (s.path, val)
+                })
+                .collect();
+            got.sort();
+            assert_eq!(got, want, "{}", String::from_utf8_lossy(&doc));
+        }
+        // escapes, surrogates, bad input
+        for raw in [
+            &br#"a\u00e9\ud83d\ude00\n\t\"\\\/\b\f"#[..],
+            br#"\ud83d"#,
+            br#"\ude00x"#,
+            br#"\q"#,
+            br#"\u12"#,
+        ] {
+            let mut q = b"\"".to_vec();
+            q.extend_from_slice(raw);
+            q.push(b'"');
+            let serde = serde_json::from_slice::<String>(&q)
+                .ok()
+                .map(String::into_bytes);
+            assert_eq!(
+                json::unescape(raw),
+                serde,
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        for bad in [
+            &b"{"[..],
+            b"[1,]x",
+            b"{\"a\" 1}",
+            b"\"abc",
+            b"tru",
+            b"[1 2]",
+            b"{\"a\":1,}",
+        ] {
+            if serde_json::from_slice::<serde_json::Value>(bad).is_err() {
+                // Either refused or (lenient) accepted; never a panic.
+                let _ = json::strings(bad, "");
+            }
+        }
+    }
 }

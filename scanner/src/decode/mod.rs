@@ -6,6 +6,7 @@
 //! `form:NAME`, `multipart:NAME/...` or `body`.
 
 mod body;
+mod json;
 mod url;
 
 pub use body::{decode_content_encoding, scan_body, BodyScan, DecodeError, DecodeLimits};
