@@ -34,7 +34,7 @@ use hyper::body::Body;
 use bottle_scanner::decode::{scan_body, scan_headers, scan_url, DecodeLimits};
 use bottle_scanner::{Finding, Scanner};
 
-use crate::policy::{Deny, DenyReason, DlpSpec, OnMatch, Route};
+use crate::policy::{Deny, DenyReason, DlpSpec, OnMatch, Route, Settings};
 use crate::server::body::{boxed, full, ProxyBody};
 use crate::server::{InspectFuture, RequestHead, RequestInspector};
 
@@ -55,16 +55,14 @@ pub enum DlpError {
 }
 
 impl DlpInspector {
-    /// An inspector with the default ruleset plus the bottle's own secrets as known secrets.
-    /// `secrets` yields `(name, value)`; values stay in the scanner's memory only.
+    /// An inspector with the rules `settings` describe (default ruleset, `dlp_rules`,
+    /// `dlp_disable`) plus the bottle's own secrets as known secrets. `secrets` yields
+    /// `(name, value)`; values stay in the scanner's memory only.
     pub fn new<'a>(
+        settings: &Settings,
         secrets: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Self, DlpError> {
-        let mut b = Scanner::builder().default_rules(true);
-        for (name, value) in secrets {
-            b = b.known_secret(name, value);
-        }
-        let scanner = b.build().map_err(|e| DlpError::Rules(e.to_string()))?;
+        let scanner = settings.dlp_scanner(secrets).map_err(DlpError::Rules)?;
         let core = scanner
             .rules()
             .iter()
@@ -81,6 +79,7 @@ impl DlpInspector {
     /// The inspector a bottle's sidecar runs: the bottle's secrets plus the CA private key
     /// (its base64 body, under the name `bottle-ca-key`) as known secrets.
     pub fn for_bottle(
+        settings: &Settings,
         secrets: &std::collections::HashMap<String, String>,
         ca_key_pem: &str,
     ) -> Result<Arc<dyn RequestInspector>, DlpError> {
@@ -92,7 +91,7 @@ impl DlpInspector {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .chain((!key_body.is_empty()).then_some(("bottle-ca-key", key_body.as_str())));
-        Ok(Self::new(known)?.shared())
+        Ok(Self::new(settings, known)?.shared())
     }
 
     /// Wraps it for [`crate::ProxyBuilder::inspector`].
@@ -633,7 +632,7 @@ mod tests {
 
     #[test]
     fn rule_list_cannot_drop_the_core_floor() {
-        let insp = DlpInspector::new(std::iter::empty()).unwrap();
+        let insp = DlpInspector::new(&Settings::default(), std::iter::empty()).unwrap();
         let token = format!("{}{}", "gh", "p_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z0A");
         let found = insp
             .scanner

@@ -213,7 +213,7 @@ fn accepted_edge_cases() {
         "[[route]]\nhost = \"xn--bcher-kva.example\"\n",
         "[[route]]\nhost = \"a.example\"\npassthrough = true\ndlp = false\n",
         "[[route]]\nhost = \"a.example\"\nauth = { header = \"x-api-key\", secret = \"API_KEY\" }\n",
-        "[[route]]\nhost = \"a.example\"\nover_cap = \"allow\"\non_match = \"redact\"\ndlp = [\"aws-key\"]\n",
+        "[[route]]\nhost = \"a.example\"\nover_cap = \"allow\"\non_match = \"redact\"\ndlp = [\"aws-access-key-id\"]\n",
         "[[route]]\nhost = \"a.example\"\nports = [443, 443, 8443]\n",
         "[[route]]\nid = \"one\"\nhost = \"a.example\"\nports = [443]\n[[route]]\nid = \"two\"\nhost = \"a.example\"\nports = [8443]\n",
         "[[route]]\nid = \"exact\"\nhost = \"a.example.com\"\n[[route]]\nid = \"wild\"\nhost = \"*.example.com\"\n",
@@ -297,4 +297,54 @@ fn bad_input_never_panics() {
     ] {
         let _ = load(text);
     }
+}
+
+/// A team rule file in `settings.dlp_rules` (TOML text), rules turned off with
+/// `settings.dlp_disable`, and route rule lists checked against the resulting rule ids.
+#[test]
+fn custom_dlp_rules_and_disable() {
+    let team = r#"
+[[rules]]
+id = "acme-internal-token"
+description = "ACME internal service token"
+regex = '''acme_tok_[a-z0-9]{24}'''
+keywords = ["acme_tok_"]
+"#;
+    let ok = format!(
+        "[settings]\ndlp_rules = [{}]\ndlp_disable = [\"jwt\"]\n\n[[route]]\nhost = \"a.example\"\ndlp = [\"acme-internal-token\"]\n",
+        toml::Value::String(team.into())
+    );
+    let p = load(&ok).unwrap();
+    let s = p.settings.dlp_scanner(std::iter::empty()).unwrap();
+    let ids: Vec<String> = s.rules().into_iter().map(|r| r.id).collect();
+    assert!(ids.iter().any(|i| i == "acme-internal-token"));
+    assert!(!ids.iter().any(|i| i == "jwt"), "disabled rule is gone");
+    let hit = s.scan(b"x = acme_tok_0123456789abcdefghijklmn");
+    assert_eq!(
+        hit.first().map(|f| f.rule_id.as_str()),
+        Some("acme-internal-token")
+    );
+
+    // A typo in a route's rule list is refused with a suggestion (it would otherwise leave
+    // the route with only the core floor).
+    let e = err("[[route]]\nhost = \"a.example\"\ndlp = [\"jwtt\"]\n");
+    assert_eq!(e.key, "route[0].dlp[0]", "{e}");
+    assert!(e.reason.contains("did you mean `jwt`"), "{e}");
+    // Core-floor rules cannot be disabled; unknown ids are named.
+    let e = err("[settings]\ndlp_disable = [\"github-pat\"]\n");
+    assert!(e.key.starts_with("settings.dlp_disable"), "{e}");
+    assert!(e.reason.contains("core floor"), "{e}");
+    let e = err("[settings]\ndlp_disable = [\"no-such-rule\"]\n");
+    assert!(e.reason.contains("no-such-rule"), "{e}");
+    // A broken rule file names the setting, the line and the rule.
+    let bad = "[[rules]]\nid = \"x\"\nregex = '''(unclosed'''\nkeywords = [\"xyzzy\"]\n";
+    let e = err(&format!(
+        "[settings]\ndlp_rules = [{}]\n",
+        toml::Value::String(bad.into())
+    ));
+    assert_eq!(e.key, "settings.dlp_rules[0]", "{e}");
+    assert!(
+        e.reason.contains("settings.dlp_rules[0]:") && e.reason.contains("rule `x`"),
+        "{e}"
+    );
 }

@@ -428,8 +428,12 @@ pub async fn run(
         bottle_proxy::policy::Policy::from_toml_str(&b.policy_toml, "bootstrap policy_toml")
             .map_err(|e| RunError::Policy(e.to_string()))?;
     let secrets = b.secrets_map();
-    let inspector = bottle_proxy::dlp::DlpInspector::for_bottle(&secrets, b.ca_key_pem.as_str())
-        .map_err(|e| RunError::Proxy(e.to_string()))?;
+    let inspector = bottle_proxy::dlp::DlpInspector::for_bottle(
+        &policy.settings,
+        &secrets,
+        b.ca_key_pem.as_str(),
+    )
+    .map_err(|e| RunError::Proxy(e.to_string()))?;
     let builder = bottle_proxy::Proxy::builder()
         .inspector(inspector)
         .policy(policy)

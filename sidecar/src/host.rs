@@ -167,9 +167,12 @@ pub fn run(config: HostConfig) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async move {
-        let inspector =
-            bottle_proxy::dlp::DlpInspector::for_bottle(&config.secrets, &config.ca_key_pem)
-                .context("building the DLP scanner")?;
+        let inspector = bottle_proxy::dlp::DlpInspector::for_bottle(
+            &config.policy.settings,
+            &config.secrets,
+            &config.ca_key_pem,
+        )
+        .context("building the DLP scanner")?;
         let builder = Proxy::builder()
             .inspector(inspector)
             .policy(config.policy)

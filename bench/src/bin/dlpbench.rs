@@ -140,8 +140,12 @@ allow_private = ["127.0.0.1/32"]
             .resolver(resolver.clone())
             .audit(tokio::io::sink());
         let b = if with_dlp {
-            b.inspector(DlpInspector::for_bottle(&secrets, &ca.key_pem)?)
-                .secrets(secrets.clone())
+            b.inspector(DlpInspector::for_bottle(
+                &Default::default(),
+                &secrets,
+                &ca.key_pem,
+            )?)
+            .secrets(secrets.clone())
         } else {
             b
         };

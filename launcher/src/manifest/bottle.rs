@@ -551,6 +551,10 @@ pub(crate) fn parse_layer(
         models.push(Located::new(model, &src, span));
     }
 
+    let proxy = raw
+        .proxy
+        .map(|p| inline_dlp_rules(&src, p, home))
+        .transpose()?;
     Ok(BottleLayer {
         name: name.to_string(),
         src,
@@ -569,8 +573,40 @@ pub(crate) fn parse_layer(
         author_email,
         remotes,
         models,
-        proxy: raw.proxy,
+        proxy,
     })
+}
+
+/// `[proxy] dlp_rules` names rule *files* (relative to `$BOTTLE_HOME`); the policy carries
+/// their text, because the sidecar has no files. Each file is read and checked here, so a
+/// broken rule is reported with its own file, line and rule id.
+fn inline_dlp_rules(
+    src: &SourceFile,
+    mut proxy: SettingsSpec,
+    home: &Path,
+) -> Result<SettingsSpec, ManifestError> {
+    let at = src.text.find("dlp_rules").map(|o| o..o + "dlp_rules".len());
+    let l = src.loc(at.as_ref());
+    for entry in proxy.dlp_rules.iter_mut() {
+        let path = expand_path(entry, home);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            invalid(
+                l.clone(),
+                "proxy.dlp_rules",
+                format!(
+                    "cannot read the DLP rule file {}: {e} (relative paths are relative to $BOTTLE_HOME)",
+                    path.display()
+                ),
+            )
+        })?;
+        bottle_scanner::Scanner::builder()
+            .default_rules(true)
+            .rules_toml(&path.display().to_string(), &text)
+            .and_then(|b| b.build())
+            .map_err(|e| invalid(l.clone(), "proxy.dlp_rules", e.to_string()))?;
+        *entry = text;
+    }
+    Ok(proxy)
 }
 
 /// Refuses malformed environment variable names and the ones the launcher owns.

@@ -783,3 +783,44 @@ fn list_agents_covers_files_and_bottles() {
         ]
     );
 }
+
+#[test]
+fn dlp_rule_files_are_read_checked_and_inlined() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.home.join("rules")).unwrap();
+    let rules = "[[rules]]\nid = \"acme-token\"\ndescription = \"ACME token\"\nregex = '''acme_[a-z0-9]{20}'''\nkeywords = [\"acme_\"]\n";
+    std::fs::write(env.home.join("rules/acme.toml"), rules).unwrap();
+    env.bottle(
+        "p",
+        "[proxy]\ndlp_rules = [\"rules/acme.toml\"]\ndlp_disable = [\"jwt\"]\n\n[[route]]\nhost = \"a.example\"\ndlp = [\"acme-token\"]\n",
+    );
+    let p = env.plan("p").unwrap();
+    assert_eq!(p.policy.settings.dlp_rules, vec![rules.to_string()]);
+    let toml = p.policy_toml().unwrap();
+    assert!(
+        toml.contains("acme-token") && toml.contains("dlp_disable"),
+        "{toml}"
+    );
+
+    // A broken rule file is reported with its own path, line and rule id.
+    std::fs::write(
+        env.home.join("rules/acme.toml"),
+        "[[rules]]\nid = \"acme-token\"\nregex = '''(oops'''\nkeywords = [\"acme_\"]\n",
+    )
+    .unwrap();
+    let e = env.err("p");
+    assert!(
+        e.starts_with("bottles/p.toml:2:")
+            && e.contains("rules/acme.toml")
+            && e.contains("acme-token"),
+        "{e}"
+    );
+    // A missing file says where relative paths start.
+    env.bottle("p", "[proxy]\ndlp_rules = [\"rules/nope.toml\"]\n");
+    let e = env.err("p");
+    assert!(e.contains("relative to $BOTTLE_HOME"), "{e}");
+    // A typo in a route's rule list gets a suggestion.
+    env.bottle("p", "[[route]]\nhost = \"a.example\"\ndlp = [\"jwtt\"]\n");
+    let e = env.err("p");
+    assert!(e.contains("did you mean `jwt`"), "{e}");
+}

@@ -133,6 +133,13 @@ pub(crate) fn from_spec(spec: &PolicyFile, _origin: &str) -> Result<Policy, Inva
         }
         routes.push(route);
     }
+    let uses_rules = spec
+        .routes
+        .iter()
+        .any(|r| matches!(r.dlp, Some(DlpSpec::Rules(_))));
+    if uses_rules || !settings.dlp_rules.is_empty() || !settings.dlp_disable.is_empty() {
+        check_route_rule_ids(spec, &dlp_rule_ids(&settings)?)?;
+    }
     Ok(Policy { settings, routes })
 }
 
@@ -217,7 +224,107 @@ fn settings(s: &SettingsSpec) -> Result<Settings, Invalid> {
         connect_timeout: Duration::from_millis(connect),
         max_tunnel_bytes: s.max_tunnel_bytes.unwrap_or(d.max_tunnel_bytes),
         extra_roots_pem: s.extra_roots.clone(),
+        dlp_rules: s.dlp_rules.clone(),
+        dlp_disable: s.dlp_disable.clone(),
     })
+}
+
+/// The name a policy's `settings.dlp_rules[i]` text is known by in scanner errors.
+pub(crate) fn dlp_rules_name(i: usize) -> String {
+    format!("settings.dlp_rules[{i}]")
+}
+
+/// Builds the DLP scanner a policy's settings describe (default rules + `dlp_rules` −
+/// `dlp_disable`, plus `known` secrets). Errors name the setting and, for rule files, the
+/// line and rule id.
+pub(crate) fn dlp_scanner<'a>(
+    settings: &Settings,
+    known: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<bottle_scanner::Scanner, (Vec<Seg>, String)> {
+    let mut b = bottle_scanner::Scanner::builder().default_rules(true);
+    for (i, text) in settings.dlp_rules.iter().enumerate() {
+        b = b
+            .rules_toml(&dlp_rules_name(i), text)
+            .map_err(|e| (vec![k("dlp_rules"), Seg::Index(i)], e.to_string()))?;
+    }
+    let disable_err = |e: bottle_scanner::RuleError| (vec![k("dlp_disable")], e.to_string());
+    b = b.disable(&settings.dlp_disable).map_err(disable_err)?;
+    for (name, value) in known {
+        b = b.known_secret(name, value);
+    }
+    b.build().map_err(|e| {
+        let msg = e.to_string();
+        if msg.contains("settings.dlp_rules[") {
+            (vec![k("dlp_rules")], msg)
+        } else {
+            (vec![k("dlp_disable")], msg)
+        }
+    })
+}
+
+/// The rule ids a policy's DLP scanner will have (cached for the default ruleset).
+fn dlp_rule_ids(settings: &Settings) -> Result<Vec<String>, Invalid> {
+    static DEFAULT: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    if settings.dlp_rules.is_empty() && settings.dlp_disable.is_empty() {
+        let ids = DEFAULT.get_or_init(|| {
+            bottle_scanner::Scanner::builder()
+                .default_rules(true)
+                .build()
+                .map(|s| s.rules().into_iter().map(|r| r.id).collect())
+                .unwrap_or_default()
+        });
+        return Ok(ids.clone());
+    }
+    let scanner = dlp_scanner(settings, std::iter::empty())
+        .map_err(|(key, reason)| invalid(&[k("settings")], &key, reason))?;
+    Ok(scanner.rules().into_iter().map(|r| r.id).collect())
+}
+
+/// Checks every route's `dlp = [ids]` against the rules the scanner has: a typo would
+/// otherwise silently leave a route with only the core floor.
+fn check_route_rule_ids(spec: &PolicyFile, ids: &[String]) -> Result<(), Invalid> {
+    for (i, rs) in spec.routes.iter().enumerate() {
+        let Some(DlpSpec::Rules(list)) = &rs.dlp else {
+            continue;
+        };
+        for (j, id) in list.iter().enumerate() {
+            if !ids.iter().any(|x| x == id) {
+                let hint = closest(id, ids)
+                    .map(|c| format!("; did you mean `{c}`?"))
+                    .unwrap_or_else(|| "; `bottle scan --list-rules` lists them".into());
+                return Err(invalid(
+                    &[k("route"), Seg::Index(i)],
+                    &[k("dlp"), Seg::Index(j)],
+                    format!("unknown DLP rule id `{id}`{hint}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The candidate within edit distance 3 closest to `word`.
+fn closest<'a>(word: &str, candidates: &'a [String]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, _)| *d <= 3)
+        .min()
+        .map(|(_, c)| c.as_str())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 /// Parses a config host: exact canonical host or a leading `*.` wildcard over

@@ -42,6 +42,23 @@ pub struct Settings {
     pub max_tunnel_bytes: u64,
     /// Extra upstream trust anchors (PEM text, each holding at least one certificate).
     pub extra_roots_pem: Vec<String>,
+    /// Extra DLP rule files (TOML text), validated.
+    pub dlp_rules: Vec<String>,
+    /// DLP rule ids turned off on every route (never core-floor rules), validated.
+    pub dlp_disable: Vec<String>,
+}
+
+impl Settings {
+    /// The DLP scanner these settings describe: the default rules plus `dlp_rules`, minus
+    /// `dlp_disable`, with `known` (name, value) secrets. Errors name the setting, and for a
+    /// rule file its line and rule id — never a secret value.
+    pub fn dlp_scanner<'a>(
+        &self,
+        known: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<bottle_scanner::Scanner, String> {
+        load::dlp_scanner(self, known)
+            .map_err(|(key, reason)| format!("settings.{}: {reason}", error::render_key(&key)))
+    }
 }
 
 impl Default for Settings {
@@ -54,6 +71,8 @@ impl Default for Settings {
             connect_timeout: Duration::from_secs(10),
             max_tunnel_bytes: 0,
             extra_roots_pem: Vec::new(),
+            dlp_rules: Vec::new(),
+            dlp_disable: Vec::new(),
         }
     }
 }

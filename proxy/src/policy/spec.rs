@@ -68,6 +68,14 @@ pub struct SettingsSpec {
     /// Extra upstream trust anchors, as PEM text (added to the webpki roots).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra_roots: Vec<String>,
+    /// Extra DLP rule files, each the TOML *text* of a scanner rule file (gitleaks-like; see
+    /// `scanner/README.md`). A bottle manifest names files here; the launcher inlines them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dlp_rules: Vec<String>,
+    /// DLP rule ids to turn off on every route. The core floor (cloud keys, git-host
+    /// tokens, private keys) cannot be turned off.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dlp_disable: Vec<String>,
 }
 
 /// One allowlist entry.

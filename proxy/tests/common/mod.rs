@@ -383,6 +383,7 @@ impl Harness {
         }
         let resolver = Arc::new(resolver);
         let audit_file = rt.block_on(tokio::fs::File::create(&audit_path)).unwrap();
+        let policy_settings = policy.settings.clone();
         let proxy = rt.block_on(async {
             let b = Proxy::builder()
                 .policy(policy)
@@ -392,7 +393,12 @@ impl Harness {
             let b = match dlp_secrets {
                 Some(secrets) => b
                     .inspector(
-                        bottle_proxy::dlp::DlpInspector::for_bottle(&secrets, &ca.key_pem).unwrap(),
+                        bottle_proxy::dlp::DlpInspector::for_bottle(
+                            &policy_settings,
+                            &secrets,
+                            &ca.key_pem,
+                        )
+                        .unwrap(),
                     )
                     .secrets(secrets),
                 None => b,
