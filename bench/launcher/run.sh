@@ -3,12 +3,14 @@
 # vs one plain `docker run --rm` of the same agent image vs `docker-compose up` of an equivalent
 # two-service setup (sidecar + agent on an internal network), side by side in one hyperfine run.
 # Usage: bench/launcher/run.sh [RUNS]   (default 10). Prints a table with ratios to `docker run`.
+# Honours CARGO_TARGET_DIR; BENCH_SKIP_DEPS=1 skips the package check. The per-phase breakdown of
+# `bottle run` is bench/launcher/phases.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 runs="${1:-10}"
 [ "${BENCH_SKIP_DEPS:-}" = 1 ] || ./scripts/deps.sh bench
 cargo build --release -q -p bottle
-bottle=target/release/bottle
+bottle="${CARGO_TARGET_DIR:-target}/release/bottle"
 $bottle images build >/dev/null
 agent=$(docker images --format '{{.Repository}}:{{.Tag}}' 'bottle/agent-shell' | head -1)
 sidecar=$(docker images --format '{{.Repository}}:{{.Tag}}' 'bottle/sidecar' | head -1)

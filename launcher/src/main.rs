@@ -19,6 +19,7 @@ const ENV_HELP: &str = "Environment:
   BOTTLE_RUNTIME_DIR     runtime files; default $XDG_RUNTIME_DIR/bottle or ~/.local/state/bottle/run
   BOTTLE_SIDECAR_IMAGE, BOTTLE_AGENT_IMAGE   run these local images instead of the built ones
   BOTTLE_VERBOSE         print launch steps with timings
+  BOTTLE_TRACE_TIMING    print the duration of every launch and teardown phase (stderr)
   DOCKER_HOST            the engine to use";
 
 /// Sealed Docker sandboxes for coding agents: a per-bottle internal network, a locked-down
@@ -183,13 +184,18 @@ fn launch_options(mode: Mode, cmd: Vec<String>, extra_env: Vec<(String, String)>
     }
 }
 
+/// Reaps stale bottles and reads the engine facts, concurrently.
 async fn preflight(docker: &bollard::Docker) -> Result<runtime::engine::EngineFacts> {
     use runtime::timing::timed;
-    let report = timed("reap", runtime::reap::reap(docker, None, false)).await?;
+    let (report, facts) = tokio::join!(
+        timed("reap", runtime::reap::reap(docker, None, false)),
+        timed("engine facts", runtime::engine::facts(docker))
+    );
+    let report = report?;
     if !report.bottles.is_empty() {
         eprintln!("bottle: reaped {} stale bottle(s)", report.bottles.len());
     }
-    let facts = timed("engine facts", runtime::engine::facts(docker)).await?;
+    let facts = facts?;
     if std::env::var_os("BOTTLE_VERBOSE").is_some() {
         eprintln!(
             "bottle: Docker engine {} (runtimes: {})",
@@ -243,12 +249,16 @@ async fn real_main() -> Result<i32> {
             let repo = std::env::current_dir().context("reading the current directory")?;
             let plan = timed_sync("plan", || launch::plan(&home, &repo, &agent))?;
             let docker = timed("engine connect", runtime::engine::connect()).await?;
-            let spec = timed(
-                "launch spec (images)",
-                launch::launch_spec(&docker, &plan, json),
-            )
-            .await?;
-            let facts = preflight(&docker).await?;
+            // The images (built only when missing), the reap of stale bottles and the engine
+            // facts are independent.
+            let (spec, facts) = tokio::join!(
+                timed(
+                    "launch spec (images)",
+                    launch::launch_spec(&docker, &plan, json)
+                ),
+                preflight(&docker)
+            );
+            let (spec, facts) = (spec?, facts?);
             let mut extra = vec![];
             let mut cmd = cmd;
             if let Some(p) = &prompt {

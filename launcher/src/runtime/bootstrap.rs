@@ -5,6 +5,9 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
+/// The line the sidecar writes to stdout once its listeners are bound (docs/design.md).
+pub const SIDECAR_READY_LINE: &str = r#"{"event":"ready"}"#;
+
 /// DNS responder settings of the sidecar.
 #[derive(Debug, Serialize)]
 pub struct DnsBootstrap {

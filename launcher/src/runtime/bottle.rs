@@ -1,16 +1,25 @@
 //! Creating and tearing down the Docker objects of one bottle.
 //!
-//! Order: runtime dir → CA → internal network (explicit /28) → egress network → sidecar
-//! (internal static IP `.2`, then joined to egress; bootstrap over stdin) → agent (internal
-//! only, static IP `.3`, DNS pinned to the sidecar). Every object carries the `io.bottle.*`
-//! labels; anything created before an error is removed again.
+//! Order (runtime dir and CA first), as two concurrent chains:
+//! - egress network → sidecar created on it → stdio attached → joined to the internal network
+//!   (static IP `.2`) once that exists → started, its bootstrap written down the attached
+//!   stdin beside the start;
+//! - internal network (explicit /28) + the agent's host files → agent created (internal only,
+//!   static IP `.3`, DNS pinned to the sidecar), never started here.
+//!
+//! The launch returns once the sidecar printed its ready line; only then is the agent started
+//! (by `run`/`start`). Every object carries the `io.bottle.*` labels; anything created before
+//! an error is removed again. Teardown stops the containers, then removes them and the
+//! networks side by side.
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use bollard::container::{AttachContainerResults, LogOutput};
 use bollard::models::{
     ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, HostConfigLogConfig,
     Ipam, IpamConfig, Mount, MountType, NetworkConnectRequest, NetworkCreateRequest,
@@ -18,19 +27,19 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, ListNetworksOptions,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use bollard::Docker;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use ipnet::Ipv4Net;
 use tokio::io::AsyncWriteExt;
 
-use super::bootstrap::{secret_refs, Bootstrap, DnsBootstrap};
+use super::bootstrap::{secret_refs, Bootstrap, DnsBootstrap, SIDECAR_READY_LINE};
 use super::engine::EngineFacts;
 use super::labels::{self, BottleLabels};
 use super::spec::{LaunchSpec, RuntimeChoice, WorkspaceSpec};
 use super::statedir::{now_rfc3339, SessionRecord, StateDir};
-use super::timing::{mark, timed, timed_sync};
+use super::timing::{timed, timed_sync};
 use super::{ca, roots, subnet};
 
 /// Proxy port of the sidecar.
@@ -106,6 +115,8 @@ pub struct Bottle {
     pub runtime: Option<String>,
     /// Start time.
     pub started: String,
+    /// Containers already stopped (e.g. the sidecar, early, once the agent has exited).
+    stopped: Mutex<Vec<String>>,
 }
 
 impl Bottle {
@@ -143,6 +154,7 @@ impl Bottle {
             subnet: None,
             runtime: None,
             started: now_rfc3339(),
+            stopped: Mutex::new(Vec::new()),
         };
         match b.build(facts, spec, opts).await {
             Ok(()) => Ok(b),
@@ -166,22 +178,126 @@ impl Bottle {
                 eprintln!("bottle: [{:>5} ms] {m}", t0.elapsed().as_millis());
             }
         };
-        self.runtime = timed(
-            "select runtime",
-            select_runtime(&self.docker, facts, spec.runtime, &spec.agent_image),
-        )
-        .await?;
-        // CA and trust files (public) in the runtime dir.
         let ca = timed_sync("CA generation", || ca::generate(&self.id))?;
-        let mut files = timed(
-            "image files (roots, passwd)",
-            roots::image_files(
-                &self.docker,
-                &spec.agent_image,
-                &[roots::SYSTEM_BUNDLE, "/etc/passwd", "/etc/group"],
-            ),
+        // Containers are addressed by their unique names, known before creation, so a
+        // teardown after a partial failure removes whatever exists.
+        self.sidecar = Some(labels::name(&self.id, "sidecar"));
+        self.agent = Some(labels::name(&self.id, "agent"));
+        say("creating the networks, the sidecar and the agent");
+        // Two concurrent chains that meet at the internal network:
+        //   egress network → sidecar create → attach → start  (+ join the internal network)
+        //   internal network + agent files             → agent create (never started here)
+        // The sidecar gets its bootstrap and is waited for only once both chains are done.
+        let ((egress, sidecar), (internal, files, agent)) = {
+            let this = &*self;
+            let internal = async {
+                timed("internal network", this.alloc_internal_network(facts))
+                    .await
+                    .map_err(Arc::new)
+            }
+            .shared();
+            let sidecar_chain = async {
+                let egress = timed("egress network", this.alloc_egress_network(opts)).await;
+                let started = match &egress {
+                    Ok((net, _)) => Some(
+                        timed(
+                            "sidecar create+start",
+                            this.start_sidecar(spec, net, internal.clone(), &ca),
+                        )
+                        .await,
+                    ),
+                    Err(_) => None,
+                };
+                (egress, started)
+            };
+            let agent_chain = async {
+                let (net, files) = tokio::join!(
+                    internal.clone(),
+                    timed("agent files", this.prepare_agent(facts, spec, &ca))
+                );
+                let created = match (&net, &files) {
+                    (Ok((net, sn)), Ok(files)) => Some(
+                        timed(
+                            "agent create",
+                            this.create_agent(spec, opts, files, net, sn),
+                        )
+                        .await,
+                    ),
+                    _ => None,
+                };
+                (net, files, created)
+            };
+            tokio::join!(sidecar_chain, agent_chain)
+        };
+        // Record what exists before looking at errors, so that the teardown removes it.
+        if let Ok((_, Some(id))) = &egress {
+            self.egress_net = Some(id.clone());
+        }
+        if let Ok((id, sn)) = &internal {
+            self.internal_net = Some(id.clone());
+            self.subnet = Some(*sn);
+            self.sidecar_ip = subnet::host(sn, 2);
+            self.agent_ip = subnet::host(sn, 3);
+        }
+        if let Ok(f) = &files {
+            self.runtime = f.runtime.clone();
+        }
+        internal.map_err(|e| anyhow!("{e:#}"))?;
+        egress?;
+        files?;
+        drop(ca);
+        let (mut output, sent) = sidecar.context("sidecar not created")??;
+        agent.context("agent not created")??;
+        say("waiting for the sidecar");
+        let sidecar = labels::name(&self.id, "sidecar");
+        let ready = timed(
+            "sidecar wait ready",
+            wait_ready(&self.docker, &sidecar, &mut output),
         )
-        .await?;
+        .await;
+        // Detach: from now on the sidecar's output goes to its log only.
+        drop(output);
+        // A sidecar that died at once explains itself better than a broken pipe.
+        ready?;
+        sent?;
+        self.state.write_record(&self.record())?;
+        say("bottle created");
+        Ok(())
+    }
+
+    /// The agent's runtime and its host files (CA, trust bundle, prompt, passwd, workspace).
+    async fn prepare_agent(
+        &self,
+        facts: &EngineFacts,
+        spec: &LaunchSpec,
+        ca: &ca::BottleCa,
+    ) -> Result<AgentFiles> {
+        let state = self.state.clone();
+        let ws = spec.workspace.clone();
+        // A workspace copy can take a while; it runs beside the engine calls.
+        let workspace = async {
+            tokio::task::spawn_blocking(move || prepare_workspace(&state, &ws))
+                .await
+                .context("preparing the workspace")?
+        };
+        let (runtime, files, workspace) = tokio::join!(
+            timed(
+                "select runtime",
+                select_runtime(&self.docker, facts, spec.runtime, &spec.agent_image),
+            ),
+            timed(
+                "image files (roots, passwd)",
+                roots::image_files(
+                    &self.docker,
+                    &spec.agent_image,
+                    &[roots::SYSTEM_BUNDLE, "/etc/passwd", "/etc/group"],
+                ),
+            ),
+            workspace
+        );
+        let runtime = runtime?;
+        let mut files = files?;
+        let (workspace_src, uid, gid) = workspace?;
         let image_group = files.pop().flatten();
         let image_passwd = files.pop().flatten();
         let image_roots = files.pop().flatten().unwrap_or_default();
@@ -195,7 +311,6 @@ impl Bottle {
             Some(p) => Some(self.state.write("system-prompt.md", p.as_bytes(), 0o644)?),
             None => None,
         };
-        let (workspace_src, uid, gid) = self.prepare_workspace(&spec.workspace)?;
         let passwd = match (image_passwd, image_group) {
             (Some(p), Some(g)) => {
                 let (p, g) = roots::passwd_group(&p, &g, uid, gid, AGENT_HOME);
@@ -206,63 +321,16 @@ impl Bottle {
             }
             _ => None,
         };
-
-        say("creating the bottle networks");
-        let (internal, egress) = tokio::join!(
-            timed("internal network", self.alloc_internal_network(facts)),
-            timed("egress network", self.alloc_egress_network(opts))
-        );
-        if let Ok((id, _)) = &internal {
-            self.internal_net = Some(id.clone());
-        }
-        if let Ok((_, Some(id))) = &egress {
-            self.egress_net = Some(id.clone());
-        }
-        let (_, sn) = internal?;
-        let (egress, _) = egress?;
-        self.subnet = Some(sn);
-        self.sidecar_ip = subnet::host(&sn, 2);
-        self.agent_ip = subnet::host(&sn, 3);
-        let resolv_path = if self.runtime.as_deref() == Some("runsc") {
-            // gVisor cannot reach the embedded DNS; name the sidecar directly.
-            Some(self.state.write(
-                "resolv.conf",
-                format!("nameserver {}\n", self.sidecar_ip).as_bytes(),
-                0o644,
-            )?)
-        } else {
-            None
-        };
-
-        say("starting the sidecar and creating the agent");
-        let mounts = AgentMounts {
+        Ok(AgentFiles {
+            runtime,
+            uid,
+            gid,
             workspace: workspace_src,
             bundle: bundle_path,
             ca: ca_path,
             prompt: prompt_path,
-            resolv: resolv_path,
             passwd,
-        };
-        // Containers are addressed by their unique names, known before creation, so a
-        // teardown after a partial failure removes whatever exists.
-        self.sidecar = Some(labels::name(&self.id, "sidecar"));
-        self.agent = Some(labels::name(&self.id, "agent"));
-        let (sc, ag) = tokio::join!(
-            timed(
-                "sidecar up (total)",
-                self.create_sidecar(spec, &ca, &egress)
-            ),
-            timed(
-                "agent create",
-                self.create_agent(spec, opts, &mounts, uid, gid)
-            )
-        );
-        drop(ca);
-        sc?;
-        ag?;
-        self.state.write_record(&self.record())?;
-        say("bottle created");
-        Ok(())
+        })
     }
 
     /// A per-bottle, per-purpose seed for picking subnets.
@@ -294,64 +362,6 @@ impl Bottle {
                 .cloned()
                 .collect(),
         }
-    }
-
-    fn prepare_workspace(&self, ws: &WorkspaceSpec) -> Result<(Option<PathBuf>, u32, u32)> {
-        let (src, meta_of) = match ws {
-            WorkspaceSpec::None => return Ok((None, 1000, 1000)),
-            WorkspaceSpec::Bind(p) => (p.clone(), p.clone()),
-            WorkspaceSpec::Copy(p) => {
-                let dst = self.state.path().join("workspace");
-                let st = std::process::Command::new("cp")
-                    .arg("-a")
-                    .arg(format!("{}/.", p.display()))
-                    .arg(&dst)
-                    .status()
-                    .with_context(|| {
-                        format!("copying the workspace {} (is `cp` installed?)", p.display())
-                    })?;
-                if !st.success() {
-                    bail!(
-                        "copying the workspace {} into {} failed ({st})",
-                        p.display(),
-                        dst.display()
-                    );
-                }
-                (dst, p.clone())
-            }
-        };
-        let meta = std::fs::metadata(&meta_of).with_context(|| {
-            format!(
-                "the workspace {} is not accessible; create it or set `workspace` in the bottle",
-                meta_of.display()
-            )
-        })?;
-        if !meta.is_dir() {
-            bail!("the workspace {} is not a directory", meta_of.display());
-        }
-        let (mut uid, mut gid) = (meta.uid(), meta.gid());
-        if uid == 0 {
-            eprintln!(
-                "bottle: warning: the workspace {} is owned by root; the agent runs as 65534:65534 and may not be able to write it (chown it to a normal user)",
-                meta_of.display()
-            );
-            uid = 65534;
-            gid = 65534;
-        }
-        if matches!(ws, WorkspaceSpec::Copy(_)) {
-            let st = std::process::Command::new("chown")
-                .arg("-R")
-                .arg(format!("{uid}:{gid}"))
-                .arg(&src)
-                .status();
-            if !matches!(st, Ok(s) if s.success()) && unsafe { libc::geteuid() } == 0 {
-                bail!(
-                    "could not chown the workspace copy {} to {uid}:{gid}",
-                    src.display()
-                );
-            }
-        }
-        Ok((Some(src), uid, gid))
     }
 
     /// Creates the internal network; returns its id and subnet.
@@ -426,19 +436,20 @@ impl Bottle {
         Ok((id.clone(), Some(id)))
     }
 
-    async fn create_sidecar(
+    /// Creates the sidecar on its egress network, attaches to its stdio (before the start, so
+    /// the bootstrap is never anywhere but this pipe and no output is missed), joins it to the
+    /// internal network (static IP `.2`, aliases) once that exists, then starts it while
+    /// writing its bootstrap. Returns its output stream and whether the bootstrap went out.
+    async fn start_sidecar(
         &self,
         spec: &LaunchSpec,
-        ca: &ca::BottleCa,
         egress: &str,
-    ) -> Result<()> {
-        let internal = self
-            .internal_net
-            .clone()
-            .context("internal network missing")?;
+        internal: impl std::future::Future<Output = SharedNet>,
+        ca: &ca::BottleCa,
+    ) -> Result<(SidecarOutput, Result<()>)> {
         let name = labels::name(&self.id, "sidecar");
         let host_config = HostConfig {
-            network_mode: Some(internal.clone()),
+            network_mode: Some(egress.to_string()),
             readonly_rootfs: Some(true),
             cap_drop: Some(vec!["ALL".into()]),
             security_opt: Some(vec!["no-new-privileges:true".into()]),
@@ -456,14 +467,6 @@ impl Bottle {
             }),
             ..Default::default()
         };
-        let endpoint = EndpointSettings {
-            aliases: Some(vec![SIDECAR_NAME.into(), "proxy".into()]),
-            ipam_config: Some(EndpointIpamConfig {
-                ipv4_address: Some(self.sidecar_ip.to_string()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
         let body = ContainerCreateBody {
             image: Some(spec.sidecar_image.clone()),
             cmd: Some(vec!["--bootstrap-stdin".into()]),
@@ -477,122 +480,102 @@ impl Bottle {
             tty: Some(false),
             labels: Some(self.labels.for_role("sidecar")),
             host_config: Some(host_config),
-            networking_config: Some(NetworkingConfig {
-                endpoints_config: Some(HashMap::from([(internal.clone(), endpoint)])),
+            ..Default::default()
+        };
+        timed(
+            "sidecar create",
+            self.docker.create_container(
+                Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+                body,
+            ),
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "creating the sidecar from image {} — run `bottle images build`?",
+                spec.sidecar_image
+            )
+        })?;
+        let attached = timed(
+            "sidecar attach",
+            self.docker.attach_container(
+                &name,
+                Some(
+                    AttachContainerOptionsBuilder::default()
+                        .stdin(true)
+                        .stdout(true)
+                        .stderr(true)
+                        .stream(true)
+                        .build(),
+                ),
+            ),
+        )
+        .await
+        .context("attaching to the sidecar's stdio")?;
+        let AttachContainerResults { output, input } = attached;
+        let (net, sn) = internal.await.map_err(|e| anyhow!("{e:#}"))?;
+        let sidecar_ip = subnet::host(&sn, 2);
+        // Joined before the start, so the start sets up both networks at once and the internal
+        // address exists before the sidecar reads its bootstrap.
+        let endpoint = EndpointSettings {
+            aliases: Some(vec![SIDECAR_NAME.into(), "proxy".into()]),
+            ipam_config: Some(EndpointIpamConfig {
+                ipv4_address: Some(sidecar_ip.to_string()),
+                ..Default::default()
             }),
             ..Default::default()
         };
-        let t = std::time::Instant::now();
-        let created = self
-            .docker
-            .create_container(
-                Some(CreateContainerOptionsBuilder::default().name(&name).build()),
-                body,
-            )
-            .await
-            .with_context(|| {
-                format!(
-                    "creating the sidecar from image {} — run `bottle images build`?",
-                    spec.sidecar_image
-                )
-            })?;
-        mark("sidecar create", t);
-        // Joining the egress network runs concurrently with the start (the egress route is in
-        // place before the launch returns, so before the agent starts).
-        let connect = async {
-            self.docker
-                .connect_network(
-                    egress,
-                    NetworkConnectRequest {
-                        container: created.id.clone(),
-                        endpoint_config: None,
-                    },
-                )
-                .await
-                .context("joining the sidecar to its egress network")
-        };
-        let connect = timed("sidecar egress connect", connect);
-        let boot = async {
-            // Attach stdin before start, so the bootstrap (policy, CA key, secrets) is never
-            // anywhere but this pipe.
-            let t = std::time::Instant::now();
-            let mut attached = self
-                .docker
-                .attach_container(
-                    &created.id,
-                    Some(
-                        AttachContainerOptionsBuilder::default()
-                            .stdin(true)
-                            .stream(true)
-                            .build(),
-                    ),
-                )
-                .await
-                .context("attaching to the sidecar's stdin")?;
-            mark("sidecar attach", t);
-            let t = std::time::Instant::now();
-            self.docker
-                .start_container(&created.id, None)
-                .await
-                .context("starting the sidecar")?;
-            mark("sidecar start", t);
-            let t = std::time::Instant::now();
-            let policy_toml =
-                toml::to_string(&spec.policy).context("rendering the bottle policy as TOML")?;
-            let boot = Bootstrap {
-                policy_toml,
-                ca_cert_pem: &ca.cert_pem,
-                ca_key_pem: &ca.key_pem,
-                secrets: secret_refs(&spec.secrets),
-                listen: format!("{}:{PROXY_PORT}", self.sidecar_ip),
-                dns: DnsBootstrap {
-                    listen: format!("{}:53", self.sidecar_ip),
-                    name: SIDECAR_NAME.into(),
-                    ip: self.sidecar_ip.to_string(),
+        timed(
+            "sidecar internal connect",
+            self.docker.connect_network(
+                &net,
+                NetworkConnectRequest {
+                    container: name.clone(),
+                    endpoint_config: Some(endpoint),
                 },
-            };
-            let json = boot.to_json()?;
-            drop(boot);
-            let sent = async {
-                attached.input.write_all(&json).await?;
-                attached.input.flush().await?;
-                attached.input.shutdown().await
-            }
-            .await;
-            drop(json);
-            drop(attached);
-            mark("sidecar bootstrap sent", t);
-            if let Err(e) = sent {
-                // A sidecar that died at once explains itself better than a broken pipe.
-                wait_ready(&self.docker, &created.id, self.sidecar_ip).await?;
-                return Err(e).context("sending the bootstrap to the sidecar's stdin");
-            }
+            ),
+        )
+        .await
+        .context("joining the sidecar to the bottle's internal network")?;
+        // The bootstrap goes down the attached stdin beside the start: the engine hands it to
+        // the sidecar's stdin once the process runs, so it reads it without another round trip.
+        let (started, sent) = tokio::join!(
+            timed("sidecar start", self.docker.start_container(&name, None)),
             timed(
-                "sidecar wait ready",
-                wait_ready(&self.docker, &created.id, self.sidecar_ip),
+                "sidecar bootstrap sent",
+                send_bootstrap(input, spec, ca, sidecar_ip)
             )
-            .await
-        };
-        let (connected, booted) = tokio::join!(connect, boot);
-        booted?;
-        connected
+        );
+        started.context("starting the sidecar")?;
+        Ok((output, sent))
     }
 
+    /// Creates (never starts) the agent on the internal network only (static IP `.3`, DNS
+    /// pinned to the sidecar at `.2`).
     async fn create_agent(
         &self,
         spec: &LaunchSpec,
         opts: &LaunchOptions,
-        m: &AgentMounts,
-        uid: u32,
-        gid: u32,
+        m: &AgentFiles,
+        internal: &str,
+        sn: &Ipv4Net,
     ) -> Result<()> {
-        let internal = self
-            .internal_net
-            .clone()
-            .context("internal network missing")?;
+        let (uid, gid) = (m.uid, m.gid);
+        let sidecar_ip = subnet::host(sn, 2);
+        let agent_ip = subnet::host(sn, 3);
+        let resolv = if m.runtime.as_deref() == Some("runsc") {
+            // gVisor cannot reach the embedded DNS; name the sidecar directly.
+            Some(self.state.write(
+                "resolv.conf",
+                format!("nameserver {sidecar_ip}\n").as_bytes(),
+                0o644,
+            )?)
+        } else {
+            None
+        };
         let name = labels::name(&self.id, "agent");
         let interactive = opts.mode == Mode::Start;
-        let proxy = format!("http://{}:{PROXY_PORT}", self.sidecar_ip);
+        let proxy = format!("http://{sidecar_ip}:{PROXY_PORT}");
         let mut env: Vec<(String, String)> = vec![
             ("HOME".into(), AGENT_HOME.into()),
             ("USER".into(), "agent".into()),
@@ -676,7 +659,7 @@ impl Bottle {
             mounts.push(bind(p, "/etc/passwd", true));
             mounts.push(bind(g, "/etc/group", true));
         }
-        if let Some(r) = &m.resolv {
+        if let Some(r) = &resolv {
             mounts.push(bind(r, "/etc/resolv.conf", true));
         }
         let mut tmpfs = HashMap::from([
@@ -699,8 +682,8 @@ impl Bottle {
             }
         }
         let host_config = HostConfig {
-            network_mode: Some(internal.clone()),
-            dns: Some(vec![self.sidecar_ip.to_string()]),
+            network_mode: Some(internal.to_string()),
+            dns: Some(vec![sidecar_ip.to_string()]),
             readonly_rootfs: Some(true),
             cap_drop: Some(vec!["ALL".into()]),
             security_opt: Some(vec!["no-new-privileges:true".into()]),
@@ -711,7 +694,7 @@ impl Bottle {
             init: Some(true),
             tmpfs: Some(tmpfs),
             mounts: Some(mounts),
-            runtime: self.runtime.clone(),
+            runtime: m.runtime.clone(),
             log_config: Some(HostConfigLogConfig {
                 typ: Some("json-file".into()),
                 config: Some(HashMap::from([("max-size".into(), "50m".into())])),
@@ -720,7 +703,7 @@ impl Bottle {
         };
         let endpoint = EndpointSettings {
             ipam_config: Some(EndpointIpamConfig {
-                ipv4_address: Some(self.agent_ip.to_string()),
+                ipv4_address: Some(agent_ip.to_string()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -745,12 +728,11 @@ impl Bottle {
             labels: Some(self.labels.for_role("agent")),
             host_config: Some(host_config),
             networking_config: Some(NetworkingConfig {
-                endpoints_config: Some(HashMap::from([(internal, endpoint)])),
+                endpoints_config: Some(HashMap::from([(internal.to_string(), endpoint)])),
             }),
             ..Default::default()
         };
-        let created = self
-            .docker
+        self.docker
             .create_container(
                 Some(CreateContainerOptionsBuilder::default().name(&name).build()),
                 body,
@@ -762,18 +744,49 @@ impl Bottle {
                     spec.agent_image
                 )
             })?;
-        drop(created);
         Ok(())
     }
 
+    /// Kills one container of the bottle (SIGKILL; the engine answers once it has stopped and
+    /// its network endpoints are released). Errors are left to the forced removal.
+    pub async fn stop_container(&self, name: &str) {
+        if self
+            .stopped
+            .lock()
+            .is_ok_and(|r| r.iter().any(|n| n == name))
+        {
+            return;
+        }
+        let done = match self.docker.kill_container(name, None).await {
+            Ok(()) => true,
+            // 404: gone; 409: not running.
+            Err(bollard::errors::Error::DockerResponseServerError { status_code, .. }) => {
+                matches!(status_code, 404 | 409)
+            }
+            Err(_) => false,
+        };
+        if done {
+            if let Ok(mut r) = self.stopped.lock() {
+                r.push(name.to_string());
+            }
+        }
+    }
+
     /// Removes every object of the bottle and its runtime directory; reports but does not
-    /// stop on errors.
+    /// stop on errors. The containers are stopped first, so that their removal and the
+    /// networks' removal (which needs no endpoint left) run side by side.
     pub async fn teardown(&self) {
+        let containers: Vec<&String> = self.agent.iter().chain(self.sidecar.iter()).collect();
+        timed(
+            "teardown stop containers",
+            futures_util::future::join_all(containers.iter().map(|c| self.stop_container(c))),
+        )
+        .await;
         let rm = RemoveContainerOptionsBuilder::default()
             .force(true)
             .v(true)
             .build();
-        let containers = self.agent.iter().chain(self.sidecar.iter()).map(|c| {
+        let remove_containers = futures_util::future::join_all(containers.iter().map(|c| {
             let rm = rm.clone();
             async move {
                 if let Err(e) = self.docker.remove_container(c, Some(rm)).await {
@@ -784,34 +797,96 @@ impl Bottle {
                     }
                 }
             }
-        });
-        timed(
-            "teardown containers",
-            futures_util::future::join_all(containers),
-        )
-        .await;
-        let networks = self
+        }));
+        let networks: Vec<&String> = self
             .internal_net
             .iter()
             .chain(self.egress_net.iter())
-            .map(|n| async move {
-                if let Err(e) = self.docker.remove_network(n).await {
-                    if !is_not_found(&e) {
-                        eprintln!(
-                            "bottle: warning: removing network {n}: {e} (run `bottle reap` later)"
-                        );
-                    }
-                }
-            });
-        timed(
-            "teardown networks",
-            futures_util::future::join_all(networks),
-        )
+            .collect();
+        // First try beside the container removal; a network that still has an endpoint (a
+        // container that did not stop) is retried once the containers are gone.
+        let remove_networks = futures_util::future::join_all(networks.iter().map(|n| async move {
+            match self.docker.remove_network(n).await {
+                Err(e) if !is_not_found(&e) => Some(*n),
+                _ => None,
+            }
+        }));
+        let (_, retry) = timed("teardown remove", async {
+            tokio::join!(remove_containers, remove_networks)
+        })
         .await;
+        for n in retry.into_iter().flatten() {
+            if let Err(e) = self.docker.remove_network(n).await {
+                if !is_not_found(&e) {
+                    eprintln!(
+                        "bottle: warning: removing network {n}: {e} (run `bottle reap` later)"
+                    );
+                }
+            }
+        }
         if let Err(e) = self.state.remove() {
             eprintln!("bottle: warning: {e:#}");
         }
     }
+}
+
+/// The workspace source to bind (a private copy in copy mode) and the uid/gid the agent runs as.
+fn prepare_workspace(state: &StateDir, ws: &WorkspaceSpec) -> Result<(Option<PathBuf>, u32, u32)> {
+    let (src, meta_of) = match ws {
+        WorkspaceSpec::None => return Ok((None, 1000, 1000)),
+        WorkspaceSpec::Bind(p) => (p.clone(), p.clone()),
+        WorkspaceSpec::Copy(p) => {
+            let dst = state.path().join("workspace");
+            let st = std::process::Command::new("cp")
+                .arg("-a")
+                .arg(format!("{}/.", p.display()))
+                .arg(&dst)
+                .status()
+                .with_context(|| {
+                    format!("copying the workspace {} (is `cp` installed?)", p.display())
+                })?;
+            if !st.success() {
+                bail!(
+                    "copying the workspace {} into {} failed ({st})",
+                    p.display(),
+                    dst.display()
+                );
+            }
+            (dst, p.clone())
+        }
+    };
+    let meta = std::fs::metadata(&meta_of).with_context(|| {
+        format!(
+            "the workspace {} is not accessible; create it or set `workspace` in the bottle",
+            meta_of.display()
+        )
+    })?;
+    if !meta.is_dir() {
+        bail!("the workspace {} is not a directory", meta_of.display());
+    }
+    let (mut uid, mut gid) = (meta.uid(), meta.gid());
+    if uid == 0 {
+        eprintln!(
+            "bottle: warning: the workspace {} is owned by root; the agent runs as 65534:65534 and may not be able to write it (chown it to a normal user)",
+            meta_of.display()
+        );
+        uid = 65534;
+        gid = 65534;
+    }
+    if matches!(ws, WorkspaceSpec::Copy(_)) {
+        let st = std::process::Command::new("chown")
+            .arg("-R")
+            .arg(format!("{uid}:{gid}"))
+            .arg(&src)
+            .status();
+        if !matches!(st, Ok(s) if s.success()) && unsafe { libc::geteuid() } == 0 {
+            bail!(
+                "could not chown the workspace copy {} to {uid}:{gid}",
+                src.display()
+            );
+        }
+    }
+    Ok((Some(src), uid, gid))
 }
 
 /// What [`create_network_in_pool`] creates.
@@ -955,14 +1030,20 @@ async fn create_network_in_pool(docker: &Docker, spec: NetSpec) -> Result<(Strin
     )
 }
 
-struct AgentMounts {
+/// What the agent container is made of besides the spec: runtime, user, host files.
+struct AgentFiles {
+    runtime: Option<String>,
+    uid: u32,
+    gid: u32,
     workspace: Option<PathBuf>,
     bundle: PathBuf,
     ca: PathBuf,
     prompt: Option<PathBuf>,
-    resolv: Option<PathBuf>,
     passwd: Option<(PathBuf, PathBuf)>,
 }
+
+/// The internal network (id, subnet) as awaited by both launch chains.
+type SharedNet = std::result::Result<(String, Ipv4Net), Arc<anyhow::Error>>;
 
 /// Whether an engine error means "no such object".
 pub fn is_not_found(e: &bollard::errors::Error) -> bool {
@@ -1008,89 +1089,113 @@ fn check_env_has_no_secret(spec: &LaunchSpec, opts: &LaunchOptions) -> Result<()
     Ok(())
 }
 
-/// Waits until the sidecar is ready — it says so (a line containing `ready` or `listening`),
-/// or (engine on this host) its network namespace shows the proxy port listening — it exits
-/// (error), or 15 s pass (warning).
-async fn wait_ready(docker: &Docker, id: &str, ip: Ipv4Addr) -> Result<()> {
-    let pid = docker
-        .inspect_container(id, None)
-        .await
-        .ok()
-        .and_then(|i| i.state?.pid)
-        .filter(|p| *p > 0);
-    let mut tick = tokio::time::interval(Duration::from_millis(15));
-    let mut logs = docker.logs(
-        id,
-        Some(
-            LogsOptionsBuilder::default()
-                .follow(true)
-                .stdout(true)
-                .stderr(true)
-                .build(),
-        ),
-    );
+/// The sidecar's stdout/stderr, as attached before its start.
+type SidecarOutput = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
+>;
+
+/// Writes the bootstrap (policy, CA key, secrets) to the sidecar's attached stdin and closes
+/// it (half-close: the sidecar's stdin ends, its output keeps coming).
+async fn send_bootstrap(
+    mut input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    spec: &LaunchSpec,
+    ca: &ca::BottleCa,
+    sidecar_ip: Ipv4Addr,
+) -> Result<()> {
+    let policy_toml =
+        toml::to_string(&spec.policy).context("rendering the bottle policy as TOML")?;
+    let boot = Bootstrap {
+        policy_toml,
+        ca_cert_pem: &ca.cert_pem,
+        ca_key_pem: &ca.key_pem,
+        secrets: secret_refs(&spec.secrets),
+        listen: format!("{sidecar_ip}:{PROXY_PORT}"),
+        dns: DnsBootstrap {
+            listen: format!("{sidecar_ip}:53"),
+            name: SIDECAR_NAME.into(),
+            ip: sidecar_ip.to_string(),
+        },
+    };
+    let json = boot.to_json()?;
+    drop(boot);
+    let sent = async {
+        input.write_all(&json).await?;
+        input.flush().await?;
+        input.shutdown().await
+    }
+    .await;
+    drop(json);
+    sent.context("sending the bootstrap to the sidecar's stdin")
+}
+
+/// Waits until the sidecar writes its ready line on stdout (on the attachment made before
+/// its start, so nothing is missed and nothing is polled); fails with the sidecar's output
+/// when it exits first; warns and returns after 15 s.
+async fn wait_ready(
+    docker: &Docker,
+    id: &str,
+    output: &mut (impl futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Unpin),
+) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut line: Vec<u8> = Vec::new();
     let mut seen = String::new();
-    let deadline = tokio::time::sleep(Duration::from_secs(15));
-    tokio::pin!(deadline);
+    let remember = |seen: &mut String, bytes: &[u8]| {
+        if seen.len() < 4096 {
+            seen.push_str(&String::from_utf8_lossy(bytes));
+        }
+    };
     loop {
-        tokio::select! {
-            _ = &mut deadline => {
-                eprintln!("bottle: warning: the sidecar did not report ready within 15 s; continuing");
+        let item = match tokio::time::timeout_at(deadline, output.next()).await {
+            Ok(item) => item,
+            Err(_) => {
+                eprintln!(
+                    "bottle: warning: the sidecar did not report ready within 15 s; continuing"
+                );
                 return Ok(());
             }
-            _ = tick.tick(), if pid.is_some() => {
-                if pid.is_some_and(|p| proxy_listening(p, ip, PROXY_PORT)) {
-                    return Ok(());
-                }
-            }
-            item = logs.next() => match item {
-                Some(Ok(out)) => {
-                    let text = String::from_utf8_lossy(&out.into_bytes()).to_string();
-                    if text.contains("ready") || text.contains("listening") {
+        };
+        match item {
+            Some(Ok(LogOutput::StdOut { message })) => {
+                for &b in message.iter() {
+                    if b != b'\n' {
+                        line.push(b);
+                        continue;
+                    }
+                    if String::from_utf8_lossy(&line).trim() == SIDECAR_READY_LINE {
                         return Ok(());
                     }
-                    if seen.len() < 4096 {
-                        seen.push_str(&text);
-                    }
+                    line.push(b'\n');
+                    remember(&mut seen, &line);
+                    line.clear();
                 }
-                Some(Err(e)) => return Err(e).context("reading the sidecar's output"),
-                None => {
-                    let code = docker
-                        .wait_container(id, Some(WaitContainerOptionsBuilder::default().condition("not-running").build()))
-                        .next()
-                        .await;
-                    let code = match code {
-                        Some(Ok(r)) => r.status_code,
-                        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
-                        _ => -1,
-                    };
-                    bail!(
-                        "the sidecar exited (code {code}) before it was ready; its output:\n{}\nfix the bottle's routes (`bottle check`) or rebuild images (`bottle images build`)",
-                        seen.trim_end()
-                    );
-                }
+            }
+            Some(Ok(other)) => remember(&mut seen, &other.into_bytes()),
+            Some(Err(e)) => return Err(e).context("reading the sidecar's output"),
+            None => {
+                remember(&mut seen, &line);
+                let mut waiting = docker.wait_container(
+                    id,
+                    Some(
+                        WaitContainerOptionsBuilder::default()
+                            .condition("not-running")
+                            .build(),
+                    ),
+                );
+                let code = match tokio::time::timeout_at(deadline, waiting.next()).await {
+                    Ok(Some(Ok(r))) => r.status_code,
+                    Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError {
+                        code,
+                        ..
+                    }))) => code,
+                    _ => -1,
+                };
+                bail!(
+                    "the sidecar exited (code {code}) before it was ready; its output:\n{}\nfix the bottle's routes (`bottle check`) or rebuild images (`bottle images build`)",
+                    seen.trim_end()
+                );
             }
         }
     }
-}
-
-/// Whether `/proc/<pid>/net/tcp` (the sidecar's network namespace, readable when the engine
-/// runs on this host) has a socket listening on `ip:port` or `0.0.0.0:port`.
-fn proxy_listening(pid: i64, ip: Ipv4Addr, port: u16) -> bool {
-    let Ok(table) = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")) else {
-        return false;
-    };
-    let want_ip = format!("{:08X}", u32::from_le_bytes(ip.octets()));
-    table.lines().skip(1).any(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        if f.len() < 4 || f[3] != "0A" {
-            return false;
-        }
-        let Some((a, p)) = f[1].split_once(':') else {
-            return false;
-        };
-        u16::from_str_radix(p, 16) == Ok(port) && (a == want_ip || a == "00000000")
-    })
 }
 
 /// Chooses the agent's OCI runtime: runsc only when a probe container really starts under it.
@@ -1198,21 +1303,4 @@ pub async fn probe_runtime(docker: &Docker, runtime: &str, image: &str) -> bool 
         )
         .await;
     ok
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sees_own_listening_socket() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let pid = i64::from(std::process::id());
-        assert!(proxy_listening(pid, Ipv4Addr::LOCALHOST, port));
-        assert!(!proxy_listening(pid, Ipv4Addr::new(10, 0, 0, 9), port));
-        drop(l);
-        assert!(!proxy_listening(pid, Ipv4Addr::LOCALHOST, port));
-        assert!(!proxy_listening(999_999_999, Ipv4Addr::LOCALHOST, port));
-    }
 }

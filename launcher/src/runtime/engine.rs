@@ -9,20 +9,13 @@ use bollard::Docker;
 pub async fn connect() -> Result<Docker> {
     const HINT: &str = "cannot reach the Docker engine — is Docker running and is DOCKER_HOST right? try `bottle doctor`";
     let docker = Docker::connect_with_local_defaults().context(HINT)?;
+    // Negotiation asks the engine for its version: that is the ping.
     let docker = tokio::time::timeout(
         Duration::from_secs(10),
         super::timing::timed("engine negotiate version", docker.negotiate_version()),
     )
     .await
     .map_err(|_| anyhow::anyhow!("the Docker engine did not answer within 10 s"))
-    .context(HINT)?
-    .context(HINT)?;
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        super::timing::timed("engine ping", docker.ping()),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("the Docker engine did not answer a ping within 10 s"))
     .context(HINT)?
     .context(HINT)?;
     Ok(docker)
@@ -55,15 +48,10 @@ impl EngineFacts {
 
 /// Reads the engine version and runtimes.
 pub async fn facts(docker: &Docker) -> Result<EngineFacts> {
-    let v = docker
-        .version()
-        .await
-        .context("asking the Docker engine for its version")?;
+    let (v, info) = tokio::join!(docker.version(), docker.info());
+    let v = v.context("asking the Docker engine for its version")?;
     let version = v.version.unwrap_or_default();
-    let info = docker
-        .info()
-        .await
-        .context("asking the Docker engine for its info")?;
+    let info = info.context("asking the Docker engine for its info")?;
     let mut runtimes: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
     runtimes.sort();
     Ok(EngineFacts {

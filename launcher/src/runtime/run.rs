@@ -170,6 +170,7 @@ async fn supervise(
     tokio::pin!(died);
     let mut sidecar_exit = None;
     let mut cancelled_by = None;
+    let mut output_ended = false;
     loop {
         if let Some(sig) = *cancel.borrow() {
             cancelled_by = Some(sig.to_string());
@@ -195,7 +196,10 @@ async fn supervise(
                     eprintln!("bottle: warning: agent output stream: {e}");
                     break;
                 }
-                None => break,
+                None => {
+                    output_ended = true;
+                    break;
+                }
             },
             code = &mut died, if sidecar_exit.is_none() => {
                 sidecar_exit = Some(code);
@@ -205,29 +209,43 @@ async fn supervise(
         }
     }
     mark("agent output until EOF", t);
-    let t = Instant::now();
-    let exit_code = if cancelled_by.is_some() {
-        -1
-    } else {
-        tokio::time::timeout(Duration::from_secs(30), agent_exit_code(docker, &agent))
+    drop(out);
+    let agent_side = async {
+        if cancelled_by.is_some() {
+            -1
+        } else {
+            timed(
+                "agent wait exit code",
+                tokio::time::timeout(Duration::from_secs(30), agent_exit_code(docker, &agent)),
+            )
             .await
             .unwrap_or(-1)
+        }
     };
-    mark("agent wait exit code", t);
-    let t = Instant::now();
-    if sidecar_exit.is_none() {
-        // The sidecar may have died just before the agent finished.
-        if let Ok(info) = docker.inspect_container(&sidecar, None).await {
-            let st = info.state.unwrap_or_default();
-            if st.running != Some(true) {
-                let code = st.exit_code.unwrap_or(-1);
-                sidecar_exit = Some(code);
-                eprintln!("{}", sidecar_died_message(&bottle.id, code));
+    let sidecar_side = async {
+        let mut sidecar_exit = sidecar_exit;
+        if sidecar_exit.is_none() {
+            // The sidecar may have died just before the agent finished.
+            let info = timed("sidecar inspect", docker.inspect_container(&sidecar, None)).await;
+            if let Ok(info) = info {
+                let st = info.state.unwrap_or_default();
+                if st.running != Some(true) {
+                    let code = st.exit_code.unwrap_or(-1);
+                    sidecar_exit = Some(code);
+                    eprintln!("{}", sidecar_died_message(&bottle.id, code));
+                }
             }
         }
-    }
-    mark("sidecar inspect", t);
-    let audit = timed("audit summary (logs)", audit_summary(docker, &sidecar)).await;
+        let audit = timed("audit summary (logs)", audit_summary(docker, &sidecar)).await;
+        if output_ended {
+            // The agent's output ended, so its init (pid 1) is gone and the agent with it:
+            // the sidecar is done. Stopping it now overlaps with the engine's clean-up of the
+            // agent (the exit code arrives only after that).
+            timed("sidecar stop (early)", bottle.stop_container(&sidecar)).await;
+        }
+        (sidecar_exit, audit)
+    };
+    let (exit_code, (sidecar_exit, audit)) = tokio::join!(agent_side, sidecar_side);
     Ok(RunResult {
         bottle_id: bottle.id.clone(),
         bottle: bottle.labels.bottle.clone(),
