@@ -4,7 +4,7 @@ set -euo pipefail
 what="${1:-run}"
 pkgs=(curl ca-certificates mmdebstrap)
 case "$what" in
-  test) pkgs+=(iproute2) ;;  # iproute2: the e2e tests list host addresses with `ip`
+  test) pkgs+=(iproute2 tcpdump) ;;  # e2e: `ip` lists host addresses, tcpdump watches DNS leave the host
   bench) pkgs+=(nginx squid-openssl wrk hyperfine) ;;
 esac
 missing=()

@@ -228,8 +228,6 @@ fn no_route_off_box() {
                 .map(|s| s.trim().to_string()),
         );
     }
-    let targets = serde_json::to_string(&serde_json::json!({"tcp": tcp, "udp": udp})).unwrap();
-    std::fs::write(h.workspace.join("targets.json"), targets).unwrap();
     std::fs::write(
         h.workspace.join("probe.py"),
         r#"import json, socket, threading
@@ -260,14 +258,22 @@ th = [threading.Thread(target=tcp, args=(ip, p)) for ip, p in t["tcp"]]
 th += [threading.Thread(target=udp, args=(ip,)) for ip in t["udp"]]
 [x.start() for x in th]; [x.join() for x in th]
 try:
-    socket.getaddrinfo("leak-e2e-name.example", 443); res["dns"] = "resolved"
+    socket.getaddrinfo(t["name"], 443); res["dns"] = "resolved"
 except socket.gaierror:
     res["dns"] = "failed"
 print("PROBE=" + json.dumps(res))
 "#,
     )
     .unwrap();
-    let r = run_script(&h, "echo \"NS=$(grep ^nameserver /etc/resolv.conf | tr '\\n' ' ')\"; python3 /workspace/probe.py");
+    // Watch every DNS packet on every host interface while the bottle runs: a query for this
+    // name may go to the sidecar (on the bottle's internal bridge) and nowhere else — not to
+    // the host's resolver (Docker 20.10's embedded DNS forwards there: CVE-2024-29018).
+    let name = format!("leak-{}.example", rand_hex(10));
+    let targets = serde_json::json!({"tcp": tcp, "udp": udp, "name": name});
+    std::fs::write(h.workspace.join("targets.json"), targets.to_string()).unwrap();
+    let capture = DnsCapture::start();
+    let r = run_script(&h, "echo \"NS=$(grep ^nameserver /etc/resolv.conf | tr '\\n' ' ')\"; echo \"AGENTIP=$(hostname -I | cut -d' ' -f1)\"; python3 /workspace/probe.py");
+    let packets = capture.stop();
     drop(listener);
     let out = &r.stderr;
     let probe: serde_json::Value = serde_json::from_str(
@@ -288,6 +294,72 @@ print("PROBE=" + json.dumps(res))
         Some("nameserver 127.0.0.11"),
         "output:\n{out}"
     );
+    let queries: Vec<&String> = packets.iter().filter(|l| l.contains(&name)).collect();
+    // The agent's lookups leave its netns from its own address to the sidecar, its neighbour
+    // on the bottle's /28: `IP 10.213.0.19.41234 > 10.213.0.18.53: 1234+ A? leak-….example.`
+    let agent_ip = code_of(out, "AGENTIP").expect("agent printed its address");
+    let net24 = agent_ip
+        .rsplit_once('.')
+        .map(|(n, _)| format!("{n}."))
+        .unwrap();
+    let to_sidecar = |l: &str| {
+        l.split(" > ").nth(1).is_some_and(|dst| {
+            dst.starts_with(&net24)
+                && !dst.starts_with(&format!("{agent_ip}."))
+                && dst.contains(".53:")
+        })
+    };
+    assert!(
+        queries.iter().any(|l| to_sidecar(l)),
+        "the capture saw the agent's lookup reach the sidecar (else it proves nothing): {packets:#?}"
+    );
+    let leaked: Vec<_> = queries.iter().filter(|l| !to_sidecar(l)).collect();
+    assert!(
+        leaked.is_empty(),
+        "a DNS query for {name} left for somewhere other than the sidecar: {leaked:#?}"
+    );
+}
+
+/// `tcpdump` on every interface for DNS (port 53, UDP and TCP), one line per packet.
+struct DnsCapture {
+    child: std::process::Child,
+    out: std::path::PathBuf,
+}
+
+impl DnsCapture {
+    fn start() -> DnsCapture {
+        let out = std::env::temp_dir().join(format!("bottle-e2e-dns-{}.txt", rand_hex(6)));
+        let err = out.with_extension("err");
+        let child = std::process::Command::new("tcpdump")
+            .args(["-i", "any", "-n", "-l", "-U", "port 53"])
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .expect("tcpdump (installed by scripts/deps.sh test)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&err)
+            .unwrap_or_default()
+            .contains("listening on")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "tcpdump did not start: {}",
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        DnsCapture { child, out }
+    }
+
+    fn stop(mut self) -> Vec<String> {
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        let _ = std::fs::remove_file(&self.out);
+        let _ = std::fs::remove_file(self.out.with_extension("err"));
+        text.lines().map(str::to_string).collect()
+    }
 }
 
 /// Check 4: A planted secret (the bottle's own token, and a GitHub-token-shaped string) sent in the
