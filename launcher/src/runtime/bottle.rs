@@ -185,9 +185,9 @@ impl Bottle {
         self.agent = Some(labels::name(&self.id, "agent"));
         say("creating the networks, the sidecar and the agent");
         // Two concurrent chains that meet at the internal network:
-        //   egress network → sidecar create → attach → start  (+ join the internal network)
-        //   internal network + agent files             → agent create (never started here)
-        // The sidecar gets its bootstrap and is waited for only once both chains are done.
+        //   egress network → sidecar create → attach → join internal → start ‖ bootstrap
+        //   internal network + agent files → agent create (never started here)
+        // The sidecar's ready line is awaited once both chains are done.
         let ((egress, sidecar), (internal, files, agent)) = {
             let this = &*self;
             let internal = async {
