@@ -1028,3 +1028,63 @@ fn list_logs_end() {
     let o = bottle_cmd(&h).args(["end", &id]).output().unwrap();
     assert!(!o.status.success(), "ending an unknown bottle is an error");
 }
+
+/// `workspace = "copy"`: the agent works on a copy, the user's directory is never written, and
+/// the copy (with the agent's changes) is kept after the bottle ends and named in the result.
+#[test]
+fn copy_workspace_keeps_the_agents_changes() {
+    require_engine!();
+    let h = home("copy");
+    std::fs::write(h.workspace.join("seed.txt"), "seed\n").unwrap();
+    std::fs::write(
+        h.home.join("bottles/e2e-copy.toml"),
+        "extends = \"e2e\"\nworkspace = \"copy\"\n",
+    )
+    .unwrap();
+    let data = h.home.join("data");
+    let o = bottle_cmd(&h)
+        .env("BOTTLE_DATA_DIR", &data)
+        .args(["run", "--json", "e2e-copy", "--", "bash", "-c"])
+        .arg("cat /workspace/seed.txt && echo changed > /workspace/new.txt && echo more >> /workspace/seed.txt")
+        .output()
+        .expect("running bottle");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    let result: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let copy = std::path::PathBuf::from(
+        result["workspace_copy"]
+            .as_str()
+            .unwrap_or_else(|| panic!("result names the copy: {result}")),
+    );
+    assert!(
+        copy.starts_with(data.join("workspaces")),
+        "{}",
+        copy.display()
+    );
+    assert!(
+        stderr.contains("seed"),
+        "the copy holds the workspace: {stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(copy.join("new.txt")).unwrap(),
+        "changed\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(copy.join("seed.txt")).unwrap(),
+        "seed\nmore\n"
+    );
+    assert!(
+        !h.workspace.join("new.txt").exists(),
+        "the user's directory was written"
+    );
+    assert_eq!(
+        std::fs::read_to_string(h.workspace.join("seed.txt")).unwrap(),
+        "seed\n"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(data.join("workspaces"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "kept copies are private");
+}

@@ -38,7 +38,7 @@ use super::bootstrap::{secret_refs, Bootstrap, DnsBootstrap, SIDECAR_READY_LINE}
 use super::engine::EngineFacts;
 use super::labels::{self, BottleLabels};
 use super::spec::{LaunchSpec, RuntimeChoice, WorkspaceSpec};
-use super::statedir::{now_rfc3339, SessionRecord, StateDir};
+use super::statedir::{self, now_rfc3339, SessionRecord, StateDir};
 use super::timing::{timed, timed_sync};
 use super::{ca, roots, subnet};
 
@@ -117,6 +117,8 @@ pub struct Bottle {
     pub started: String,
     /// Containers already stopped (e.g. the sidecar, early, once the agent has exited).
     stopped: Mutex<Vec<String>>,
+    /// In `workspace = "copy"` mode: the agent's copy, kept after the bottle ends.
+    pub workspace_copy: Option<PathBuf>,
 }
 
 impl Bottle {
@@ -140,6 +142,10 @@ impl Bottle {
                 .collect(),
         };
         let state = timed_sync("runtime dir", || StateDir::create(&id))?;
+        let workspace_copy = match spec.workspace {
+            WorkspaceSpec::Copy(_) => Some(statedir::kept_workspace_dir(&id)?),
+            _ => None,
+        };
         let mut b = Bottle {
             docker: docker.clone(),
             id,
@@ -155,11 +161,16 @@ impl Bottle {
             runtime: None,
             started: now_rfc3339(),
             stopped: Mutex::new(Vec::new()),
+            workspace_copy,
         };
         match b.build(facts, spec, opts).await {
             Ok(()) => Ok(b),
             Err(e) => {
                 b.teardown().await;
+                // The agent never ran: its copy of the workspace holds nothing new.
+                if let Some(copy) = &b.workspace_copy {
+                    let _ = std::fs::remove_dir_all(copy);
+                }
                 Err(e)
             }
         }
@@ -272,11 +283,11 @@ impl Bottle {
         spec: &LaunchSpec,
         ca: &ca::BottleCa,
     ) -> Result<AgentFiles> {
-        let state = self.state.clone();
+        let copy_dst = self.workspace_copy.clone();
         let ws = spec.workspace.clone();
         // A workspace copy can take a while; it runs beside the engine calls.
         let workspace = async {
-            tokio::task::spawn_blocking(move || prepare_workspace(&state, &ws))
+            tokio::task::spawn_blocking(move || prepare_workspace(copy_dst, &ws))
                 .await
                 .context("preparing the workspace")?
         };
@@ -830,13 +841,17 @@ impl Bottle {
     }
 }
 
-/// The workspace source to bind (a private copy in copy mode) and the uid/gid the agent runs as.
-fn prepare_workspace(state: &StateDir, ws: &WorkspaceSpec) -> Result<(Option<PathBuf>, u32, u32)> {
+/// The workspace source to bind (in copy mode, a copy at `copy_dst` that outlives the bottle)
+/// and the uid/gid the agent runs as.
+fn prepare_workspace(
+    copy_dst: Option<PathBuf>,
+    ws: &WorkspaceSpec,
+) -> Result<(Option<PathBuf>, u32, u32)> {
     let (src, meta_of) = match ws {
         WorkspaceSpec::None => return Ok((None, 1000, 1000)),
         WorkspaceSpec::Bind(p) => (p.clone(), p.clone()),
         WorkspaceSpec::Copy(p) => {
-            let dst = state.path().join("workspace");
+            let dst = copy_dst.context("no place for the workspace copy")?;
             let st = std::process::Command::new("cp")
                 .arg("-a")
                 .arg(format!("{}/.", p.display()))
@@ -852,6 +867,11 @@ fn prepare_workspace(state: &StateDir, ws: &WorkspaceSpec) -> Result<(Option<Pat
                     dst.display()
                 );
             }
+            eprintln!(
+                "bottle: the agent works on a copy of {} at {}; the copy is kept after the bottle ends (your directory is never written)",
+                p.display(),
+                dst.display()
+            );
             (dst, p.clone())
         }
     };

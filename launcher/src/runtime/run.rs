@@ -37,6 +37,9 @@ pub struct RunResult {
     pub sidecar_exit: Option<i64>,
     /// Set when the run was cancelled by a signal.
     pub cancelled_by: Option<String>,
+    /// In `workspace = "copy"` mode: where the agent's copy of the workspace is kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workspace_copy: Option<String>,
 }
 
 /// A signal-driven cancellation flag: `Some(name)` once SIGINT, SIGTERM or SIGHUP arrives.
@@ -255,5 +258,9 @@ async fn supervise(
         audit,
         sidecar_exit,
         cancelled_by,
+        workspace_copy: bottle
+            .workspace_copy
+            .as_ref()
+            .map(|p| p.display().to_string()),
     })
 }
