@@ -32,6 +32,7 @@ use http_body_util::BodyExt;
 use hyper::body::Body;
 
 use bottle_scanner::decode::{scan_body, scan_headers, scan_url, DecodeLimits};
+use bottle_scanner::rules::shannon_entropy;
 use bottle_scanner::{Finding, Scanner};
 
 use crate::policy::{Deny, DenyReason, DlpSpec, OnMatch, Route, Settings};
@@ -188,23 +189,8 @@ pub fn safe_location(scanner: &Scanner, loc: &str) -> String {
 
 fn looks_secret(scanner: &Scanner, name: &str) -> bool {
     name.len() > MAX_NAME
-        || (name.len() >= 16 && entropy(name.as_bytes()) >= 3.5)
+        || (name.len() >= 16 && shannon_entropy(name.as_bytes()) >= 3.5)
         || !scanner.scan(name.as_bytes()).is_empty()
-}
-
-/// Shannon entropy in bits per byte.
-fn entropy(b: &[u8]) -> f64 {
-    let mut counts = [0u32; 256];
-    b.iter().for_each(|&x| counts[x as usize] += 1);
-    let n = b.len() as f64;
-    counts
-        .iter()
-        .filter(|&&c| c > 0)
-        .map(|&c| {
-            let p = c as f64 / n;
-            -p * p.log2()
-        })
-        .sum()
 }
 
 /// What to do about a set of findings on a route.
@@ -358,6 +344,26 @@ async fn read_capped(mut body: ProxyBody, cap: usize) -> Result<(Bytes, Option<P
     Ok((buf.freeze(), None))
 }
 
+/// Buffers up to the route's `body_cap` for scanning; a larger body is refused unless the
+/// route says `over_cap = "allow"` (then the unscanned rest is returned to forward).
+async fn read_for_scan(
+    body: ProxyBody,
+    route: &Route,
+    what: &str,
+) -> Result<(Bytes, Option<ProxyBody>), Deny> {
+    let (buf, rest) = read_capped(body, route.body_cap).await?;
+    if rest.is_some() && route.over_cap != OnMatch::Allow {
+        return Err(Deny::new(
+            DenyReason::TooLarge,
+            format!(
+                "{what} over the route's DLP cap of {} bytes (body_cap)",
+                route.body_cap
+            ),
+        ));
+    }
+    Ok((buf, rest))
+}
+
 impl DlpInspector {
     async fn run(&self, mut head: RequestHead<'_>, body: ProxyBody) -> Result<ProxyBody, Deny> {
         let route = head.route;
@@ -370,16 +376,7 @@ impl DlpInspector {
         if body.is_end_stream() || route.dlp == DlpSpec::Enabled(false) {
             return Ok(body);
         }
-        let (buf, rest) = read_capped(body, route.body_cap).await?;
-        if rest.is_some() && route.over_cap != OnMatch::Allow {
-            return Err(Deny::new(
-                DenyReason::TooLarge,
-                format!(
-                    "request body over the route's DLP cap of {} bytes (body_cap)",
-                    route.body_cap
-                ),
-            ));
-        }
+        let (buf, rest) = read_for_scan(body, route, "request body").await?;
         let buf = self.check_body(&mut head, ctype.as_deref(), cenc.as_deref(), buf)?;
         Ok(match rest {
             None => full(buf),
@@ -480,16 +477,7 @@ impl DlpInspector {
         if body.is_end_stream() {
             return Ok(body);
         }
-        let (buf, rest) = read_capped(body, route.body_cap).await?;
-        if rest.is_some() && route.over_cap != OnMatch::Allow {
-            return Err(Deny::new(
-                DenyReason::TooLarge,
-                format!(
-                    "response body over the route's inbound DLP cap of {} bytes (body_cap)",
-                    route.body_cap
-                ),
-            ));
-        }
+        let (buf, rest) = read_for_scan(body, route, "response body").await?;
         let ctype = header_str(headers, header::CONTENT_TYPE);
         let cenc = header_str(headers, header::CONTENT_ENCODING);
         let scanned =
