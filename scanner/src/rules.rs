@@ -226,7 +226,18 @@ fn compile_rule_regex(
             file: file.to_string(),
             line,
             rule: rule.to_string(),
-            message: format!("invalid regex: {e}"),
+            // The syntax error says what and where in the pattern; the build error alone only
+            // says "error parsing pattern 0".
+            message: match e.syntax_error() {
+                Some(se) => format!(
+                    "invalid regex: {}",
+                    se.to_string()
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+                None => format!("invalid regex: {e}"),
+            },
         })
 }
 
