@@ -359,6 +359,18 @@ pub(crate) async fn forward(
         Some(q) => format!("{canon_path}?{q}"),
         None => canon_path,
     };
+    let fail = |d: Deny| {
+        refuse(
+            inner,
+            &method,
+            dest.host,
+            dest.port,
+            &pq,
+            Some(&dest.route_id),
+            d,
+            started,
+        )
+    };
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
@@ -384,18 +396,7 @@ pub(crate) async fn forward(
         };
         body = match insp.inspect(head, body).await {
             Ok(b) => b,
-            Err(d) => {
-                return refuse(
-                    inner,
-                    &method,
-                    dest.host,
-                    dest.port,
-                    &pq,
-                    Some(&dest.route_id),
-                    d,
-                    started,
-                )
-            }
+            Err(d) => return fail(d),
         };
     }
     let auth = authority(dest.host, dest.port, dest.tls);
@@ -417,31 +418,11 @@ pub(crate) async fn forward(
     let upstream = inner.upstream.clone();
     let checkout = match upstream.checkout(key, dest.addrs).await {
         Ok(c) => c,
-        Err(d) => {
-            return refuse(
-                inner,
-                &method,
-                dest.host,
-                dest.port,
-                &pq,
-                Some(&dest.route_id),
-                d,
-                started,
-            )
-        }
+        Err(d) => return fail(d),
     };
     let mut up_req = Request::from_parts(parts, body);
     if let Err(d) = prepare_request(&mut up_req, checkout.proto(), dest.tls, &auth, &pq) {
-        return refuse(
-            inner,
-            &method,
-            dest.host,
-            dest.port,
-            &pq,
-            Some(&dest.route_id),
-            d,
-            started,
-        );
+        return fail(d);
     }
     let bytes_down = Arc::new(AtomicU64::new(0));
     let audit = inner.audit.clone();
@@ -495,32 +476,12 @@ pub(crate) async fn forward(
                 }
                 body = match verdict {
                     Ok(b) => b,
-                    Err(d) => {
-                        return refuse(
-                            inner,
-                            &method,
-                            dest.host,
-                            dest.port,
-                            &pq,
-                            Some(&dest.route_id),
-                            d,
-                            started,
-                        )
-                    }
+                    Err(d) => return fail(d),
                 };
             }
             Response::from_parts(parts, body)
         }
-        Err(d) => refuse(
-            inner,
-            &method,
-            dest.host,
-            dest.port,
-            &pq,
-            Some(&dest.route_id),
-            d,
-            started,
-        ),
+        Err(d) => fail(d),
     }
 }
 
