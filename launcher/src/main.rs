@@ -67,9 +67,21 @@ enum Cmd {
         /// Print a JSON result object on stdout (agent output goes to stderr).
         #[arg(long)]
         json: bool,
+        /// Return only once every container, network and the runtime dir of the bottle are
+        /// removed. By default `bottle run` returns as soon as the exit code and the audit are
+        /// in: the sidecar stops at once, and a detached `bottle` process removes the objects
+        /// (~0.3 s later; `bottle reap` catches anything it leaves).
+        #[arg(long)]
+        wait_teardown: bool,
         /// Command to run in the agent container instead of its default.
         #[arg(last = true)]
         cmd: Vec<String>,
+    },
+    /// Remove one bottle's objects (the detached end of `bottle run`).
+    #[command(name = "__teardown", hide = true)]
+    Teardown {
+        /// Bottle id.
+        id: String,
     },
     /// List bottles on this engine.
     List {
@@ -181,6 +193,7 @@ fn launch_options(mode: Mode, cmd: Vec<String>, extra_env: Vec<(String, String)>
             .ok()
             .filter(|s| !s.is_empty()),
         verbose: std::env::var_os("BOTTLE_VERBOSE").is_some(),
+        wait_teardown: true,
     }
 }
 
@@ -242,6 +255,7 @@ async fn real_main() -> Result<i32> {
             agent,
             prompt,
             json,
+            wait_teardown,
             cmd,
         } => {
             use runtime::timing::{timed, timed_sync};
@@ -267,7 +281,8 @@ async fn real_main() -> Result<i32> {
                     cmd = launch::prompt_command(&plan, p);
                 }
             }
-            let opts = launch_options(Mode::Run, cmd, extra);
+            let mut opts = launch_options(Mode::Run, cmd, extra);
+            opts.wait_teardown = wait_teardown;
             let r = runtime::run::run(&docker, &facts, &spec, &opts, json).await?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
@@ -294,6 +309,11 @@ async fn real_main() -> Result<i32> {
         Cmd::Logs { id, audit, follow } => {
             let docker = runtime::engine::connect().await?;
             runtime::verbs::logs(&docker, &id, audit, follow).await?;
+            Ok(0)
+        }
+        Cmd::Teardown { id } => {
+            let docker = runtime::engine::connect().await?;
+            runtime::run::detached_teardown(&docker, &id).await;
             Ok(0)
         }
         Cmd::End { id } => {

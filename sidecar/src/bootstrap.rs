@@ -22,13 +22,14 @@ pub const MAX_SECRET_BYTES: usize = 64 << 10;
 /// How long the sidecar waits for the document before giving up.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-const TOP_KEYS: [&str; 6] = [
+const TOP_KEYS: [&str; 7] = [
     "policy_toml",
     "ca_cert_pem",
     "ca_key_pem",
     "secrets",
     "listen",
     "dns",
+    "lifeline",
 ];
 const DNS_KEYS: [&str; 3] = ["listen", "name", "ip"];
 
@@ -96,6 +97,9 @@ pub struct Bootstrap {
     pub listen: SocketAddr,
     /// The DNS responder, if requested.
     pub dns: Option<DnsConfig>,
+    /// Stdin stays open after the document as the launcher's lifeline: when it reaches EOF (the
+    /// launcher ended or died), the sidecar stops, so it never outlives its launcher.
+    pub lifeline: bool,
 }
 
 impl std::fmt::Debug for Bootstrap {
@@ -105,6 +109,7 @@ impl std::fmt::Debug for Bootstrap {
             .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
             .field("listen", &self.listen)
             .field("dns", &self.dns)
+            .field("lifeline", &self.lifeline)
             .finish_non_exhaustive()
     }
 }
@@ -401,6 +406,16 @@ fn from_value(v: &mut Value) -> Result<Bootstrap, BootstrapError> {
         }
     };
 
+    let lifeline = match m.get("lifeline") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            return Err(field(
+                "lifeline",
+                format!("must be a boolean, got {}", type_name(other)),
+            ))
+        }
+    };
     Ok(Bootstrap {
         policy_toml,
         ca_cert_pem,
@@ -408,6 +423,7 @@ fn from_value(v: &mut Value) -> Result<Bootstrap, BootstrapError> {
         secrets,
         listen,
         dns,
+        lifeline,
     })
 }
 
@@ -454,6 +470,7 @@ pub async fn run(
         ),
         None => None,
     };
+    let lifeline = b.lifeline;
     // Nothing secret is needed past this point except inside the proxy.
     drop(b);
     {
@@ -482,6 +499,53 @@ pub async fn run(
         });
         (serve, report)
     });
+    let served = serve_until_error(proxy, listener, dns_task);
+    if !lifeline {
+        return served.await;
+    }
+    tokio::select! {
+        r = served => r,
+        () = launcher_gone() => {
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{LAUNCHER_GONE_LINE}");
+            let _ = out.flush();
+            Ok(())
+        }
+    }
+}
+
+/// The line the sidecar writes to stdout when its lifeline (stdin) reaches EOF, just before it
+/// stops.
+pub const LAUNCHER_GONE_LINE: &str = "{\"event\":\"launcher_gone\"}";
+
+/// Resolves when stdin reaches EOF (or fails): the launcher closed it, ended or died.
+async fn launcher_gone() {
+    let _ = tokio::task::spawn_blocking(|| {
+        use std::io::Read as _;
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = [0u8; 512];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    })
+    .await;
+}
+
+/// Serves the proxy (and the DNS responder) until one of them fails.
+async fn serve_until_error(
+    proxy: bottle_proxy::Proxy,
+    listener: tokio::net::TcpListener,
+    dns_task: Option<(
+        tokio::task::JoinHandle<std::io::Result<()>>,
+        tokio::task::JoinHandle<()>,
+    )>,
+) -> Result<(), RunError> {
     let result = match dns_task {
         Some((mut serve, report)) => {
             let r = tokio::select! {
@@ -567,6 +631,21 @@ mod tests {
         assert_eq!(dns.ip, Ipv4Addr::new(10, 213, 0, 2));
         let dbg = format!("{b:?}");
         assert!(dbg.contains("GH_TOKEN") && !dbg.contains(SECRET) && !dbg.contains("BBBB"));
+    }
+
+    #[test]
+    fn lifeline_is_an_optional_boolean() {
+        assert!(
+            !Bootstrap::parse(doc().to_string().as_bytes())
+                .unwrap()
+                .lifeline
+        );
+        let mut v = doc();
+        v["lifeline"] = serde_json::json!(true);
+        assert!(Bootstrap::parse(v.to_string().as_bytes()).unwrap().lifeline);
+        v["lifeline"] = serde_json::json!("yes");
+        let e = err_of(&v);
+        assert!(e.contains("lifeline") && e.contains("boolean"), "{e}");
     }
 
     #[test]

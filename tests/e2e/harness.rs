@@ -422,6 +422,28 @@ pub fn wait_for_file(path: &Path, timeout: Duration) -> bool {
 }
 
 /// Ids of bottle containers and networks carrying `io.bottle.id=<id>`.
+/// Waits (up to `timeout`) until bottle `id` has no container or network left, for the
+/// background teardown of `bottle run`; returns what is left then.
+pub fn wait_gone(id: &str, timeout: Duration) -> (Vec<String>, Vec<String>) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = objects_of(id);
+        if (left.0.is_empty() && left.1.is_empty()) || Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits (up to `timeout`) until `path` no longer exists; whether it is gone.
+pub fn wait_removed(path: &std::path::Path, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while path.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    !path.exists()
+}
+
 pub fn objects_of(id: &str) -> (Vec<String>, Vec<String>) {
     let f = format!("label=io.bottle.id={id}");
     let c = docker_ok(&["ps", "-aq", "--filter", &f]);

@@ -25,10 +25,21 @@ fn code_of(out: &str, key: &str) -> Option<String> {
 fn run_exit_code_and_result_object() {
     require_engine!();
     let h = home("exit");
-    let r = run_script(&h, "echo out; echo err >&2; exit 7");
+    // The agent container starts beside the sidecar; its command runs only once the sidecar
+    // is ready (the start gate), so the very first request already goes through.
+    let r = run_script(
+        &h,
+        "curl -s -o /dev/null -w 'first=%{http_code}\n' https://upstream.test/echo; echo out; echo err >&2; exit 7",
+    );
     assert_eq!(
         r.code, 7,
         "bottle run exits with the agent's code; stderr: {}",
+        r.stderr
+    );
+    assert_eq!(
+        code_of(&r.stderr, "first").as_deref(),
+        Some("200"),
+        "the agent's first request, right at its start: {}",
         r.stderr
     );
     assert_eq!(r.result["exit_code"], 7);
@@ -38,11 +49,33 @@ fn run_exit_code_and_result_object() {
     assert!(r.result["duration_ms"].as_u64().is_some());
     assert!(r.result["audit"]["allowed"].is_u64());
     assert!(r.stderr.contains("out") && r.stderr.contains("err"));
-    let (c, n) = objects_of(r.result["bottle_id"].as_str().unwrap());
+    // By default the objects go in a detached process right after the result.
+    assert_eq!(r.result["teardown"], "background");
+    let id = r.result["bottle_id"].as_str().unwrap();
+    let (c, n) = wait_gone(id, Duration::from_secs(20));
     assert!(
         c.is_empty() && n.is_empty(),
-        "objects left after run: {c:?} {n:?}"
+        "objects left 20 s after run: {c:?} {n:?}"
     );
+    assert!(
+        wait_removed(&runtime_base().join(id), Duration::from_secs(5)),
+        "runtime dir removed by the background teardown"
+    );
+    // --wait-teardown: nothing is left when `bottle run` returns.
+    let o = bottle_cmd(&h)
+        .args(["run", "--json", "--wait-teardown", "e2e", "--", "true"])
+        .output()
+        .unwrap();
+    let res: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(res["teardown"], "done");
+    let id = res["bottle_id"].as_str().unwrap();
+    let (c, n) = objects_of(id);
+    assert!(
+        c.is_empty() && n.is_empty(),
+        "objects left after run --wait-teardown: {c:?} {n:?}"
+    );
+    assert!(!runtime_base().join(id).exists(), "runtime dir removed");
 }
 
 /// Check 1: An allowed route works over HTTPS with curl, git, Python and Node, using only the env
@@ -483,6 +516,10 @@ for i in $(seq 100); do [ -e /workspace/done ] && break; sleep 0.1; done
     std::fs::write(h.workspace.join("done"), "").unwrap();
     let o = child.wait_with_output().unwrap();
     let agent_out = String::from_utf8_lossy(&o.stderr).to_string();
+    // The background teardown's events and removals are part of what is checked below.
+    let (c, n) = wait_gone(&id, Duration::from_secs(20));
+    assert!(c.is_empty() && n.is_empty(), "objects left: {c:?} {n:?}");
+    wait_removed(&runtime_base().join(&id), Duration::from_secs(5));
     let t1 = t0 + 600;
     let events = docker_ok(&[
         "events",
@@ -770,7 +807,7 @@ timeout 4 bash -c 'echo > /dev/tcp/{ip}/443' 2>/dev/null && echo direct=connecte
         result["sidecar_exit"].is_i64(),
         "result object records the sidecar exit: {result}"
     );
-    let (c, n) = objects_of(&id);
+    let (c, n) = wait_gone(&id, Duration::from_secs(20));
     assert!(c.is_empty() && n.is_empty());
 }
 
@@ -802,6 +839,22 @@ fn reap_after_launcher_kill() {
         .to_string();
     child.kill().unwrap(); // SIGKILL: no teardown
     child.wait().unwrap();
+    // The sidecar's lifeline (its stdin, held by the launcher) is cut: it stops on its own, so
+    // no proxy holding the bottle's secrets outlives its launcher.
+    let sidecar = format!("bottle-{id}-sidecar");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let o = docker(&["inspect", "-f", "{{.State.Running}}", &sidecar]);
+        let running = String::from_utf8_lossy(&o.stdout).trim() == "true";
+        if !running {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sidecar still runs 10 s after its launcher was killed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // Before the reap: the objects outlive the launcher, and `list` marks the bottle stale.
     // (Another test's `bottle run` reaps at start too, so they may already be going.)
     let (c, n) = objects_of(&id);
@@ -881,7 +934,7 @@ fn eight_bottles_in_parallel() {
     uniq.dedup();
     assert_eq!(uniq.len(), 8, "distinct bottle ids: {ids:?}");
     for id in &ids {
-        let (c, n) = objects_of(id);
+        let (c, n) = wait_gone(id, Duration::from_secs(30));
         assert!(c.is_empty() && n.is_empty(), "bottle {id} left {c:?} {n:?}");
     }
 }

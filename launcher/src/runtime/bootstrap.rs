@@ -34,6 +34,8 @@ pub struct Bootstrap<'a> {
     pub listen: String,
     /// DNS responder settings.
     pub dns: DnsBootstrap,
+    /// Stdin stays open as the launcher's lifeline: the sidecar stops when it reaches EOF.
+    pub lifeline: bool,
 }
 
 impl Bootstrap<'_> {
@@ -86,11 +88,13 @@ mod tests {
                 name: "bottle-sidecar".into(),
                 ip: "10.0.0.2".into(),
             },
+            lifeline: true,
         };
         let v: serde_json::Value = serde_json::from_slice(&b.to_json().unwrap()).unwrap();
         assert_eq!(v["secrets"]["GH_TOKEN"], "ghp_secret");
         assert_eq!(v["dns"]["ip"], "10.0.0.2");
         assert_eq!(v["ca_key_pem"], "KEY");
+        assert_eq!(v["lifeline"], true);
         let dbg = format!("{b:?}");
         assert!(!dbg.contains("ghp_secret") && !dbg.contains("KEY\""));
     }

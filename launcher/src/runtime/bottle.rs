@@ -3,14 +3,16 @@
 //! Order (runtime dir and CA first), as two concurrent chains:
 //! - egress network → sidecar created on it → stdio attached → joined to the internal network
 //!   (static IP `.2`) once that exists → started, its bootstrap written down the attached
-//!   stdin beside the start;
+//!   stdin beside the start; that stdin then stays open as the sidecar's [`Lifeline`];
 //! - internal network (explicit /28) + the agent's host files → agent created (internal only,
-//!   static IP `.3`, DNS pinned to the sidecar), never started here.
+//!   static IP `.3`, DNS pinned to the sidecar). In `bottle run` mode (and when the image has
+//!   `/bin/sh`) the agent is also attached and started here, beside the sidecar, its command
+//!   held behind the start [`gate`]; otherwise it is started later by `run`/`start`.
 //!
-//! The launch returns once the sidecar printed its ready line; only then is the agent started
-//! (by `run`/`start`). Every object carries the `io.bottle.*` labels; anything created before
-//! an error is removed again. Teardown stops the containers, then removes them and the
-//! networks side by side.
+//! The launch returns once the sidecar printed its ready line (and the gate is open). Every
+//! object carries the `io.bottle.*` labels; anything created before an error is removed again.
+//! Teardown cuts the lifeline, stops the containers, then removes them and the networks side
+//! by side.
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::MetadataExt;
@@ -40,7 +42,7 @@ use super::labels::{self, BottleLabels};
 use super::spec::{LaunchSpec, RuntimeChoice, WorkspaceSpec};
 use super::statedir::{self, now_rfc3339, SessionRecord, StateDir};
 use super::timing::{timed, timed_sync};
-use super::{ca, roots, subnet};
+use super::{ca, gate, roots, subnet};
 
 /// Proxy port of the sidecar.
 pub const PROXY_PORT: u16 = 3128;
@@ -85,6 +87,9 @@ pub struct LaunchOptions {
     pub egress_network: Option<String>,
     /// Print progress lines on stderr.
     pub verbose: bool,
+    /// `bottle run`: return only once every object is removed (by default the removal
+    /// finishes in a detached `bottle` process once the result is known).
+    pub wait_teardown: bool,
 }
 
 /// A created bottle. Call [`Bottle::teardown`] when done.
@@ -119,7 +124,21 @@ pub struct Bottle {
     stopped: Mutex<Vec<String>>,
     /// In `workspace = "copy"` mode: the agent's copy, kept after the bottle ends.
     pub workspace_copy: Option<PathBuf>,
+    /// When the agent was started behind its [`gate`] during the launch: its output, attached
+    /// before its start (`bottle run` reads it instead of attaching and starting).
+    pub agent_output: Option<AttachedOutput>,
+    /// The sidecar's stdin (see [`Lifeline`]); taken and dropped to stop the sidecar.
+    lifeline: Mutex<Option<Lifeline>>,
 }
+
+/// The sidecar's stdin, held open for the bottle's life: closing it (or the launcher dying)
+/// stops the sidecar.
+pub type Lifeline = std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
+
+/// An attached container's output stream (stdout and stderr frames).
+pub type AttachedOutput = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
+>;
 
 impl Bottle {
     /// Creates every object of the bottle; the agent is created but not started.
@@ -162,6 +181,8 @@ impl Bottle {
             started: now_rfc3339(),
             stopped: Mutex::new(Vec::new()),
             workspace_copy,
+            agent_output: None,
+            lifeline: Mutex::new(None),
         };
         match b.build(facts, spec, opts).await {
             Ok(()) => Ok(b),
@@ -228,11 +249,17 @@ impl Bottle {
                 );
                 let created = match (&net, &files) {
                     (Ok((net, sn)), Ok(files)) => Some(
-                        timed(
+                        match timed(
                             "agent create",
                             this.create_agent(spec, opts, files, net, sn),
                         )
-                        .await,
+                        .await
+                        {
+                            // Behind its gate, the agent starts beside the sidecar.
+                            Ok(true) => this.start_gated_agent().await.map(Some),
+                            Ok(false) => Ok(None),
+                            Err(e) => Err(e),
+                        },
                     ),
                     _ => None,
                 };
@@ -258,7 +285,7 @@ impl Bottle {
         files?;
         drop(ca);
         let (mut output, sent) = sidecar.context("sidecar not created")??;
-        agent.context("agent not created")??;
+        let gated_agent = agent.context("agent not created")??;
         say("waiting for the sidecar");
         let sidecar = labels::name(&self.id, "sidecar");
         let ready = timed(
@@ -266,11 +293,16 @@ impl Bottle {
             wait_ready(&self.docker, &sidecar, &mut output),
         )
         .await;
-        // Detach: from now on the sidecar's output goes to its log only.
-        drop(output);
+        // From now on the sidecar's output matters in its log only; this attachment is drained
+        // (an unread attachment would stall the sidecar's stdout once its buffer is full).
+        tokio::spawn(async move { while output.next().await.is_some() {} });
         // A sidecar that died at once explains itself better than a broken pipe.
         ready?;
-        sent?;
+        *self.lifeline.lock().unwrap_or_else(|e| e.into_inner()) = Some(sent?);
+        if let Some(AttachContainerResults { output, input }) = gated_agent {
+            timed("agent gate open", gate::open(input)).await?;
+            self.agent_output = Some(output);
+        }
         self.state.write_record(&self.record())?;
         say("bottle created");
         Ok(())
@@ -291,7 +323,7 @@ impl Bottle {
                 .await
                 .context("preparing the workspace")?
         };
-        let (runtime, files, workspace) = tokio::join!(
+        let (runtime, files, config, workspace) = tokio::join!(
             timed(
                 "select runtime",
                 select_runtime(&self.docker, facts, spec.runtime, &spec.agent_image),
@@ -301,14 +333,20 @@ impl Bottle {
                 roots::image_files(
                     &self.docker,
                     &spec.agent_image,
-                    &[roots::SYSTEM_BUNDLE, "/etc/passwd", "/etc/group"],
+                    &[roots::SYSTEM_BUNDLE, "/etc/passwd", "/etc/group", "/bin/sh"],
                 ),
             ),
+            self.docker.inspect_image(&spec.agent_image),
             workspace
         );
         let runtime = runtime?;
         let mut files = files?;
+        let config = config
+            .with_context(|| format!("inspecting the agent image {}", spec.agent_image))?
+            .config
+            .unwrap_or_default();
         let (workspace_src, uid, gid) = workspace?;
+        let has_sh = files.pop().flatten().is_some();
         let image_group = files.pop().flatten();
         let image_passwd = files.pop().flatten();
         let image_roots = files.pop().flatten().unwrap_or_default();
@@ -334,6 +372,9 @@ impl Bottle {
         };
         Ok(AgentFiles {
             runtime,
+            has_sh,
+            image_entrypoint: config.entrypoint.unwrap_or_default(),
+            image_cmd: config.cmd.unwrap_or_default(),
             uid,
             gid,
             workspace: workspace_src,
@@ -457,7 +498,7 @@ impl Bottle {
         egress: &str,
         internal: impl std::future::Future<Output = SharedNet>,
         ca: &ca::BottleCa,
-    ) -> Result<(SidecarOutput, Result<()>)> {
+    ) -> Result<(AttachedOutput, Result<Lifeline>)> {
         let name = labels::name(&self.id, "sidecar");
         let host_config = HostConfig {
             network_mode: Some(egress.to_string()),
@@ -562,7 +603,7 @@ impl Bottle {
     }
 
     /// Creates (never starts) the agent on the internal network only (static IP `.3`, DNS
-    /// pinned to the sidecar at `.2`).
+    /// pinned to the sidecar at `.2`). Returns whether its command is behind the [`gate`].
     async fn create_agent(
         &self,
         spec: &LaunchSpec,
@@ -570,7 +611,7 @@ impl Bottle {
         m: &AgentFiles,
         internal: &str,
         sn: &Ipv4Net,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let (uid, gid) = (m.uid, m.gid);
         let sidecar_ip = subnet::host(sn, 2);
         let agent_ip = subnet::host(sn, 3);
@@ -723,17 +764,28 @@ impl Bottle {
             .cmd
             .clone()
             .or_else(|| (!spec.default_cmd.is_empty()).then(|| spec.default_cmd.clone()));
+        // Unattended agents start beside the sidecar, their command held behind the gate.
+        let gated = opts.mode == Mode::Run && m.has_sh;
+        let (entrypoint, cmd) = if gated {
+            let cmd = cmd.unwrap_or_else(|| m.image_cmd.clone());
+            let (ep, cmd) = gate::gated(&m.image_entrypoint, &cmd);
+            (Some(ep), Some(cmd))
+        } else {
+            (None, cmd)
+        };
+        let with_stdin = interactive || gated;
         let body = ContainerCreateBody {
             image: Some(spec.agent_image.clone()),
+            entrypoint,
             cmd,
             user: Some(format!("{uid}:{gid}")),
             working_dir: Some("/workspace".into()),
             hostname: Some("bottle".into()),
             env: Some(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()),
             tty: Some(interactive),
-            open_stdin: Some(interactive),
-            stdin_once: Some(interactive),
-            attach_stdin: Some(interactive),
+            open_stdin: Some(with_stdin),
+            stdin_once: Some(with_stdin),
+            attach_stdin: Some(with_stdin),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             labels: Some(self.labels.for_role("agent")),
@@ -755,7 +807,50 @@ impl Bottle {
                     spec.agent_image
                 )
             })?;
-        Ok(())
+        Ok(gated)
+    }
+
+    /// Attaches to the (gated) agent's stdio and starts it; its command waits for
+    /// [`gate::open`] on the returned stdin.
+    async fn start_gated_agent(&self) -> Result<AttachContainerResults> {
+        let name = labels::name(&self.id, "agent");
+        let attached = timed(
+            "agent attach",
+            self.docker.attach_container(
+                &name,
+                Some(
+                    AttachContainerOptionsBuilder::default()
+                        .stdin(true)
+                        .stdout(true)
+                        .stderr(true)
+                        .stream(true)
+                        .build(),
+                ),
+            ),
+        )
+        .await
+        .context("attaching to the agent's stdio")?;
+        timed(
+            "agent start (gated)",
+            self.docker.start_container(&name, None),
+        )
+        .await
+        .context("starting the agent")?;
+        Ok(attached)
+    }
+
+    /// Closes the sidecar's stdin: it stops on its own (its secrets gone with the process),
+    /// without waiting for the engine. (Dropping the writer is not enough while the output
+    /// half of the same connection is still read: the write side must be shut down.)
+    pub async fn cut_lifeline(&self) {
+        let taken = self
+            .lifeline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(mut stdin) = taken {
+            let _ = stdin.shutdown().await;
+        }
     }
 
     /// Kills one container of the bottle (SIGKILL; the engine answers once it has stopped and
@@ -787,6 +882,7 @@ impl Bottle {
     /// stop on errors. The containers are stopped first, so that their removal and the
     /// networks' removal (which needs no endpoint left) run side by side.
     pub async fn teardown(&self) {
+        self.cut_lifeline().await;
         let containers: Vec<&String> = self.agent.iter().chain(self.sidecar.iter()).collect();
         timed(
             "teardown stop containers",
@@ -1053,6 +1149,11 @@ async fn create_network_in_pool(docker: &Docker, spec: NetSpec) -> Result<(Strin
 /// What the agent container is made of besides the spec: runtime, user, host files.
 struct AgentFiles {
     runtime: Option<String>,
+    /// The image has `/bin/sh`, so an unattended agent can start behind the [`gate`].
+    has_sh: bool,
+    /// The image's own entrypoint and default command.
+    image_entrypoint: Vec<String>,
+    image_cmd: Vec<String>,
     uid: u32,
     gid: u32,
     workspace: Option<PathBuf>,
@@ -1109,19 +1210,14 @@ fn check_env_has_no_secret(spec: &LaunchSpec, opts: &LaunchOptions) -> Result<()
     Ok(())
 }
 
-/// The sidecar's stdout/stderr, as attached before its start.
-type SidecarOutput = std::pin::Pin<
-    Box<dyn futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
->;
-
-/// Writes the bootstrap (policy, CA key, secrets) to the sidecar's attached stdin and closes
-/// it (half-close: the sidecar's stdin ends, its output keeps coming).
+/// Writes the bootstrap (policy, CA key, secrets) to the sidecar's attached stdin and returns
+/// that stdin, kept open as the sidecar's [`Lifeline`].
 async fn send_bootstrap(
-    mut input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    mut input: Lifeline,
     spec: &LaunchSpec,
     ca: &ca::BottleCa,
     sidecar_ip: Ipv4Addr,
-) -> Result<()> {
+) -> Result<Lifeline> {
     let policy_toml =
         toml::to_string(&spec.policy).context("rendering the bottle policy as TOML")?;
     let boot = Bootstrap {
@@ -1135,17 +1231,18 @@ async fn send_bootstrap(
             name: SIDECAR_NAME.into(),
             ip: sidecar_ip.to_string(),
         },
+        lifeline: true,
     };
     let json = boot.to_json()?;
     drop(boot);
     let sent = async {
         input.write_all(&json).await?;
-        input.flush().await?;
-        input.shutdown().await
+        input.flush().await
     }
     .await;
     drop(json);
-    sent.context("sending the bootstrap to the sidecar's stdin")
+    sent.context("sending the bootstrap to the sidecar's stdin")?;
+    Ok(input)
 }
 
 /// Waits until the sidecar writes its ready line on stdout (on the attachment made before

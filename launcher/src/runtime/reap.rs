@@ -32,6 +32,24 @@ pub fn bottle_filter(extra: Option<String>) -> HashMap<String, Vec<String>> {
     HashMap::from([("label".to_string(), v)])
 }
 
+/// How many containers and networks carry bottle `id`'s label.
+pub async fn objects_of(docker: &Docker, id: &str) -> Result<usize> {
+    let f = bottle_filter(Some(format!("{}={id}", labels::ID)));
+    let (containers, networks) = tokio::join!(
+        docker.list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&f)
+                .build(),
+        )),
+        docker.list_networks(Some(
+            ListNetworksOptionsBuilder::default().filters(&f).build(),
+        ))
+    );
+    Ok(containers.context("listing bottle containers")?.len()
+        + networks.context("listing bottle networks")?.len())
+}
+
 /// Removes every bottle object (and runtime dir) whose launcher is dead. With `only`, only
 /// that bottle id is considered, and `force` removes it even if its launcher is alive.
 pub async fn reap(docker: &Docker, only: Option<&str>, force: bool) -> Result<ReapReport> {

@@ -32,8 +32,9 @@ pub async fn image_roots(docker: &Docker, image: &str) -> Result<String> {
         .unwrap_or_default())
 }
 
-/// Text files of an image (`None` where absent), read from a created, never started
-/// container and cached per image id. Only for public files (CA bundles, passwd).
+/// Text files of an image (`None` where absent; a symlink or a binary file reads as empty,
+/// which tells its presence), read from a created, never started container and cached per
+/// image id. Only for public files (CA bundles, passwd, `/bin/sh`).
 pub async fn image_files(
     docker: &Docker,
     image: &str,
@@ -148,10 +149,11 @@ fn first_file_in_tar(data: &[u8]) -> Result<String> {
     for entry in ar.entries().context("reading the CA bundle archive")? {
         let mut e = entry.context("reading the CA bundle archive")?;
         if e.header().entry_type().is_file() {
-            let mut s = String::new();
-            e.read_to_string(&mut s)
-                .context("the image's CA bundle is not UTF-8 PEM")?;
-            return Ok(s);
+            let mut bytes = Vec::new();
+            e.read_to_end(&mut bytes)
+                .context("reading a file of the image")?;
+            // A binary file (e.g. `/bin/sh`, asked for its presence only) reads as empty.
+            return Ok(String::from_utf8(bytes).unwrap_or_default());
         }
     }
     Ok(String::new())

@@ -13,7 +13,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::audit::AuditSummary;
-use super::bottle::{Bottle, LaunchOptions};
+use super::bottle::{AttachedOutput, Bottle, LaunchOptions};
 use super::engine::EngineFacts;
 use super::spec::LaunchSpec;
 use super::timing::{mark, timed};
@@ -40,6 +40,9 @@ pub struct RunResult {
     /// In `workspace = "copy"` mode: where the agent's copy of the workspace is kept.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workspace_copy: Option<String>,
+    /// `"done"`: every object was removed before returning; `"background"`: the sidecar was
+    /// stopped and a detached `bottle` process removes the objects.
+    pub teardown: &'static str,
 }
 
 /// A signal-driven cancellation flag: `Some(name)` once SIGINT, SIGTERM or SIGHUP arrives.
@@ -115,14 +118,22 @@ pub async fn run(
 ) -> Result<RunResult> {
     let started = Instant::now();
     let mut cancel = cancellation()?;
-    let bottle = timed(
+    let mut bottle = timed(
         "launch (create objects)",
         Bottle::launch(docker, facts, spec, opts),
     )
     .await?;
-    let result = supervise(&bottle, &mut cancel, json, started).await;
+    let output = bottle.agent_output.take();
+    let mut result = supervise(&bottle, output, &mut cancel, json, started).await;
     let t = Instant::now();
-    timed("teardown", bottle.teardown()).await;
+    let detach = !opts.wait_teardown && result.as_ref().is_ok_and(|r| r.cancelled_by.is_none());
+    if detach && timed("teardown (detached)", detach_teardown(&bottle)).await {
+        if let Ok(r) = &mut result {
+            r.teardown = "background";
+        }
+    } else {
+        timed("teardown", bottle.teardown()).await;
+    }
     if opts.verbose {
         eprintln!(
             "bottle: agent ran, teardown took {} ms (total {} ms)",
@@ -133,8 +144,11 @@ pub async fn run(
     result
 }
 
+/// Streams the agent's output until it ends (attaching and starting the agent unless the
+/// launch already did, behind its gate), then collects the exit code and the audit summary.
 async fn supervise(
     bottle: &Bottle,
+    output: Option<AttachedOutput>,
     cancel: &mut watch::Receiver<Option<&'static str>>,
     json: bool,
     started: Instant,
@@ -145,29 +159,35 @@ async fn supervise(
         .sidecar
         .clone()
         .context("sidecar container missing")?;
-    let t = Instant::now();
-    let mut out = docker
-        .attach_container(
-            &agent,
-            Some(
-                AttachContainerOptionsBuilder::default()
-                    .stdout(true)
-                    .stderr(true)
-                    .stream(true)
-                    .logs(true)
-                    .build(),
-            ),
-        )
-        .await
-        .context("attaching to the agent's output")?
-        .output;
-    mark("agent attach", t);
-    let t = Instant::now();
-    docker
-        .start_container(&agent, None)
-        .await
-        .context("starting the agent")?;
-    mark("agent start", t);
+    let mut out = match output {
+        Some(out) => out,
+        None => {
+            let t = Instant::now();
+            let out = docker
+                .attach_container(
+                    &agent,
+                    Some(
+                        AttachContainerOptionsBuilder::default()
+                            .stdout(true)
+                            .stderr(true)
+                            .stream(true)
+                            .logs(true)
+                            .build(),
+                    ),
+                )
+                .await
+                .context("attaching to the agent's output")?
+                .output;
+            mark("agent attach", t);
+            let t = Instant::now();
+            docker
+                .start_container(&agent, None)
+                .await
+                .context("starting the agent")?;
+            mark("agent start", t);
+            out
+        }
+    };
     let t = Instant::now();
     let died = sidecar_stopped(docker.clone(), sidecar.clone());
     tokio::pin!(died);
@@ -242,9 +262,9 @@ async fn supervise(
         let audit = timed("audit summary (logs)", audit_summary(docker, &sidecar)).await;
         if output_ended {
             // The agent's output ended, so its init (pid 1) is gone and the agent with it:
-            // the sidecar is done. Stopping it now overlaps with the engine's clean-up of the
-            // agent (the exit code arrives only after that).
-            timed("sidecar stop (early)", bottle.stop_container(&sidecar)).await;
+            // the sidecar is done. Cutting its lifeline stops it now, beside the engine's
+            // clean-up of the agent (the exit code arrives only after that).
+            timed("sidecar lifeline cut", bottle.cut_lifeline()).await;
         }
         (sidecar_exit, audit)
     };
@@ -262,5 +282,49 @@ async fn supervise(
             .workspace_copy
             .as_ref()
             .map(|p| p.display().to_string()),
+        teardown: "done",
     })
+}
+
+/// Stops the sidecar (its lifeline) and hands the removal of the bottle's objects to a
+/// detached `bottle __teardown <id>` process. False when that process cannot be started (the
+/// caller then tears down itself).
+async fn detach_teardown(bottle: &Bottle) -> bool {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    bottle.cut_lifeline().await;
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(_) => return false,
+    };
+    let spawned = Command::new(exe)
+        .arg("__teardown")
+        .arg(&bottle.id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        // Its own process group: a Ctrl-C meant for the caller does not cut the clean-up.
+        .process_group(0)
+        .spawn();
+    match spawned {
+        Ok(_child) => true,
+        Err(e) => {
+            eprintln!("bottle: warning: cannot start the background teardown ({e}); removing the bottle now");
+            false
+        }
+    }
+}
+
+/// The detached end of `bottle run`: removes every object of bottle `id` and its runtime dir,
+/// retrying for a while (a sidecar still releasing its network endpoints keeps a network busy).
+pub async fn detached_teardown(docker: &Docker, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = super::reap::reap(docker, Some(id), true).await;
+        let remaining = super::reap::objects_of(docker, id).await.unwrap_or(1);
+        if (left.is_ok() && remaining == 0) || Instant::now() > deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
