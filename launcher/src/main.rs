@@ -197,18 +197,18 @@ fn launch_options(mode: Mode, cmd: Vec<String>, extra_env: Vec<(String, String)>
     }
 }
 
-/// Reaps stale bottles and reads the engine facts, concurrently.
-async fn preflight(docker: &bollard::Docker) -> Result<runtime::engine::EngineFacts> {
+/// The reap of stale bottles that every `start`/`run` performs, running beside the launch.
+type ReapTask = tokio::task::JoinHandle<Result<runtime::reap::ReapReport>>;
+
+/// Starts the reap of stale bottles in the background (the new bottle's objects do not depend
+/// on it) and reads the engine facts.
+async fn preflight(docker: &bollard::Docker) -> Result<(runtime::engine::EngineFacts, ReapTask)> {
     use runtime::timing::timed;
-    let (report, facts) = tokio::join!(
-        timed("reap", runtime::reap::reap(docker, None, false)),
-        timed("engine facts", runtime::engine::facts(docker))
-    );
-    let report = report?;
-    if !report.bottles.is_empty() {
-        eprintln!("bottle: reaped {} stale bottle(s)", report.bottles.len());
-    }
-    let facts = facts?;
+    let reaping = {
+        let docker = docker.clone();
+        tokio::spawn(async move { timed("reap", runtime::reap::reap(&docker, None, false)).await })
+    };
+    let facts = timed("engine facts", runtime::engine::facts(docker)).await?;
     if std::env::var_os("BOTTLE_VERBOSE").is_some() {
         eprintln!(
             "bottle: Docker engine {} (runtimes: {})",
@@ -216,7 +216,18 @@ async fn preflight(docker: &bollard::Docker) -> Result<runtime::engine::EngineFa
             facts.runtimes.join(", ")
         );
     }
-    Ok(facts)
+    Ok((facts, reaping))
+}
+
+/// Waits for the background reap (so it is not cut off when `bottle` exits) and reports it.
+async fn finish_reap(reaping: ReapTask) {
+    match reaping.await {
+        Ok(Ok(report)) if !report.bottles.is_empty() => {
+            eprintln!("bottle: reaped {} stale bottle(s)", report.bottles.len());
+        }
+        Ok(Err(e)) => eprintln!("bottle: warning: reaping stale bottles: {e:#}"),
+        _ => {}
+    }
 }
 
 async fn real_main() -> Result<i32> {
@@ -246,10 +257,11 @@ async fn real_main() -> Result<i32> {
                 "{}",
                 runtime::spec::summary_text(&runtime::spec::summary(&spec))
             );
-            let facts = preflight(&docker).await?;
+            let (facts, reaping) = preflight(&docker).await?;
             let opts = launch_options(Mode::Start, cmd, vec![]);
-            let code = runtime::tty::start(&docker, &facts, &spec, &opts, &detach_keys).await?;
-            Ok(exit_code(code))
+            let code = runtime::tty::start(&docker, &facts, &spec, &opts, &detach_keys).await;
+            finish_reap(reaping).await;
+            Ok(exit_code(code?))
         }
         Cmd::Run {
             agent,
@@ -272,7 +284,7 @@ async fn real_main() -> Result<i32> {
                 ),
                 preflight(&docker)
             );
-            let (spec, facts) = (spec?, facts?);
+            let (spec, (facts, reaping)) = (spec?, facts?);
             let mut extra = vec![];
             let mut cmd = cmd;
             if let Some(p) = &prompt {
@@ -283,7 +295,9 @@ async fn real_main() -> Result<i32> {
             }
             let mut opts = launch_options(Mode::Run, cmd, extra);
             opts.wait_teardown = wait_teardown;
-            let r = runtime::run::run(&docker, &facts, &spec, &opts, json).await?;
+            let r = runtime::run::run(&docker, &facts, &spec, &opts, json).await;
+            finish_reap(reaping).await;
+            let r = r?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             }

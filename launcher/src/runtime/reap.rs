@@ -50,8 +50,9 @@ pub async fn objects_of(docker: &Docker, id: &str) -> Result<usize> {
         + networks.context("listing bottle networks")?.len())
 }
 
-/// Removes every bottle object (and runtime dir) whose launcher is dead. With `only`, only
-/// that bottle id is considered, and `force` removes it even if its launcher is alive.
+/// Removes every bottle object (and runtime dir) whose launcher is dead and that no background
+/// teardown is removing already. With `only`, only that bottle id is considered, and `force`
+/// removes it even if its launcher (or a background teardown) is alive.
 pub async fn reap(docker: &Docker, only: Option<&str>, force: bool) -> Result<ReapReport> {
     let extra = only.map(|id| format!("{}={id}", labels::ID));
     let f = bottle_filter(extra);
@@ -96,7 +97,7 @@ pub async fn reap(docker: &Docker, only: Option<&str>, force: bool) -> Result<Re
         .v(true)
         .build();
     for (id, (alive, cs, ns)) in &by_id {
-        if *alive && !force {
+        if !force && (*alive || StateDir::of(id).is_ok_and(|d| d.teardown_running())) {
             continue;
         }
         for c in cs {
@@ -138,7 +139,8 @@ pub async fn reap(docker: &Docker, only: Option<&str>, force: bool) -> Result<Re
             .and_then(|m| m.modified())
             .map(|t| t.elapsed().map(|e| e.as_secs() < 60).unwrap_or(true))
             .unwrap_or(false);
-        if ((force && only.is_some()) || (!alive && !young)) && d.remove().is_ok() {
+        let busy = d.teardown_running();
+        if ((force && only.is_some()) || (!alive && !young && !busy)) && d.remove().is_ok() {
             report.dirs += 1;
         }
     }

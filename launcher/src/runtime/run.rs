@@ -307,7 +307,11 @@ async fn detach_teardown(bottle: &Bottle) -> bool {
         .process_group(0)
         .spawn();
     match spawned {
-        Ok(_child) => true,
+        Ok(child) => {
+            // The reap of the next `bottle start`/`run` leaves this bottle to that process.
+            let _ = bottle.state.mark_teardown(child.id());
+            true
+        }
         Err(e) => {
             eprintln!("bottle: warning: cannot start the background teardown ({e}); removing the bottle now");
             false

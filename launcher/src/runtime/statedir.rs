@@ -142,6 +142,30 @@ impl StateDir {
         serde_json::from_slice(&data).ok()
     }
 
+    /// Records that process `pid` (a detached `bottle __teardown`) is removing this bottle.
+    pub fn mark_teardown(&self, pid: u32) -> Result<()> {
+        let start = super::labels::process_start_ticks(pid).unwrap_or(0);
+        self.write("teardown", format!("{pid} {start}").as_bytes(), 0o600)?;
+        Ok(())
+    }
+
+    /// Whether the process recorded by [`StateDir::mark_teardown`] still runs (a reap leaves
+    /// such a bottle to it).
+    pub fn teardown_running(&self) -> bool {
+        let Ok(text) = fs::read_to_string(self.path.join("teardown")) else {
+            return false;
+        };
+        let mut it = text.split_whitespace();
+        let (Some(pid), Some(start)) = (it.next(), it.next()) else {
+            return false;
+        };
+        let labels = std::collections::HashMap::from([
+            (super::labels::LAUNCHER_PID.to_string(), pid.to_string()),
+            (super::labels::LAUNCHER_START.to_string(), start.to_string()),
+        ]);
+        super::labels::launcher_alive(&labels)
+    }
+
     /// Removes the directory and everything in it; missing is fine.
     pub fn remove(&self) -> Result<()> {
         match fs::remove_dir_all(&self.path) {
