@@ -11,7 +11,7 @@ use serde::Serialize;
 use time::format_description::FormatItem;
 use time::macros::format_description;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, Notify};
 
 /// Records waiting for the writer before new ones are dropped.
 const QUEUE: usize = 64 * 1024;
@@ -71,11 +71,25 @@ pub fn timestamp() -> String {
         .unwrap_or_default()
 }
 
+/// What the writer task receives, in order.
+// Records are the hot, common case; boxing them to shrink the rare `Sync` would allocate per
+// request.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Entry {
+    /// A record to write.
+    Record(AuditRecord),
+    /// Answered once everything queued before it is written and flushed.
+    Sync(oneshot::Sender<()>),
+}
+
 /// Handle to the audit writer; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AuditLog {
-    tx: Option<mpsc::Sender<AuditRecord>>,
+    tx: Option<mpsc::Sender<Entry>>,
     dropped: Arc<AtomicU64>,
+    /// Wakes the writer before its next tick (for [`AuditLog::sync`]).
+    wake: Arc<Notify>,
 }
 
 impl AuditLog {
@@ -84,6 +98,7 @@ impl AuditLog {
         AuditLog {
             tx: None,
             dropped: Arc::new(AtomicU64::new(0)),
+            wake: Arc::new(Notify::new()),
         }
     }
 
@@ -94,22 +109,29 @@ impl AuditLog {
     where
         W: AsyncWrite + Send + Unpin + 'static,
     {
-        let (tx, mut rx) = mpsc::channel::<AuditRecord>(QUEUE);
+        let (tx, mut rx) = mpsc::channel::<Entry>(QUEUE);
+        let wake = Arc::new(Notify::new());
+        let woken = wake.clone();
         tokio::spawn(async move {
             let mut w = writer;
             let mut batch = Vec::with_capacity(64 * 1024);
+            let mut synced: Vec<oneshot::Sender<()>> = Vec::new();
             let mut tick = tokio::time::interval(FLUSH_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut open = true;
             while open {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = woken.notified() => {}
+                }
                 loop {
                     match rx.try_recv() {
-                        Ok(rec) => {
+                        Ok(Entry::Record(rec)) => {
                             if serde_json::to_writer(&mut batch, &rec).is_ok() {
                                 batch.push(b'\n');
                             }
                         }
+                        Ok(Entry::Sync(done)) => synced.push(done),
                         Err(mpsc::error::TryRecvError::Empty) => break,
                         Err(mpsc::error::TryRecvError::Disconnected) => {
                             open = false;
@@ -117,31 +139,47 @@ impl AuditLog {
                         }
                     }
                 }
-                if batch.is_empty() {
-                    continue;
+                if !batch.is_empty() {
+                    if let Err(e) = w.write_all(&batch).await {
+                        tracing::error!(error = %e, "audit write failed");
+                    }
+                    if let Err(e) = w.flush().await {
+                        tracing::error!(error = %e, "audit flush failed");
+                    }
+                    batch.clear();
+                    if batch.capacity() > 1 << 20 {
+                        batch.shrink_to(64 * 1024);
+                    }
                 }
-                if let Err(e) = w.write_all(&batch).await {
-                    tracing::error!(error = %e, "audit write failed");
-                }
-                if let Err(e) = w.flush().await {
-                    tracing::error!(error = %e, "audit flush failed");
-                }
-                batch.clear();
-                if batch.capacity() > 1 << 20 {
-                    batch.shrink_to(64 * 1024);
+                for done in synced.drain(..) {
+                    let _ = done.send(());
                 }
             }
         });
         AuditLog {
             tx: Some(tx),
             dropped: Arc::new(AtomicU64::new(0)),
+            wake,
         }
+    }
+
+    /// Returns once every record queued before this call is written and flushed (at once, not
+    /// at the next tick). For a launcher that reads the audit stream and must not miss the
+    /// last records of a run.
+    pub async fn sync(&self) {
+        let Some(tx) = &self.tx else { return };
+        let (done, written) = oneshot::channel();
+        if tx.send(Entry::Sync(done)).await.is_err() {
+            return;
+        }
+        self.wake.notify_one();
+        let _ = written.await;
     }
 
     /// Queues a record without blocking (dropped and counted if the writer is behind).
     pub fn record(&self, rec: AuditRecord) {
         if let Some(tx) = &self.tx {
-            if tx.try_send(rec).is_err() {
+            if tx.try_send(Entry::Record(rec)).is_err() {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -164,26 +202,54 @@ mod tests {
         assert!(ts.ends_with('Z'));
     }
 
+    fn record(i: u64) -> AuditRecord {
+        AuditRecord {
+            ts: timestamp(),
+            method: "GET".into(),
+            host: "a.test".into(),
+            port: 443,
+            path: "/x?q=".into(),
+            route: Some("a".into()),
+            decision: Decision::Allow,
+            reason: "ok",
+            rule: None,
+            location: None,
+            bytes_up: i,
+            bytes_down: 0,
+            duration_ms: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn sync_returns_once_earlier_records_are_written() {
+        let (client, mut server) = tokio::io::duplex(64 * 1024);
+        let log = AuditLog::spawn(client);
+        // Let the first tick pass, so only `sync` can make the writer write early.
+        tokio::time::sleep(FLUSH_EVERY / 2).await;
+        for i in 0..5 {
+            log.record(record(i));
+        }
+        let t = std::time::Instant::now();
+        log.sync().await;
+        assert!(t.elapsed() < FLUSH_EVERY, "sync waited for the tick");
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut got = String::new();
+        while got.lines().count() < 5 {
+            let n = tokio::io::AsyncReadExt::read(&mut server, &mut buf)
+                .await
+                .unwrap();
+            got.push_str(std::str::from_utf8(&buf[..n]).unwrap());
+        }
+        assert_eq!(got.lines().count(), 5, "{got}");
+        AuditLog::disabled().sync().await;
+    }
+
     #[tokio::test]
     async fn writes_one_json_line_per_record() {
         let (client, mut server) = tokio::io::duplex(64 * 1024);
         let log = AuditLog::spawn(client);
         for i in 0..3 {
-            log.record(AuditRecord {
-                ts: timestamp(),
-                method: "GET".into(),
-                host: "a.test".into(),
-                port: 443,
-                path: "/x?q=".into(),
-                route: Some("a".into()),
-                decision: Decision::Allow,
-                reason: "ok",
-                rule: None,
-                location: None,
-                bytes_up: i,
-                bytes_down: 0,
-                duration_ms: 1,
-            });
+            log.record(record(i));
         }
         drop(log);
         let mut out = String::new();

@@ -499,13 +499,14 @@ pub async fn run(
         });
         (serve, report)
     });
+    let handle = proxy.clone();
     let served = serve_until_error(proxy, listener, dns_task);
     if !lifeline {
         return served.await;
     }
     tokio::select! {
         r = served => r,
-        () = launcher_gone() => {
+        () = follow_lifeline(handle) => {
             use std::io::Write as _;
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{LAUNCHER_GONE_LINE}");
@@ -519,22 +520,39 @@ pub async fn run(
 /// stops.
 pub const LAUNCHER_GONE_LINE: &str = "{\"event\":\"launcher_gone\"}";
 
-/// Resolves when stdin reaches EOF (or fails): the launcher closed it, ended or died.
-async fn launcher_gone() {
-    let _ = tokio::task::spawn_blocking(|| {
-        use std::io::Read as _;
+/// The line the sidecar writes to stdout after a `sync` command on its lifeline, once every
+/// audit record decided before it has been written.
+pub const AUDIT_SYNCED_LINE: &str = "{\"event\":\"audit_synced\"}";
+
+/// Follows the lifeline (stdin) until EOF or a read error — the launcher closed it, ended or
+/// died. Each `sync` line on it flushes the audit log and answers [`AUDIT_SYNCED_LINE`];
+/// other lines are ignored.
+async fn follow_lifeline(proxy: bottle_proxy::Proxy) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(4);
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
         let mut stdin = std::io::stdin().lock();
-        let mut buf = [0u8; 512];
+        let mut line = String::new();
         loop {
-            match stdin.read(&mut buf) {
-                Ok(0) => return,
+            line.clear();
+            match stdin.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) if line.trim() == "sync" => {
+                    if tx.blocking_send(()).is_err() {
+                        return;
+                    }
+                }
                 Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return,
             }
         }
-    })
-    .await;
+    });
+    while rx.recv().await.is_some() {
+        proxy.sync_audit().await;
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{AUDIT_SYNCED_LINE}");
+        let _ = out.flush();
+    }
 }
 
 /// Serves the proxy (and the DNS responder) until one of them fails.

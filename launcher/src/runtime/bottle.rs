@@ -39,6 +39,7 @@ use tokio::io::AsyncWriteExt;
 use super::bootstrap::{secret_refs, Bootstrap, DnsBootstrap, SIDECAR_READY_LINE};
 use super::engine::EngineFacts;
 use super::labels::{self, BottleLabels};
+use super::lifeline::{Lifeline, SidecarLink};
 use super::spec::{LaunchSpec, RuntimeChoice, WorkspaceSpec};
 use super::statedir::{self, now_rfc3339, SessionRecord, StateDir};
 use super::timing::{timed, timed_sync};
@@ -127,13 +128,9 @@ pub struct Bottle {
     /// When the agent was started behind its [`gate`] during the launch: its output, attached
     /// before its start (`bottle run` reads it instead of attaching and starting).
     pub agent_output: Option<AttachedOutput>,
-    /// The sidecar's stdin (see [`Lifeline`]); taken and dropped to stop the sidecar.
-    lifeline: Mutex<Option<Lifeline>>,
+    /// The sidecar's stdin (its lifeline) and audit stream.
+    pub link: SidecarLink,
 }
-
-/// The sidecar's stdin, held open for the bottle's life: closing it (or the launcher dying)
-/// stops the sidecar.
-pub type Lifeline = std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
 
 /// An attached container's output stream (stdout and stderr frames).
 pub type AttachedOutput = std::pin::Pin<
@@ -182,7 +179,7 @@ impl Bottle {
             stopped: Mutex::new(Vec::new()),
             workspace_copy,
             agent_output: None,
-            lifeline: Mutex::new(None),
+            link: SidecarLink::default(),
         };
         match b.build(facts, spec, opts).await {
             Ok(()) => Ok(b),
@@ -293,12 +290,9 @@ impl Bottle {
             wait_ready(&self.docker, &sidecar, &mut output),
         )
         .await;
-        // From now on the sidecar's output matters in its log only; this attachment is drained
-        // (an unread attachment would stall the sidecar's stdout once its buffer is full).
-        tokio::spawn(async move { while output.next().await.is_some() {} });
         // A sidecar that died at once explains itself better than a broken pipe.
         ready?;
-        *self.lifeline.lock().unwrap_or_else(|e| e.into_inner()) = Some(sent?);
+        self.link.hold(sent?, output).await;
         if let Some(AttachContainerResults { output, input }) = gated_agent {
             timed("agent gate open", gate::open(input)).await?;
             self.agent_output = Some(output);
@@ -839,20 +833,6 @@ impl Bottle {
         Ok(attached)
     }
 
-    /// Closes the sidecar's stdin: it stops on its own (its secrets gone with the process),
-    /// without waiting for the engine. (Dropping the writer is not enough while the output
-    /// half of the same connection is still read: the write side must be shut down.)
-    pub async fn cut_lifeline(&self) {
-        let taken = self
-            .lifeline
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(mut stdin) = taken {
-            let _ = stdin.shutdown().await;
-        }
-    }
-
     /// Kills one container of the bottle (SIGKILL; the engine answers once it has stopped and
     /// its network endpoints are released). Errors are left to the forced removal.
     pub async fn stop_container(&self, name: &str) {
@@ -882,7 +862,7 @@ impl Bottle {
     /// stop on errors. The containers are stopped first, so that their removal and the
     /// networks' removal (which needs no endpoint left) run side by side.
     pub async fn teardown(&self) {
-        self.cut_lifeline().await;
+        self.link.cut().await;
         let containers: Vec<&String> = self.agent.iter().chain(self.sidecar.iter()).collect();
         timed(
             "teardown stop containers",

@@ -259,12 +259,18 @@ async fn supervise(
                 }
             }
         }
-        let audit = timed("audit summary (logs)", audit_summary(docker, &sidecar)).await;
+        // The sidecar flushes its audit log on request, so the last requests' records count;
+        // its log is the fallback (an older sidecar, a dead one).
+        let audit = match timed("audit sync", bottle.link.sync_audit(Duration::from_secs(2))).await
+        {
+            Some(audit) => audit,
+            None => timed("audit summary (logs)", audit_summary(docker, &sidecar)).await,
+        };
         if output_ended {
             // The agent's output ended, so its init (pid 1) is gone and the agent with it:
             // the sidecar is done. Cutting its lifeline stops it now, beside the engine's
             // clean-up of the agent (the exit code arrives only after that).
-            timed("sidecar lifeline cut", bottle.cut_lifeline()).await;
+            timed("sidecar lifeline cut", bottle.link.cut()).await;
         }
         (sidecar_exit, audit)
     };
@@ -292,7 +298,7 @@ async fn supervise(
 async fn detach_teardown(bottle: &Bottle) -> bool {
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
-    bottle.cut_lifeline().await;
+    bottle.link.cut().await;
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(_) => return false,

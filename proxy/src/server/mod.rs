@@ -277,6 +277,12 @@ impl Proxy {
         &self.inner.ca
     }
 
+    /// Returns once every audit record decided so far is written and flushed
+    /// ([`crate::audit::AuditLog::sync`]).
+    pub async fn sync_audit(&self) {
+        self.inner.audit.sync().await;
+    }
+
     /// Serves clients accepted on `listener` until the task is dropped. The listener's
     /// address is registered with the loop guard.
     pub async fn serve(&self, listener: TcpListener) -> Result<(), ProxyError> {
