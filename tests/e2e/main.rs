@@ -49,6 +49,11 @@ fn run_exit_code_and_result_object() {
     assert!(r.result["duration_ms"].as_u64().is_some());
     assert!(r.result["audit"]["allowed"].is_u64());
     assert!(r.stderr.contains("out") && r.stderr.contains("err"));
+    assert!(
+        !r.stderr.contains("bottle-exit:"),
+        "the gate's exit trailer is stripped from the output: {}",
+        r.stderr
+    );
     // By default the objects go in a detached process right after the result.
     assert_eq!(r.result["teardown"], "background");
     let id = r.result["bottle_id"].as_str().unwrap();

@@ -128,6 +128,9 @@ pub struct Bottle {
     /// When the agent was started behind its [`gate`] during the launch: its output, attached
     /// before its start (`bottle run` reads it instead of attaching and starting).
     pub agent_output: Option<AttachedOutput>,
+    /// With the gate: the nonce of its exit trailer on the agent's stderr
+    /// ([`gate::take_exit_trailer`]).
+    pub exit_nonce: Option<String>,
     /// The sidecar's stdin (its lifeline) and audit stream.
     pub link: SidecarLink,
 }
@@ -179,6 +182,7 @@ impl Bottle {
             stopped: Mutex::new(Vec::new()),
             workspace_copy,
             agent_output: None,
+            exit_nonce: None,
             link: SidecarLink::default(),
         };
         match b.build(facts, spec, opts).await {
@@ -294,8 +298,10 @@ impl Bottle {
         ready?;
         self.link.hold(sent?, output).await;
         if let Some(AttachContainerResults { output, input }) = gated_agent {
-            timed("agent gate open", gate::open(input)).await?;
+            let nonce = gate::new_nonce().context("reading the OS random source")?;
+            timed("agent gate open", gate::open(input, &nonce)).await?;
             self.agent_output = Some(output);
+            self.exit_nonce = Some(nonce);
         }
         self.state.write_record(&self.record())?;
         say("bottle created");

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use super::audit::AuditSummary;
 use super::bottle::{AttachedOutput, Bottle, LaunchOptions};
 use super::engine::EngineFacts;
+use super::gate;
 use super::spec::LaunchSpec;
 use super::timing::{mark, timed};
 
@@ -194,6 +195,8 @@ async fn supervise(
     let mut sidecar_exit = None;
     let mut cancelled_by = None;
     let mut output_ended = false;
+    // The exit code as the gate reported it on stderr (no wait for the engine then).
+    let mut gate_exit: Option<i64> = None;
     loop {
         if let Some(sig) = *cancel.borrow() {
             cancelled_by = Some(sig.to_string());
@@ -203,8 +206,15 @@ async fn supervise(
             item = out.next() => match item {
                 Some(Ok(chunk)) => {
                     use bollard::container::LogOutput;
-                    let to_err = json || matches!(chunk, LogOutput::StdErr { .. });
-                    let bytes = chunk.into_bytes();
+                    let is_err = matches!(chunk, LogOutput::StdErr { .. });
+                    let to_err = json || is_err;
+                    let mut bytes = chunk.into_bytes();
+                    if let (true, Some(nonce)) = (is_err, &bottle.exit_nonce) {
+                        if let Some((kept, code)) = gate::take_exit_trailer(&bytes, nonce) {
+                            gate_exit = Some(code);
+                            bytes = kept.into();
+                        }
+                    }
                     if to_err {
                         let mut e = std::io::stderr().lock();
                         let _ = e.write_all(&bytes);
@@ -236,6 +246,8 @@ async fn supervise(
     let agent_side = async {
         if cancelled_by.is_some() {
             -1
+        } else if let Some(code) = gate_exit {
+            code
         } else {
             timed(
                 "agent wait exit code",
