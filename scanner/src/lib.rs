@@ -28,6 +28,7 @@ pub mod corpus;
 pub mod decode;
 pub mod error;
 pub mod finding;
+mod keywords;
 mod known;
 pub mod rules;
 mod scanner;
