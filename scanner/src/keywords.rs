@@ -41,7 +41,7 @@ impl fmt::Debug for KeywordSearch {
 }
 
 #[inline(always)]
-fn pair_index(x: u64) -> usize {
+fn pair_index(x: u16) -> usize {
     (x & 0x5f5f) as usize
 }
 
@@ -62,7 +62,7 @@ impl KeywordSearch {
             min_pairs[bucket] = min_pairs[bucket].min(pairs);
             for d in 0..pairs {
                 let end = k.len() - 1 - d;
-                let x = u16::from_le_bytes([k[end - 1], k[end]]) as u64;
+                let x = u16::from_le_bytes([k[end - 1], k[end]]);
                 reach[pair_index(x)] &= !(1u64 << (8 * d + bucket));
             }
             let n = k.len();
@@ -82,33 +82,55 @@ impl KeywordSearch {
     }
 
     /// Calls `f(keyword index, start, end)` for every occurrence, in order of `end`.
-    pub(crate) fn find(&self, data: &[u8], mut f: impl FnMut(usize, usize, usize)) {
+    pub(crate) fn find(&self, data: &[u8], f: impl FnMut(usize, usize, usize)) {
+        // SAFETY: SSE2 is part of the x86_64 baseline: every x86_64 CPU has it.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            self.find_sse2(data, f)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        self.find_with(data, f, 0u64, |w, c| self.block_u64(w, c))
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "sse2")]
+    fn find_sse2(&self, data: &[u8], f: impl FnMut(usize, usize, usize)) {
+        let zero = std::arch::x86_64::_mm_setzero_si128();
+        self.find_with(data, f, zero, |w, c| self.block_sse2(w, c))
+    }
+
+    /// The search loop around `block(bytes from position - 1 on, &mut carry)` (see [`KeywordSearch::block_u64`]);
+    /// the carry starts all zero: every keyword may start before the input (such candidates
+    /// fail the verification's bounds check).
+    #[inline(always)]
+    fn find_with<C>(
+        &self,
+        data: &[u8],
+        mut f: impl FnMut(usize, usize, usize),
+        mut carry: C,
+        block: impl Fn(&[u8; 9], &mut C) -> u64,
+    ) {
         let n = data.len();
         if n < 2 {
             return;
         }
-        let mut carry = 0u64;
         // Block of end positions p..p + 8 reads the pairs ending there: data[p - 1..p + 8].
         let mut p = 1;
-        while p + 11 <= n {
-            let a = u64::from_le_bytes(data[p - 1..p + 7].try_into().expect("8 bytes"));
-            let b = u64::from_le_bytes(data[p + 3..p + 11].try_into().expect("8 bytes"));
-            let lo = self.block(a, b, &mut carry);
+        while p + 8 <= n {
+            let lo = block(data[p - 1..p + 8].try_into().expect("9 bytes"), &mut carry);
             if lo != !0 {
                 self.confirm(data, p, lo, &mut f);
             }
             p += 8;
         }
-        // Tail (< 11 bytes from p - 1): the same on a zero-padded copy; candidates past the end
+        // Tail (< 9 bytes from p - 1): the same on a zero-padded copy; candidates past the end
         // are dropped by `confirm`.
-        let mut buf = [0u8; 24];
+        let mut buf = [0u8; 17];
         let rest = &data[p - 1..];
         buf[..rest.len()].copy_from_slice(rest);
         let mut q = 0;
         while p + q < n {
-            let a = u64::from_le_bytes(buf[q..q + 8].try_into().expect("8 bytes"));
-            let b = u64::from_le_bytes(buf[q + 4..q + 12].try_into().expect("8 bytes"));
-            let lo = self.block(a, b, &mut carry);
+            let lo = block(buf[q..q + 9].try_into().expect("9 bytes"), &mut carry);
             if lo != !0 {
                 self.confirm(data, p + q, lo, &mut f);
             }
@@ -116,19 +138,42 @@ impl KeywordSearch {
         }
     }
 
-    /// The candidate bytes of 8 end positions. `a` holds the bytes ending at positions 0..4
-    /// (and the byte before), `b` the bytes from position 3 on.
+    /// The reach entries of the 8 pairs ending at positions 0..8 of a block; `w` holds the
+    /// input bytes from position -1 on.
     #[inline(always)]
-    fn block(&self, a: u64, b: u64, carry: &mut u64) -> u64 {
-        let r = &self.reach;
-        let r0 = r[pair_index(a)];
-        let r1 = r[pair_index(a >> 8)];
-        let r2 = r[pair_index(a >> 16)];
-        let r3 = r[pair_index(a >> 24)];
-        let r4 = r[pair_index(b)];
-        let r5 = r[pair_index(b >> 8)];
-        let r6 = r[pair_index(b >> 16)];
-        let r7 = r[pair_index(b >> 24)];
+    fn entries(&self, w: &[u8; 9]) -> [u64; 8] {
+        std::array::from_fn(|i| self.reach[pair_index(u16::from_le_bytes([w[i], w[i + 1]]))])
+    }
+
+    /// [`KeywordSearch::block_u64`] with a 128-bit SSE2 accumulator: one load, one byte shift
+    /// and one OR per entry.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "sse2")]
+    #[inline]
+    fn block_sse2(&self, w: &[u8; 9], carry: &mut std::arch::x86_64::__m128i) -> u64 {
+        use std::arch::x86_64::{
+            _mm_cvtsi128_si64, _mm_cvtsi64_si128, _mm_or_si128, _mm_slli_si128, _mm_srli_si128,
+        };
+        let r = self.entries(w).map(|e| _mm_cvtsi64_si128(e as i64));
+        let x01 = _mm_or_si128(r[0], _mm_slli_si128::<1>(r[1]));
+        let x23 = _mm_or_si128(_mm_slli_si128::<2>(r[2]), _mm_slli_si128::<3>(r[3]));
+        let x45 = _mm_or_si128(_mm_slli_si128::<4>(r[4]), _mm_slli_si128::<5>(r[5]));
+        let x67 = _mm_or_si128(_mm_slli_si128::<6>(r[6]), _mm_slli_si128::<7>(r[7]));
+        let acc = _mm_or_si128(
+            _mm_or_si128(*carry, _mm_or_si128(x01, x23)),
+            _mm_or_si128(x45, x67),
+        );
+        *carry = _mm_srli_si128::<8>(acc);
+        _mm_cvtsi128_si64(acc) as u64
+    }
+
+    /// The candidate bytes of a block's 8 end positions (see [`KeywordSearch::entries`]):
+    /// entry `i` OR-ed in shifted left by `i` bytes into a 128-bit accumulator that starts as
+    /// the previous block's carry; the low half is returned, the high half is the new carry.
+    #[cfg(any(test, not(target_arch = "x86_64")))]
+    #[inline(always)]
+    fn block_u64(&self, w: &[u8; 9], carry: &mut u64) -> u64 {
+        let [r0, r1, r2, r3, r4, r5, r6, r7] = self.entries(w);
         let lo = (*carry | r0 | r1 << 8 | r2 << 16 | r3 << 24)
             | (r4 << 32 | r5 << 40 | r6 << 48 | r7 << 56);
         *carry = (r1 >> 56 | r2 >> 48 | r3 >> 40 | r4 >> 32) | (r5 >> 24 | r6 >> 16 | r7 >> 8);
@@ -198,6 +243,29 @@ mod tests {
             got.sort_unstable();
             assert_eq!(got, want);
             got.len()
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn simd_block_equals_u64_block() {
+        let ks = KeywordSearch::new(&default_keywords());
+        let mut rng = crate::corpus::Rng::new(9);
+        use std::arch::x86_64::{_mm_cvtsi128_si64, _mm_setzero_si128};
+        // SAFETY (all unsafe blocks here): SSE2 is part of the x86_64 baseline.
+        let (mut c128, mut c64) = (unsafe { _mm_setzero_si128() }, 0u64);
+        let text = crate::corpus::planted_corpus(2, 200).0.into_bytes();
+        for i in 0..20_000 {
+            let w: [u8; 9] = if i % 2 == 0 {
+                std::array::from_fn(|_| rng.next_u64() as u8)
+            } else {
+                let p = rng.below(text.len() - 9);
+                text[p..p + 9].try_into().unwrap()
+            };
+            let lo = unsafe { ks.block_sse2(&w, &mut c128) };
+            assert_eq!(lo, ks.block_u64(&w, &mut c64));
+            let c = unsafe { _mm_cvtsi128_si64(c128) } as u64;
+            assert_eq!(c, c64);
         }
     }
 
