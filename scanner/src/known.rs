@@ -392,8 +392,29 @@ fn escape_at(hay: &[u8], i: usize) -> Option<(Option<u8>, usize)> {
 
 /// True when `hay` contains an escape worth decoding (`%XX`, `\uXXXX`, `\xXX`, `\/`).
 pub(crate) fn has_escapes(hay: &[u8]) -> bool {
-    // One SIMD search per escape kind: JSON text is dense in `\n` and `\"`, which a search
-    // for every backslash would stop at.
+    // SAFETY: SSE2 is part of the x86_64 baseline: every x86_64 CPU has it.
+    #[cfg(target_arch = "x86_64")]
+    return unsafe { simd::has_escapes_sse2(hay) };
+    #[cfg(not(target_arch = "x86_64"))]
+    has_escapes_memmem(hay)
+}
+
+/// True when an escape worth decoding starts at `hay[i]`.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn escape_worth_decoding(hay: &[u8], i: usize) -> bool {
+    let start = match hay[i] {
+        b'%' => true,
+        b'\\' => matches!(hay.get(i + 1), Some(b'u' | b'x' | b'/')),
+        _ => false,
+    };
+    start && escape_at(hay, i).is_some()
+}
+
+/// [`has_escapes`] with one `memchr` search per escape kind (JSON text is dense in `\n` and
+/// `\"`, which a search for every backslash would stop at).
+#[cfg(any(test, not(target_arch = "x86_64")))]
+fn has_escapes_memmem(hay: &[u8]) -> bool {
     for lit in [&b"\\u"[..], b"\\x", b"\\/"] {
         if memchr::memmem::find_iter(hay, lit).any(|i| escape_at(hay, i).is_some()) {
             return true;
@@ -491,6 +512,34 @@ mod simd {
         }
         j + super::strip_scalar(&src[i..], &mut dst[j..])
     }
+    /// [`super::has_escapes`], 32 positions per step: each `%` or `\\` is checked exactly.
+    #[target_feature(enable = "sse2")]
+    pub(super) fn has_escapes_sse2(hay: &[u8]) -> bool {
+        let n = hay.len();
+        let (bs, pc) = (_mm_set1_epi8(b'\\' as i8), _mm_set1_epi8(b'%' as i8));
+        let mut i = 0;
+        while i + 32 <= n {
+            // SAFETY: i + 32 <= n, so 32 bytes are readable at i.
+            let (v0, v1) = unsafe {
+                let p = hay.as_ptr().add(i);
+                (
+                    _mm_loadu_si128(p as *const __m128i),
+                    _mm_loadu_si128(p.add(16) as *const __m128i),
+                )
+            };
+            let c0 = _mm_or_si128(_mm_cmpeq_epi8(v0, bs), _mm_cmpeq_epi8(v0, pc));
+            let c1 = _mm_or_si128(_mm_cmpeq_epi8(v1, bs), _mm_cmpeq_epi8(v1, pc));
+            let mut m = _mm_movemask_epi8(c0) as u32 | (_mm_movemask_epi8(c1) as u32) << 16;
+            while m != 0 {
+                if super::escape_worth_decoding(hay, i + m.trailing_zeros() as usize) {
+                    return true;
+                }
+                m &= m - 1;
+            }
+            i += 32;
+        }
+        (i..n).any(|j| super::escape_worth_decoding(hay, j))
+    }
 }
 
 /// One step of the view transformation at `hay[i]`: the next input offset and the view byte
@@ -583,6 +632,48 @@ impl View {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn has_escapes_same_as_memmem_search() {
+        let mut rng = crate::corpus::Rng::new(5);
+        let alphabet = b"%\\\\uux/0aF7g \n";
+        let mut found = 0;
+        for len in 0..80 {
+            for _ in 0..300 {
+                let hay: Vec<u8> = (0..len)
+                    .map(|_| alphabet[rng.below(alphabet.len())])
+                    .collect();
+                let want = has_escapes_memmem(&hay);
+                assert_eq!(
+                    has_escapes(&hay),
+                    want,
+                    "{:?}",
+                    String::from_utf8_lossy(&hay)
+                );
+                found += want as usize;
+            }
+        }
+        assert!(found > 1000);
+        // One escape at every offset of a longer clean text, and cut at its end.
+        for esc in [
+            &b"%4a"[..],
+            b"\\u0041",
+            b"\\x4a",
+            b"\\/",
+            b"\\u00e9",
+            b"%4",
+            b"\\n",
+        ] {
+            for at in 0..40 {
+                let mut hay = b"let x = y.z(1) - 2;\n".repeat(3);
+                hay.splice(at..at, esc.iter().copied());
+                for end in at..hay.len() {
+                    let h = &hay[..end];
+                    assert_eq!(has_escapes(h), has_escapes_memmem(h));
+                }
+            }
+        }
+    }
 
     #[test]
     fn base64_inner_covers_all_alignments() {
