@@ -282,17 +282,17 @@ impl KnownSet {
         let before = out.len();
         let mut regions = Vec::new();
         match &self.filter {
-            Some(f) => f.regions(&view.bytes, &mut regions),
-            None => regions.push((0, view.bytes.len())),
+            Some(f) => f.regions(view.bytes(), &mut regions),
+            None => regions.push((0, view.len)),
         }
         let matches = regions.iter().flat_map(|&(rs, re)| {
-            ac.find_overlapping_iter(&view.bytes[rs..re])
+            ac.find_overlapping_iter(&view.bytes()[rs..re])
                 .map(move |m| (m.pattern(), rs + m.start(), rs + m.end()))
         });
         for (pid, mstart, mend) in matches {
             let m = aho_corasick::Match::new(pid, mstart..mend);
             let needle = &self.needles[m.pattern().as_usize()];
-            let got = &view.bytes[m.start()..m.end()];
+            let got = &view.bytes()[m.start()..m.end()];
             if needle.exact_case && got != needle.stripped.as_slice() {
                 continue;
             }
@@ -339,12 +339,33 @@ impl KnownSet {
 
 /// The normalised view of an input: separators stripped, escapes decoded when present.
 struct View {
-    bytes: Vec<u8>,
+    /// The view is `buf[..len]`; `buf` is this thread's reused buffer (see [`VIEW_BUF`]).
+    buf: Vec<u8>,
+    len: usize,
     /// True when escapes were decoded.
     decoded: bool,
     /// `(input offset, view offset)` at the start of every block of about `CHECKPOINT` input
     /// bytes; view offsets are mapped back to the input by re-running [`view_step`] from there.
     marks: Vec<(usize, usize)>,
+}
+
+/// Views larger than this are freed after the scan instead of kept for the next one.
+const MAX_KEPT_VIEW: usize = 1 << 20;
+
+thread_local! {
+    /// The view buffer of the previous scan on this thread: reused, so a scan neither
+    /// allocates nor zeroes its view (only bytes below the view length are ever read).
+    static VIEW_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        if self.buf.len() <= MAX_KEPT_VIEW {
+            let buf = std::mem::take(&mut self.buf);
+            // During thread teardown the buffer is simply freed.
+            let _ = VIEW_BUF.try_with(|b| b.set(buf));
+        }
+    }
 }
 
 fn hexval(b: u8) -> Option<u8> {
@@ -562,7 +583,10 @@ impl View {
     fn build(hay: &[u8]) -> View {
         let decode = has_escapes(hay);
         // `strip_into` may write up to 16 bytes past what it keeps.
-        let mut bytes = vec![0u8; hay.len() + 16];
+        let mut bytes = VIEW_BUF.try_with(|b| b.take()).unwrap_or_default();
+        if bytes.len() < hay.len() + 16 {
+            bytes.resize(hay.len() + 16, 0);
+        }
         let mut marks = Vec::with_capacity(hay.len() / CHECKPOINT + 2);
         let (mut i, mut j) = (0usize, 0usize);
         while i < hay.len() {
@@ -589,12 +613,17 @@ impl View {
                 i = end;
             }
         }
-        bytes.truncate(j);
         View {
-            bytes,
+            buf: bytes,
+            len: j,
             decoded: decode,
             marks,
         }
+    }
+
+    /// The view bytes.
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
     }
 
     /// Input offset of view byte `idx`.
@@ -692,14 +721,34 @@ mod tests {
     }
 
     #[test]
+    fn reused_view_buffer_holds_no_stale_bytes() {
+        let secret = b"ghp_0123456789abcdefghijABCDEFGHIJ0123".to_vec();
+        let set = KnownSet::new(&[("T".into(), secret.clone())]).unwrap();
+        let mut long = b"x = 1;\n".repeat(200);
+        long.extend_from_slice(&secret);
+        let mut hits = Vec::new();
+        set.scan(&long, &mut hits);
+        assert_eq!(hits.len(), 1);
+        // A shorter input over the same (reused) buffer: the old secret bytes lie past its view.
+        let short = &long[..long.len() - 10];
+        hits.clear();
+        set.scan(short, &mut hits);
+        assert!(hits.is_empty());
+        assert_eq!(View::build(b"a b").bytes(), b"ab");
+        // Views over the kept size are freed, not kept; the next one still works.
+        assert!(View::build(&vec![b'y'; MAX_KEPT_VIEW + 1]).bytes().len() > MAX_KEPT_VIEW);
+        assert_eq!(View::build(b"c-d").bytes(), b"cd");
+    }
+
+    #[test]
     fn view_maps_back() {
         let hay = b"a-b c.d\nefgh ijkl";
         let v = View::build(hay);
-        assert_eq!(v.bytes, b"abcdefghijkl");
+        assert_eq!(v.bytes(), b"abcdefghijkl");
         assert_eq!(v.to_input(hay, 4), 8);
         let hay = b"x%41b\\u0043\\/d";
         let v = View::build(hay);
-        assert_eq!(v.bytes, b"xAbC/d");
+        assert_eq!(v.bytes(), b"xAbC/d");
         assert_eq!(v.to_input(hay, 3), 5);
         assert_eq!(v.input_end(hay, 3), 11);
     }
