@@ -99,9 +99,9 @@ impl KeywordSearch {
         self.find_with(data, f, zero, |w, c| self.block_sse2(w, c))
     }
 
-    /// The search loop around `block(bytes from position - 1 on, &mut carry)` (see [`KeywordSearch::block_u64`]);
-    /// the carry starts all zero: every keyword may start before the input (such candidates
-    /// fail the verification's bounds check).
+    /// The search loop around `block(bytes from position - 1 on, &mut carry)` (see
+    /// `block_u64`); the carry starts all zero: every keyword may start before
+    /// the input (such candidates fail the verification's bounds check).
     #[inline(always)]
     fn find_with<C>(
         &self,
@@ -145,7 +145,7 @@ impl KeywordSearch {
         std::array::from_fn(|i| self.reach[pair_index(u16::from_le_bytes([w[i], w[i + 1]]))])
     }
 
-    /// [`KeywordSearch::block_u64`] with a 128-bit SSE2 accumulator: one load, one byte shift
+    /// `block_u64` with a 128-bit SSE2 accumulator: one load, one byte shift
     /// and one OR per entry.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "sse2")]
