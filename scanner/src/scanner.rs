@@ -4,11 +4,11 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use regex_automata::Input;
 
 use crate::error::RuleError;
 use crate::finding::{redacted_preview, Finding};
+use crate::keywords::KeywordSearch;
 use crate::known::{KnownHit, KnownSet};
 use crate::rules::{
     load_rules_file, parse_rules, shannon_entropy, Rule, DEFAULT_RULES_NAME, DEFAULT_RULES_TOML,
@@ -112,7 +112,7 @@ impl ScannerBuilder {
 
 #[derive(Debug)]
 struct Prefilter {
-    ac: Option<AhoCorasick>,
+    search: Option<KeywordSearch>,
     /// keyword index -> (rule index, keyword bytes if case-sensitive)
     targets: Vec<Vec<(usize, Option<Vec<u8>>)>>,
     /// Bytes (both ASCII cases) that occur in some keyword.
@@ -138,18 +138,7 @@ impl Prefilter {
                 targets[idx].push((ri, exact));
             }
         }
-        let ac = if keywords.is_empty() {
-            None
-        } else {
-            Some(
-                AhoCorasick::builder()
-                    .ascii_case_insensitive(true)
-                    .match_kind(MatchKind::Standard)
-                    .kind(Some(AhoCorasickKind::DFA))
-                    .build(&keywords)
-                    .map_err(|e| RuleError::Prefilter(e.to_string()))?,
-            )
-        };
+        let search = (!keywords.is_empty()).then(|| KeywordSearch::new(&keywords));
         let mut keyword_bytes = [false; 256];
         for k in &keywords {
             for &b in k {
@@ -158,7 +147,7 @@ impl Prefilter {
             }
         }
         Ok(Prefilter {
-            ac,
+            search,
             targets,
             keyword_bytes,
         })
@@ -330,29 +319,29 @@ impl Scanner {
         out: &mut Vec<Raw>,
         mut spans: Option<&mut Vec<(usize, usize)>>,
     ) {
-        let Some(ac) = &self.inner.prefilter.ac else {
+        let Some(search) = &self.inner.prefilter.search else {
             return;
         };
         // (rule, window start, window end)
         let mut windows: Vec<(usize, usize, usize)> = Vec::new();
-        for m in ac.find_overlapping_iter(data) {
+        search.find(data, |ki, start, end| {
             if let Some(sp) = spans.as_deref_mut() {
-                sp.push((m.start(), m.end()));
+                sp.push((start, end));
             }
-            for (ri, exact) in &self.inner.prefilter.targets[m.pattern().as_usize()] {
+            for (ri, exact) in &self.inner.prefilter.targets[ki] {
                 if let Some(exact) = exact {
-                    if &data[m.start()..m.end()] != exact.as_slice() {
+                    if &data[start..end] != exact.as_slice() {
                         continue;
                     }
                 }
-                let mut ws = m.start().saturating_sub(WINDOW_BACK);
-                if let Some(nl) = memchr::memchr(b'\n', &data[ws..m.start()]) {
+                let mut ws = start.saturating_sub(WINDOW_BACK);
+                if let Some(nl) = memchr::memchr(b'\n', &data[ws..start]) {
                     ws += nl + 1;
                 }
-                let we = (m.end() + WINDOW_FWD).min(data.len());
+                let we = (end + WINDOW_FWD).min(data.len());
                 windows.push((*ri, ws, we));
             }
-        }
+        });
         if windows.is_empty() {
             return;
         }
