@@ -7,6 +7,7 @@ use thiserror::Error;
 use super::json;
 use super::url::{form_pairs, scan_base64_value};
 use crate::known;
+use crate::scanner::KeywordHit;
 use crate::{Finding, Scanner};
 
 /// Limits for body decoding.
@@ -272,19 +273,25 @@ fn scan_json_strings(
     scanner: &Scanner,
     data: &[u8],
     strs: &[json::JsonStr],
-    keyword_spans: &[(usize, usize)],
+    keyword_spans: &[KeywordHit],
     known_spans: &[(usize, usize)],
     view_decoded: bool,
     out: &mut Vec<Finding>,
 ) {
     let non_ascii_keywords = (0x80..=0xffu8).any(|b| scanner.is_keyword_byte(b));
+    let mut escapes = Vec::new();
+    let mut hits = Vec::new();
     for s in strs {
         let raw = &data[s.start..s.end];
-        let first = keyword_spans.partition_point(|&(ks, _)| ks < s.start);
-        let mut need_rules = keyword_spans[first..]
+        let first = keyword_spans.partition_point(|&(ks, _, _)| ks < s.start);
+        let inside = keyword_spans[first..]
             .iter()
-            .take_while(|&&(ks, _)| ks < s.end)
-            .any(|&(_, ke)| ke <= s.end);
+            .take_while(|&&(ks, _, _)| ks < s.end)
+            .filter(|&&(_, ke, _)| ke <= s.end);
+        let mut need_rules = inside.clone().next().is_some();
+        // An escape decoding to a keyword byte may form a keyword the raw bytes do not hold:
+        // then the string's own keyword search is needed.
+        let mut own_search = false;
         let raw_known = known_spans
             .iter()
             .any(|&(ks, ke)| ks < s.end && s.start < ke);
@@ -292,6 +299,7 @@ fn scan_json_strings(
         if s.escaped {
             let e = escape_effects(scanner, raw, non_ascii_keywords);
             need_rules |= e.keyword_byte;
+            own_search = e.keyword_byte;
             // The raw view over the string's bytes is the unescaped string's view only when
             // escapes were decoded in it and the unescaped string has no escapes of its own
             // (checked after unescaping).
@@ -302,8 +310,9 @@ fn scan_json_strings(
             continue;
         }
         let decoded;
+        escapes.clear();
         let bytes: &[u8] = if s.escaped {
-            match json::unescape(raw) {
+            match json::unescape_mapped(raw, &mut escapes) {
                 Some(d) => {
                     decoded = d;
                     &decoded
@@ -317,14 +326,46 @@ fn scan_json_strings(
         if s.escaped && scanner.has_known() && known::has_escapes(bytes) {
             need_known = true;
         }
-        if need_rules {
+        if need_rules && own_search {
             out.extend(scanner.scan_located(bytes, &s.path));
+        } else if need_rules {
+            // No escape yields a keyword byte, so the string's keyword hits are exactly the
+            // raw hits inside it that overlap no escape, shifted to unescaped offsets.
+            map_hits(inside, s.start, &escapes, &mut hits);
+            out.extend(scanner.scan_located_with_hits(bytes, &hits, &s.path, need_known));
         } else if need_known {
             out.extend(scanner.scan_known_located(bytes, &s.path));
         }
         if b64 {
             out.extend(scan_base64_value(scanner, bytes, &s.path));
         }
+    }
+}
+
+/// Maps keyword hits in a raw JSON string content starting at `base` (sorted by start) to
+/// offsets in its unescaped form (`escapes` from [`json::unescape_mapped`]), dropping hits
+/// that overlap an escape; the result replaces `out`.
+fn map_hits<'h>(
+    raw_hits: impl Iterator<Item = &'h KeywordHit>,
+    base: usize,
+    escapes: &[(usize, usize, usize)],
+    out: &mut Vec<KeywordHit>,
+) {
+    out.clear();
+    let mut k = 0;
+    for &(ks, ke, ki) in raw_hits {
+        let (a, b) = (ks - base, ke - base);
+        while k < escapes.len() && escapes[k].1 <= a {
+            k += 1;
+        }
+        if k < escapes.len() && escapes[k].0 < b {
+            continue;
+        }
+        let shift = match k {
+            0 => 0,
+            _ => escapes[k - 1].1 - escapes[k - 1].2,
+        };
+        out.push((a - shift, b - shift, ki));
     }
 }
 
@@ -649,6 +690,18 @@ mod tests {
                             .collect::<String>(),
                     ),
                     4 => t.push_str("\\u0041 \\/ %4 \\x41 \u{e9}\u{1F600}\u{8}\u{c}\"'\\"),
+                    5 => {
+                        // A credential line with an escaped byte at a random place (in or
+                        // next to a keyword: its raw hits must be dropped or shifted).
+                        let l = lines[rng.below(lines.len())];
+                        let mut cut = rng.below(l.len() + 1);
+                        while !l.is_char_boundary(cut) {
+                            cut -= 1;
+                        }
+                        t.push_str(&l[..cut]);
+                        t.push(['\n', '"', '\\', '\t', '\u{1}', '\u{e9}', '/'][rng.below(7)]);
+                        t.push_str(&l[cut..]);
+                    }
                     _ => t.push_str(lines[rng.below(lines.len())]),
                 }
                 t.push(['\n', ' ', '"', '\\', '/'][rng.below(5)]);
@@ -724,6 +777,24 @@ mod tests {
             }
         }
         assert!(total > 500, "only {total} findings");
+    }
+
+    /// Raw keyword hits map to the unescaped string: shifted past escapes, dropped when they
+    /// overlap one (`\token` is a tab and `oken`).
+    #[test]
+    fn keyword_hits_map_past_escapes() {
+        let raw = br#"a\"token\token\u0041token\ud83d\ude00token"#;
+        let mut esc = Vec::new();
+        let u = json::unescape_mapped(raw, &mut esc).unwrap();
+        assert_eq!(u, "a\"token\token\u{41}token\u{1F600}token".as_bytes());
+        let finder = memchr::memmem::Finder::new(b"token");
+        let raw_hits: Vec<KeywordHit> =
+            finder.find_iter(raw).map(|i| (i + 10, i + 15, 7)).collect();
+        assert_eq!(raw_hits.len(), 4, "incl. the one in \\token");
+        let mut got = Vec::new();
+        map_hits(raw_hits.iter(), 10, &esc, &mut got);
+        let want: Vec<KeywordHit> = finder.find_iter(&u).map(|i| (i, i + 5, 7)).collect();
+        assert_eq!(got, want);
     }
 
     /// Tokenizer vs serde_json: same strings (as paths and unescaped values) on random JSON,
