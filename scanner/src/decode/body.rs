@@ -164,7 +164,7 @@ fn scan_inner(
     if depth > limits.max_depth {
         return Err(DecodeError::TooDeep(limits.max_depth));
     }
-    let mut data = body.to_vec();
+    let mut data = std::borrow::Cow::Borrowed(body);
     if let Some(ce) = content_encoding {
         for enc in ce.split(',').rev() {
             let enc = enc.trim();
@@ -174,7 +174,7 @@ fn scan_inner(
             // Scan what we have before decoding, so nothing is skipped if decoding fails.
             out.findings
                 .extend(scanner.scan_located(&data, &format!("{prefix}body")));
-            data = decode_content_encoding(enc, &data, *budget)?;
+            data = decode_content_encoding(enc, &data, *budget)?.into();
             out.decoded_as.push(enc.to_ascii_lowercase());
         }
     }
@@ -296,17 +296,16 @@ fn scan_json_strings(
             .iter()
             .any(|&(ks, ke)| ks < s.end && s.start < ke);
         let mut need_known = scanner.has_known() && raw_known;
-        if s.escaped {
+        // With known secrets, an escaped string is always unescaped (see below), and what its
+        // escapes do is read off the unescaping; without, a cheap pass decides.
+        let unescape_anyway = s.escaped && scanner.has_known();
+        if s.escaped && !unescape_anyway {
             let e = escape_effects(scanner, raw, non_ascii_keywords);
             need_rules |= e.keyword_byte;
             own_search = e.keyword_byte;
-            // The raw view over the string's bytes is the unescaped string's view only when
-            // escapes were decoded in it and the unescaped string has no escapes of its own
-            // (checked after unescaping).
-            need_known |= scanner.has_known() && !(view_decoded && e.view_safe);
         }
         let b64 = !s.key && maybe_base64(raw);
-        if !(need_rules || need_known || b64 || (s.escaped && scanner.has_known())) {
+        if !(need_rules || need_known || b64 || unescape_anyway) {
             continue;
         }
         let decoded;
@@ -323,8 +322,13 @@ fn scan_json_strings(
         } else {
             raw
         };
-        if s.escaped && scanner.has_known() && known::has_escapes(bytes) {
-            need_known = true;
+        if unescape_anyway {
+            let e = escapes_effects(scanner, raw, bytes, &escapes);
+            need_rules |= e.keyword_byte;
+            own_search = e.keyword_byte;
+            // The raw view over the string's bytes is the unescaped string's view only when
+            // escapes were decoded in it and the unescaped string has no escapes of its own.
+            need_known = need_known || !(view_decoded && e.view_safe) || known::has_escapes(bytes);
         }
         if need_rules && own_search {
             out.extend(scanner.scan_located(bytes, &s.path));
@@ -390,6 +394,34 @@ struct EscapeEffects {
     /// `\u`), so with escape decoding on, the raw view over the string's bytes is the view of
     /// the unescaped string, provided that one has no escapes of its own.
     view_safe: bool,
+}
+
+/// [`escape_effects`] read off an unescaping: `raw` the string content, `decoded` its
+/// unescaped form and `escapes` from [`json::unescape_mapped`]. Exact per decoded byte (a
+/// non-ASCII escape counts only if one of its UTF-8 bytes occurs in a keyword).
+fn escapes_effects(
+    scanner: &Scanner,
+    raw: &[u8],
+    decoded: &[u8],
+    escapes: &[(usize, usize, usize)],
+) -> EscapeEffects {
+    let mut e = EscapeEffects {
+        keyword_byte: false,
+        view_safe: true,
+    };
+    let (mut prev_raw, mut prev_out) = (0, 0);
+    for &(rs, re, oe) in escapes {
+        let os = prev_out + (rs - prev_raw);
+        let out = &decoded[os..oe];
+        if matches!(raw[rs + 1], b'b' | b'f') || out.iter().any(|&b| b >= 0x80) {
+            e.view_safe = false;
+        }
+        if out.iter().any(|&b| scanner.is_keyword_byte(b)) {
+            e.keyword_byte = true;
+        }
+        (prev_raw, prev_out) = (re, oe);
+    }
+    e
 }
 
 fn escape_effects(scanner: &Scanner, raw: &[u8], non_ascii_keywords: bool) -> EscapeEffects {
