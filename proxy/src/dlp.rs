@@ -696,8 +696,7 @@ mod tests {
                 let capped = route("body_cap = 1024");
                 let d = read_for_scan(body(frames), &capped, "request body")
                     .await
-                    .err()
-                    .expect("over the cap blocks");
+                    .expect_err("over the cap blocks");
                 assert_eq!(d.reason, DenyReason::TooLarge, "{name}");
                 let allow = route("body_cap = 1024\nover_cap = \"allow\"");
                 let (b, rest) = read_for_scan(body(frames), &allow, "request body")
