@@ -282,17 +282,17 @@ impl KnownSet {
         let before = out.len();
         let mut regions = Vec::new();
         match &self.filter {
-            Some(f) => f.regions(&view.bytes, &mut regions),
-            None => regions.push((0, view.bytes.len())),
+            Some(f) => f.regions(view.bytes(), &mut regions),
+            None => regions.push((0, view.len)),
         }
         let matches = regions.iter().flat_map(|&(rs, re)| {
-            ac.find_overlapping_iter(&view.bytes[rs..re])
+            ac.find_overlapping_iter(&view.bytes()[rs..re])
                 .map(move |m| (m.pattern(), rs + m.start(), rs + m.end()))
         });
         for (pid, mstart, mend) in matches {
             let m = aho_corasick::Match::new(pid, mstart..mend);
             let needle = &self.needles[m.pattern().as_usize()];
-            let got = &view.bytes[m.start()..m.end()];
+            let got = &view.bytes()[m.start()..m.end()];
             if needle.exact_case && got != needle.stripped.as_slice() {
                 continue;
             }
@@ -339,12 +339,33 @@ impl KnownSet {
 
 /// The normalised view of an input: separators stripped, escapes decoded when present.
 struct View {
-    bytes: Vec<u8>,
+    /// The view is `buf[..len]`; `buf` is this thread's reused buffer (see [`VIEW_BUF`]).
+    buf: Vec<u8>,
+    len: usize,
     /// True when escapes were decoded.
     decoded: bool,
     /// `(input offset, view offset)` at the start of every block of about `CHECKPOINT` input
     /// bytes; view offsets are mapped back to the input by re-running [`view_step`] from there.
     marks: Vec<(usize, usize)>,
+}
+
+/// Views larger than this are freed after the scan instead of kept for the next one.
+const MAX_KEPT_VIEW: usize = 1 << 20;
+
+thread_local! {
+    /// The view buffer of the previous scan on this thread: reused, so a scan neither
+    /// allocates nor zeroes its view (only bytes below the view length are ever read).
+    static VIEW_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        if self.buf.len() <= MAX_KEPT_VIEW {
+            let buf = std::mem::take(&mut self.buf);
+            // During thread teardown the buffer is simply freed.
+            let _ = VIEW_BUF.try_with(|b| b.set(buf));
+        }
+    }
 }
 
 fn hexval(b: u8) -> Option<u8> {
@@ -392,8 +413,29 @@ fn escape_at(hay: &[u8], i: usize) -> Option<(Option<u8>, usize)> {
 
 /// True when `hay` contains an escape worth decoding (`%XX`, `\uXXXX`, `\xXX`, `\/`).
 pub(crate) fn has_escapes(hay: &[u8]) -> bool {
-    // One SIMD search per escape kind: JSON text is dense in `\n` and `\"`, which a search
-    // for every backslash would stop at.
+    // SAFETY: SSE2 is part of the x86_64 baseline: every x86_64 CPU has it.
+    #[cfg(target_arch = "x86_64")]
+    return unsafe { simd::has_escapes_sse2(hay) };
+    #[cfg(not(target_arch = "x86_64"))]
+    has_escapes_memmem(hay)
+}
+
+/// True when an escape worth decoding starts at `hay[i]`.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn escape_worth_decoding(hay: &[u8], i: usize) -> bool {
+    let start = match hay[i] {
+        b'%' => true,
+        b'\\' => matches!(hay.get(i + 1), Some(b'u' | b'x' | b'/')),
+        _ => false,
+    };
+    start && escape_at(hay, i).is_some()
+}
+
+/// [`has_escapes`] with one `memchr` search per escape kind (JSON text is dense in `\n` and
+/// `\"`, which a search for every backslash would stop at).
+#[cfg(any(test, not(target_arch = "x86_64")))]
+fn has_escapes_memmem(hay: &[u8]) -> bool {
     for lit in [&b"\\u"[..], b"\\x", b"\\/"] {
         if memchr::memmem::find_iter(hay, lit).any(|i| escape_at(hay, i).is_some()) {
             return true;
@@ -491,6 +533,34 @@ mod simd {
         }
         j + super::strip_scalar(&src[i..], &mut dst[j..])
     }
+    /// [`super::has_escapes`], 32 positions per step: each `%` or `\\` is checked exactly.
+    #[target_feature(enable = "sse2")]
+    pub(super) fn has_escapes_sse2(hay: &[u8]) -> bool {
+        let n = hay.len();
+        let (bs, pc) = (_mm_set1_epi8(b'\\' as i8), _mm_set1_epi8(b'%' as i8));
+        let mut i = 0;
+        while i + 32 <= n {
+            // SAFETY: i + 32 <= n, so 32 bytes are readable at i.
+            let (v0, v1) = unsafe {
+                let p = hay.as_ptr().add(i);
+                (
+                    _mm_loadu_si128(p as *const __m128i),
+                    _mm_loadu_si128(p.add(16) as *const __m128i),
+                )
+            };
+            let c0 = _mm_or_si128(_mm_cmpeq_epi8(v0, bs), _mm_cmpeq_epi8(v0, pc));
+            let c1 = _mm_or_si128(_mm_cmpeq_epi8(v1, bs), _mm_cmpeq_epi8(v1, pc));
+            let mut m = _mm_movemask_epi8(c0) as u32 | (_mm_movemask_epi8(c1) as u32) << 16;
+            while m != 0 {
+                if super::escape_worth_decoding(hay, i + m.trailing_zeros() as usize) {
+                    return true;
+                }
+                m &= m - 1;
+            }
+            i += 32;
+        }
+        (i..n).any(|j| super::escape_worth_decoding(hay, j))
+    }
 }
 
 /// One step of the view transformation at `hay[i]`: the next input offset and the view byte
@@ -513,7 +583,10 @@ impl View {
     fn build(hay: &[u8]) -> View {
         let decode = has_escapes(hay);
         // `strip_into` may write up to 16 bytes past what it keeps.
-        let mut bytes = vec![0u8; hay.len() + 16];
+        let mut bytes = VIEW_BUF.try_with(|b| b.take()).unwrap_or_default();
+        if bytes.len() < hay.len() + 16 {
+            bytes.resize(hay.len() + 16, 0);
+        }
         let mut marks = Vec::with_capacity(hay.len() / CHECKPOINT + 2);
         let (mut i, mut j) = (0usize, 0usize);
         while i < hay.len() {
@@ -540,12 +613,17 @@ impl View {
                 i = end;
             }
         }
-        bytes.truncate(j);
         View {
-            bytes,
+            buf: bytes,
+            len: j,
             decoded: decode,
             marks,
         }
+    }
+
+    /// The view bytes.
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
     }
 
     /// Input offset of view byte `idx`.
@@ -585,6 +663,48 @@ mod tests {
     use super::*;
 
     #[test]
+    fn has_escapes_same_as_memmem_search() {
+        let mut rng = crate::corpus::Rng::new(5);
+        let alphabet = b"%\\\\uux/0aF7g \n";
+        let mut found = 0;
+        for len in 0..80 {
+            for _ in 0..300 {
+                let hay: Vec<u8> = (0..len)
+                    .map(|_| alphabet[rng.below(alphabet.len())])
+                    .collect();
+                let want = has_escapes_memmem(&hay);
+                assert_eq!(
+                    has_escapes(&hay),
+                    want,
+                    "{:?}",
+                    String::from_utf8_lossy(&hay)
+                );
+                found += want as usize;
+            }
+        }
+        assert!(found > 1000);
+        // One escape at every offset of a longer clean text, and cut at its end.
+        for esc in [
+            &b"%4a"[..],
+            b"\\u0041",
+            b"\\x4a",
+            b"\\/",
+            b"\\u00e9",
+            b"%4",
+            b"\\n",
+        ] {
+            for at in 0..40 {
+                let mut hay = b"let x = y.z(1) - 2;\n".repeat(3);
+                hay.splice(at..at, esc.iter().copied());
+                for end in at..hay.len() {
+                    let h = &hay[..end];
+                    assert_eq!(has_escapes(h), has_escapes_memmem(h));
+                }
+            }
+        }
+    }
+
+    #[test]
     fn base64_inner_covers_all_alignments() {
         let secret = b"ghp_0123456789abcdefghijABCDEFGHIJ0123".to_vec();
         let set = KnownSet::new(&[("T".into(), secret.clone())]).unwrap();
@@ -601,14 +721,34 @@ mod tests {
     }
 
     #[test]
+    fn reused_view_buffer_holds_no_stale_bytes() {
+        let secret = b"ghp_0123456789abcdefghijABCDEFGHIJ0123".to_vec();
+        let set = KnownSet::new(&[("T".into(), secret.clone())]).unwrap();
+        let mut long = b"x = 1;\n".repeat(200);
+        long.extend_from_slice(&secret);
+        let mut hits = Vec::new();
+        set.scan(&long, &mut hits);
+        assert_eq!(hits.len(), 1);
+        // A shorter input over the same (reused) buffer: the old secret bytes lie past its view.
+        let short = &long[..long.len() - 10];
+        hits.clear();
+        set.scan(short, &mut hits);
+        assert!(hits.is_empty());
+        assert_eq!(View::build(b"a b").bytes(), b"ab");
+        // Views over the kept size are freed, not kept; the next one still works.
+        assert!(View::build(&vec![b'y'; MAX_KEPT_VIEW + 1]).bytes().len() > MAX_KEPT_VIEW);
+        assert_eq!(View::build(b"c-d").bytes(), b"cd");
+    }
+
+    #[test]
     fn view_maps_back() {
         let hay = b"a-b c.d\nefgh ijkl";
         let v = View::build(hay);
-        assert_eq!(v.bytes, b"abcdefghijkl");
+        assert_eq!(v.bytes(), b"abcdefghijkl");
         assert_eq!(v.to_input(hay, 4), 8);
         let hay = b"x%41b\\u0043\\/d";
         let v = View::build(hay);
-        assert_eq!(v.bytes, b"xAbC/d");
+        assert_eq!(v.bytes(), b"xAbC/d");
         assert_eq!(v.to_input(hay, 3), 5);
         assert_eq!(v.input_end(hay, 3), 11);
     }

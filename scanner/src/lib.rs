@@ -18,8 +18,9 @@
 //! assert_eq!(all.len(), 1);
 //! ```
 //!
-//! Pipeline: one ASCII-case-insensitive Aho-Corasick pass over the input finds rule keywords;
-//! each rule's regex then runs only in a small window around its keyword hits. Known secrets are
+//! Pipeline: one ASCII-case-insensitive keyword pass over the input (an FDR-style hashed
+//! shift-or filter with exact verification) finds rule keywords; each rule's regex then runs
+//! only in a small window around its keyword hits. Known secrets are
 //! matched in a separator-stripped, escape-decoded view against precomputed encoded needles.
 //! Findings carry a redacted preview only — never the secret.
 
@@ -28,6 +29,7 @@ pub mod corpus;
 pub mod decode;
 pub mod error;
 pub mod finding;
+mod keywords;
 mod known;
 pub mod rules;
 mod scanner;

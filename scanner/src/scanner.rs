@@ -4,16 +4,19 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use regex_automata::Input;
 
 use crate::error::RuleError;
 use crate::finding::{redacted_preview, Finding};
+use crate::keywords::KeywordSearch;
 use crate::known::{KnownHit, KnownSet};
 use crate::rules::{
     load_rules_file, parse_rules, shannon_entropy, Rule, DEFAULT_RULES_NAME, DEFAULT_RULES_TOML,
 };
 use crate::stream::StreamScan;
+
+/// A keyword hit of the rule pass: `(start, end, keyword index)`.
+pub(crate) type KeywordHit = (usize, usize, usize);
 
 /// Rule id reported for the bottle's own known secrets.
 pub const KNOWN_SECRET_RULE_ID: &str = "known-secret";
@@ -112,7 +115,7 @@ impl ScannerBuilder {
 
 #[derive(Debug)]
 struct Prefilter {
-    ac: Option<AhoCorasick>,
+    search: Option<KeywordSearch>,
     /// keyword index -> (rule index, keyword bytes if case-sensitive)
     targets: Vec<Vec<(usize, Option<Vec<u8>>)>>,
     /// Bytes (both ASCII cases) that occur in some keyword.
@@ -138,18 +141,7 @@ impl Prefilter {
                 targets[idx].push((ri, exact));
             }
         }
-        let ac = if keywords.is_empty() {
-            None
-        } else {
-            Some(
-                AhoCorasick::builder()
-                    .ascii_case_insensitive(true)
-                    .match_kind(MatchKind::Standard)
-                    .kind(Some(AhoCorasickKind::DFA))
-                    .build(&keywords)
-                    .map_err(|e| RuleError::Prefilter(e.to_string()))?,
-            )
-        };
+        let search = (!keywords.is_empty()).then(|| KeywordSearch::new(&keywords));
         let mut keyword_bytes = [false; 256];
         for k in &keywords {
             for &b in k {
@@ -158,7 +150,7 @@ impl Prefilter {
             }
         }
         Ok(Prefilter {
-            ac,
+            search,
             targets,
             keyword_bytes,
         })
@@ -260,7 +252,7 @@ impl Scanner {
         self.scan_parts(data, base, true, None, &mut true)
     }
 
-    /// Like [`Scanner::scan`], and also returns the spans of all keyword hits (sorted by start):
+    /// Like [`Scanner::scan`], and also returns all keyword hits (sorted by start):
     /// a sub-range of `data` without a keyword hit inside it yields no rule finding when
     /// scanned on its own.
     /// The third value is true when the known-secret view decoded escapes (or `data` is too
@@ -268,12 +260,38 @@ impl Scanner {
     pub(crate) fn scan_with_keyword_spans(
         &self,
         data: &[u8],
-    ) -> (Vec<Finding>, Vec<(usize, usize)>, bool) {
+    ) -> (Vec<Finding>, Vec<KeywordHit>, bool) {
         let mut spans = Vec::new();
         let mut decoded = true;
         let f = self.scan_parts(data, 0, true, Some(&mut spans), &mut decoded);
         spans.sort_unstable();
         (f, spans, decoded)
+    }
+
+    /// What [`Scanner::scan_located`] returns for `data`, given *every* keyword hit in `data`
+    /// (offsets relative to `data`, as [`Scanner::scan_with_keyword_spans`] reports them, e.g.
+    /// mapped from a scan of an enclosing buffer): the keyword search is skipped. `known =
+    /// false` also skips the known-secret pass, for callers that know it finds nothing.
+    pub(crate) fn scan_located_with_hits(
+        &self,
+        data: &[u8],
+        hits: &[KeywordHit],
+        location: &str,
+        known: bool,
+    ) -> Vec<Finding> {
+        let mut raws = Vec::new();
+        let mut windows = Vec::new();
+        for &(start, end, ki) in hits {
+            self.push_windows(data, ki, start, end, &mut windows);
+        }
+        self.run_windows(data, windows, &mut raws);
+        if known {
+            self.known_pass(data, &mut raws);
+        }
+        self.resolve(raws, 0)
+            .into_iter()
+            .map(|f| f.at(location.to_string()))
+            .collect()
     }
 
     /// Only the known-secret pass of [`Scanner::scan_located`]: what `scan_located` returns for
@@ -300,67 +318,90 @@ impl Scanner {
         data: &[u8],
         base: usize,
         rules: bool,
-        spans: Option<&mut Vec<(usize, usize)>>,
+        spans: Option<&mut Vec<KeywordHit>>,
         known_view_decoded: &mut bool,
     ) -> Vec<Finding> {
         let mut raws = Vec::new();
         if rules {
             self.rule_pass(data, &mut raws, spans);
         }
-        if !self.inner.known.is_empty() {
-            let mut hits: Vec<KnownHit> = Vec::new();
-            *known_view_decoded = self.inner.known.scan(data, &mut hits);
-            for h in hits {
-                raws.push(Raw {
-                    rule: None,
-                    known: Some(h.secret),
-                    start: h.start,
-                    end: h.end,
-                    preview: self.inner.known.names[h.secret].clone(),
-                    encoding: Some(h.encoding),
-                });
-            }
-        }
+        *known_view_decoded = self.known_pass(data, &mut raws);
         self.resolve(raws, base)
     }
 
-    fn rule_pass(
-        &self,
-        data: &[u8],
-        out: &mut Vec<Raw>,
-        mut spans: Option<&mut Vec<(usize, usize)>>,
-    ) {
-        let Some(ac) = &self.inner.prefilter.ac else {
+    /// The known-secret pass; returns what [`KnownSet::scan`] does (true without known secrets).
+    fn known_pass(&self, data: &[u8], raws: &mut Vec<Raw>) -> bool {
+        if self.inner.known.is_empty() {
+            return true;
+        }
+        let mut hits: Vec<KnownHit> = Vec::new();
+        let decoded = self.inner.known.scan(data, &mut hits);
+        for h in hits {
+            raws.push(Raw {
+                rule: None,
+                known: Some(h.secret),
+                start: h.start,
+                end: h.end,
+                preview: self.inner.known.names[h.secret].clone(),
+                encoding: Some(h.encoding),
+            });
+        }
+        decoded
+    }
+
+    fn rule_pass(&self, data: &[u8], out: &mut Vec<Raw>, mut spans: Option<&mut Vec<KeywordHit>>) {
+        let Some(search) = &self.inner.prefilter.search else {
             return;
         };
         // (rule, window start, window end)
         let mut windows: Vec<(usize, usize, usize)> = Vec::new();
-        for m in ac.find_overlapping_iter(data) {
+        search.find(data, |ki, start, end| {
             if let Some(sp) = spans.as_deref_mut() {
-                sp.push((m.start(), m.end()));
+                sp.push((start, end, ki));
             }
-            for (ri, exact) in &self.inner.prefilter.targets[m.pattern().as_usize()] {
-                if let Some(exact) = exact {
-                    if &data[m.start()..m.end()] != exact.as_slice() {
-                        continue;
-                    }
+            self.push_windows(data, ki, start, end, &mut windows);
+        });
+        self.run_windows(data, windows, out);
+    }
+
+    /// The regex windows `(rule, start, end)` of keyword `ki` found at `data[start..end]`.
+    fn push_windows(
+        &self,
+        data: &[u8],
+        ki: usize,
+        start: usize,
+        end: usize,
+        windows: &mut Vec<(usize, usize, usize)>,
+    ) {
+        for (ri, exact) in &self.inner.prefilter.targets[ki] {
+            if let Some(exact) = exact {
+                if &data[start..end] != exact.as_slice() {
+                    continue;
                 }
-                let mut ws = m.start().saturating_sub(WINDOW_BACK);
-                if let Some(nl) = memchr::memchr(b'\n', &data[ws..m.start()]) {
-                    ws += nl + 1;
-                }
-                let we = (m.end() + WINDOW_FWD).min(data.len());
-                windows.push((*ri, ws, we));
             }
+            let mut ws = start.saturating_sub(WINDOW_BACK);
+            if let Some(nl) = memchr::memchr(b'\n', &data[ws..start]) {
+                ws += nl + 1;
+            }
+            let we = (end + WINDOW_FWD).min(data.len());
+            windows.push((*ri, ws, we));
         }
+    }
+
+    /// Runs each rule on its merged windows.
+    fn run_windows(
+        &self,
+        data: &[u8],
+        mut windows: Vec<(usize, usize, usize)>,
+        out: &mut Vec<Raw>,
+    ) {
         if windows.is_empty() {
             return;
         }
         windows.sort_unstable();
         let mut i = 0;
         while i < windows.len() {
-            let (ri, mut ws, mut we) = windows[i];
-            let _ = &mut ws;
+            let (ri, ws, mut we) = windows[i];
             i += 1;
             while i < windows.len() && windows[i].0 == ri && windows[i].1 <= we {
                 we = we.max(windows[i].2);

@@ -7,6 +7,7 @@ use thiserror::Error;
 use super::json;
 use super::url::{form_pairs, scan_base64_value};
 use crate::known;
+use crate::scanner::KeywordHit;
 use crate::{Finding, Scanner};
 
 /// Limits for body decoding.
@@ -163,7 +164,7 @@ fn scan_inner(
     if depth > limits.max_depth {
         return Err(DecodeError::TooDeep(limits.max_depth));
     }
-    let mut data = body.to_vec();
+    let mut data = std::borrow::Cow::Borrowed(body);
     if let Some(ce) = content_encoding {
         for enc in ce.split(',').rev() {
             let enc = enc.trim();
@@ -173,7 +174,7 @@ fn scan_inner(
             // Scan what we have before decoding, so nothing is skipped if decoding fails.
             out.findings
                 .extend(scanner.scan_located(&data, &format!("{prefix}body")));
-            data = decode_content_encoding(enc, &data, *budget)?;
+            data = decode_content_encoding(enc, &data, *budget)?.into();
             out.decoded_as.push(enc.to_ascii_lowercase());
         }
     }
@@ -272,38 +273,45 @@ fn scan_json_strings(
     scanner: &Scanner,
     data: &[u8],
     strs: &[json::JsonStr],
-    keyword_spans: &[(usize, usize)],
+    keyword_spans: &[KeywordHit],
     known_spans: &[(usize, usize)],
     view_decoded: bool,
     out: &mut Vec<Finding>,
 ) {
     let non_ascii_keywords = (0x80..=0xffu8).any(|b| scanner.is_keyword_byte(b));
+    let mut escapes = Vec::new();
+    let mut hits = Vec::new();
     for s in strs {
         let raw = &data[s.start..s.end];
-        let first = keyword_spans.partition_point(|&(ks, _)| ks < s.start);
-        let mut need_rules = keyword_spans[first..]
+        let first = keyword_spans.partition_point(|&(ks, _, _)| ks < s.start);
+        let inside = keyword_spans[first..]
             .iter()
-            .take_while(|&&(ks, _)| ks < s.end)
-            .any(|&(_, ke)| ke <= s.end);
+            .take_while(|&&(ks, _, _)| ks < s.end)
+            .filter(|&&(_, ke, _)| ke <= s.end);
+        let mut need_rules = inside.clone().next().is_some();
+        // An escape decoding to a keyword byte may form a keyword the raw bytes do not hold:
+        // then the string's own keyword search is needed.
+        let mut own_search = false;
         let raw_known = known_spans
             .iter()
             .any(|&(ks, ke)| ks < s.end && s.start < ke);
         let mut need_known = scanner.has_known() && raw_known;
-        if s.escaped {
+        // With known secrets, an escaped string is always unescaped (see below), and what its
+        // escapes do is read off the unescaping; without, a cheap pass decides.
+        let unescape_anyway = s.escaped && scanner.has_known();
+        if s.escaped && !unescape_anyway {
             let e = escape_effects(scanner, raw, non_ascii_keywords);
             need_rules |= e.keyword_byte;
-            // The raw view over the string's bytes is the unescaped string's view only when
-            // escapes were decoded in it and the unescaped string has no escapes of its own
-            // (checked after unescaping).
-            need_known |= scanner.has_known() && !(view_decoded && e.view_safe);
+            own_search = e.keyword_byte;
         }
         let b64 = !s.key && maybe_base64(raw);
-        if !(need_rules || need_known || b64 || (s.escaped && scanner.has_known())) {
+        if !(need_rules || need_known || b64 || unescape_anyway) {
             continue;
         }
         let decoded;
+        escapes.clear();
         let bytes: &[u8] = if s.escaped {
-            match json::unescape(raw) {
+            match json::unescape_mapped(raw, &mut escapes) {
                 Some(d) => {
                     decoded = d;
                     &decoded
@@ -314,17 +322,54 @@ fn scan_json_strings(
         } else {
             raw
         };
-        if s.escaped && scanner.has_known() && known::has_escapes(bytes) {
-            need_known = true;
+        if unescape_anyway {
+            let e = escapes_effects(scanner, raw, bytes, &escapes);
+            need_rules |= e.keyword_byte;
+            own_search = e.keyword_byte;
+            // The raw view over the string's bytes is the unescaped string's view only when
+            // escapes were decoded in it and the unescaped string has no escapes of its own.
+            need_known = need_known || !(view_decoded && e.view_safe) || known::has_escapes(bytes);
         }
-        if need_rules {
+        if need_rules && own_search {
             out.extend(scanner.scan_located(bytes, &s.path));
+        } else if need_rules {
+            // No escape yields a keyword byte, so the string's keyword hits are exactly the
+            // raw hits inside it that overlap no escape, shifted to unescaped offsets.
+            map_hits(inside, s.start, &escapes, &mut hits);
+            out.extend(scanner.scan_located_with_hits(bytes, &hits, &s.path, need_known));
         } else if need_known {
             out.extend(scanner.scan_known_located(bytes, &s.path));
         }
         if b64 {
             out.extend(scan_base64_value(scanner, bytes, &s.path));
         }
+    }
+}
+
+/// Maps keyword hits in a raw JSON string content starting at `base` (sorted by start) to
+/// offsets in its unescaped form (`escapes` from [`json::unescape_mapped`]), dropping hits
+/// that overlap an escape; the result replaces `out`.
+fn map_hits<'h>(
+    raw_hits: impl Iterator<Item = &'h KeywordHit>,
+    base: usize,
+    escapes: &[(usize, usize, usize)],
+    out: &mut Vec<KeywordHit>,
+) {
+    out.clear();
+    let mut k = 0;
+    for &(ks, ke, ki) in raw_hits {
+        let (a, b) = (ks - base, ke - base);
+        while k < escapes.len() && escapes[k].1 <= a {
+            k += 1;
+        }
+        if k < escapes.len() && escapes[k].0 < b {
+            continue;
+        }
+        let shift = match k {
+            0 => 0,
+            _ => escapes[k - 1].1 - escapes[k - 1].2,
+        };
+        out.push((a - shift, b - shift, ki));
     }
 }
 
@@ -349,6 +394,34 @@ struct EscapeEffects {
     /// `\u`), so with escape decoding on, the raw view over the string's bytes is the view of
     /// the unescaped string, provided that one has no escapes of its own.
     view_safe: bool,
+}
+
+/// [`escape_effects`] read off an unescaping: `raw` the string content, `decoded` its
+/// unescaped form and `escapes` from [`json::unescape_mapped`]. Exact per decoded byte (a
+/// non-ASCII escape counts only if one of its UTF-8 bytes occurs in a keyword).
+fn escapes_effects(
+    scanner: &Scanner,
+    raw: &[u8],
+    decoded: &[u8],
+    escapes: &[(usize, usize, usize)],
+) -> EscapeEffects {
+    let mut e = EscapeEffects {
+        keyword_byte: false,
+        view_safe: true,
+    };
+    let (mut prev_raw, mut prev_out) = (0, 0);
+    for &(rs, re, oe) in escapes {
+        let os = prev_out + (rs - prev_raw);
+        let out = &decoded[os..oe];
+        if matches!(raw[rs + 1], b'b' | b'f') || out.iter().any(|&b| b >= 0x80) {
+            e.view_safe = false;
+        }
+        if out.iter().any(|&b| scanner.is_keyword_byte(b)) {
+            e.keyword_byte = true;
+        }
+        (prev_raw, prev_out) = (re, oe);
+    }
+    e
 }
 
 fn escape_effects(scanner: &Scanner, raw: &[u8], non_ascii_keywords: bool) -> EscapeEffects {
@@ -649,6 +722,18 @@ mod tests {
                             .collect::<String>(),
                     ),
                     4 => t.push_str("\\u0041 \\/ %4 \\x41 \u{e9}\u{1F600}\u{8}\u{c}\"'\\"),
+                    5 => {
+                        // A credential line with an escaped byte at a random place (in or
+                        // next to a keyword: its raw hits must be dropped or shifted).
+                        let l = lines[rng.below(lines.len())];
+                        let mut cut = rng.below(l.len() + 1);
+                        while !l.is_char_boundary(cut) {
+                            cut -= 1;
+                        }
+                        t.push_str(&l[..cut]);
+                        t.push(['\n', '"', '\\', '\t', '\u{1}', '\u{e9}', '/'][rng.below(7)]);
+                        t.push_str(&l[cut..]);
+                    }
                     _ => t.push_str(lines[rng.below(lines.len())]),
                 }
                 t.push(['\n', ' ', '"', '\\', '/'][rng.below(5)]);
@@ -724,6 +809,24 @@ mod tests {
             }
         }
         assert!(total > 500, "only {total} findings");
+    }
+
+    /// Raw keyword hits map to the unescaped string: shifted past escapes, dropped when they
+    /// overlap one (`\token` is a tab and `oken`).
+    #[test]
+    fn keyword_hits_map_past_escapes() {
+        let raw = br#"a\"token\token\u0041token\ud83d\ude00token"#;
+        let mut esc = Vec::new();
+        let u = json::unescape_mapped(raw, &mut esc).unwrap();
+        assert_eq!(u, "a\"token\token\u{41}token\u{1F600}token".as_bytes());
+        let finder = memchr::memmem::Finder::new(b"token");
+        let raw_hits: Vec<KeywordHit> =
+            finder.find_iter(raw).map(|i| (i + 10, i + 15, 7)).collect();
+        assert_eq!(raw_hits.len(), 4, "incl. the one in \\token");
+        let mut got = Vec::new();
+        map_hits(raw_hits.iter(), 10, &esc, &mut got);
+        let want: Vec<KeywordHit> = finder.find_iter(&u).map(|i| (i, i + 5, 7)).collect();
+        assert_eq!(got, want);
     }
 
     /// Tokenizer vs serde_json: same strings (as paths and unescaped values) on random JSON,

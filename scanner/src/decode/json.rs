@@ -39,6 +39,15 @@ pub(crate) fn strings(data: &[u8], root: &str) -> Option<Vec<JsonStr>> {
 /// bytes as serde_json for every string serde_json accepts. `None` on a bad escape or a lone
 /// surrogate (which serde_json refuses); invalid UTF-8 outside escapes is passed through.
 pub(crate) fn unescape(raw: &[u8]) -> Option<Vec<u8>> {
+    unescape_mapped(raw, &mut Vec::new())
+}
+
+/// [`unescape`], also recording every escape as `(raw start, raw end, end in the output)`
+/// in `escapes` (in order), so offsets can be mapped between `raw` and the result.
+pub(crate) fn unescape_mapped(
+    raw: &[u8],
+    escapes: &mut Vec<(usize, usize, usize)>,
+) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while let Some(p) = memchr::memchr(b'\\', &raw[i..]) {
@@ -71,12 +80,14 @@ pub(crate) fn unescape(raw: &[u8]) -> Option<Vec<u8>> {
                 }
                 let ch = char::from_u32(c)?;
                 out.extend_from_slice(ch.encode_utf8(&mut [0u8; 4]).as_bytes());
+                escapes.push((j, i, out.len()));
                 continue;
             }
             _ => return None,
         };
         out.push(b);
         i = j + 2;
+        escapes.push((j, i, out.len()));
     }
     out.extend_from_slice(&raw[i..]);
     Some(out)

@@ -10,6 +10,10 @@ pub(crate) const MAX_URL_ROUNDS: usize = 4;
 /// Percent-decodes repeatedly (up to [`MAX_URL_ROUNDS`]) and returns every distinct version,
 /// the input first. `plus` also maps `+` to space (query strings, forms).
 pub(crate) fn decode_rounds(input: &[u8], plus: bool) -> Vec<Vec<u8>> {
+    if memchr::memchr(b'%', input).is_none() && !(plus && memchr::memchr(b'+', input).is_some()) {
+        // Nothing to decode: the input is the only version.
+        return vec![input.to_vec()];
+    }
     let mut out = vec![input.to_vec()];
     let mut cur = input.to_vec();
     for round in 0..MAX_URL_ROUNDS {
@@ -122,8 +126,8 @@ where
             out.extend(scanner.scan_located(&v, &loc));
         }
         // `Basic <base64>` / bare base64 tokens.
-        let lower = value.to_ascii_lowercase();
-        let cred = if lower.starts_with(b"basic ") || lower.starts_with(b"bearer ") {
+        let starts = |p: &[u8]| value.len() >= p.len() && value[..p.len()].eq_ignore_ascii_case(p);
+        let cred = if starts(b"basic ") || starts(b"bearer ") {
             &value[value.iter().position(|&b| b == b' ').unwrap_or(0) + 1..]
         } else {
             value

@@ -1,0 +1,127 @@
+//! `dlpprofile`: the DLP inspector alone, in process, on the request `dlpbench` sends — for
+//! `valgrind --tool=callgrind` instruction counts and per-part timings of the hot path.
+//!
+//! Builds the same `DlpInspector::for_bottle` as `dlpbench` (three bottle secrets plus the CA
+//! key as known secrets, default rules), the headers that reach the inspector for a dlpbench
+//! POST (`content-type`, `x-api-key`, `content-length`, `via`), and runs `--iters` inspections
+//! of a `--size`-byte LLM-style JSON body (after one warm-up), printing the mean µs per
+//! inspection. Usage:
+//! `valgrind --tool=callgrind target/release/dlpprofile --iters 20 --size 10000`.
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use bottle_proxy::ca::CertificateAuthority;
+use bottle_proxy::canon::Host;
+use bottle_proxy::dlp::DlpInspector;
+use bottle_proxy::policy::Policy;
+use bottle_proxy::server::body::full;
+use bottle_proxy::{RequestHead, Secrets};
+use bytes::Bytes;
+use clap::Parser;
+use http::{HeaderMap, HeaderValue, Method};
+use http_body_util::BodyExt;
+
+#[derive(Parser)]
+#[command(
+    name = "dlpprofile",
+    about = "The DLP inspector alone on a dlpbench request"
+)]
+struct Cli {
+    /// Inspections to run (after one warm-up).
+    #[arg(long, default_value_t = 20)]
+    iters: usize,
+    /// Body size in bytes (0: no body, URL and headers only).
+    #[arg(long, default_value_t = 10000)]
+    size: usize,
+}
+
+/// Source text used as the chat message content (the same as dlpbench's).
+const TEXT: &str = include_str!("../../../proxy/src/server/forward.rs");
+
+/// The dlpbench body: an LLM-style chat request of about `size` bytes.
+fn body(size: usize) -> Bytes {
+    let mut content = String::new();
+    while content.len() < size {
+        content.push_str(TEXT);
+    }
+    let mut v = serde_json::json!({
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 4096,
+        "system": "You are a coding agent.",
+        "messages": [{"role": "user", "content": ""}],
+    });
+    let overhead = v.to_string().len();
+    let mut cut = size.saturating_sub(overhead).min(content.len());
+    while !content.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    content.truncate(cut);
+    v["messages"][0]["content"] = serde_json::Value::String(content);
+    Bytes::from(v.to_string())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let policy = Policy::from_toml_str("[[route]]\nhost = \"on.test\"\n", "dlpprofile.toml")?;
+    let route = policy.routes[0].clone();
+    let ca = CertificateAuthority::generate("bottle dlpprofile", Duration::from_secs(86400))?;
+    let mut map = HashMap::new();
+    for (i, name) in ["ANTHROPIC_API_KEY", "GH_TOKEN", "NPM_TOKEN"]
+        .iter()
+        .enumerate()
+    {
+        map.insert(
+            name.to_string(),
+            format!("bench-secret-{i}-Zq8Xv2Lm4Np6Rt0Yw3Ks5Hd7Jf9Gb1"),
+        );
+    }
+    let insp = DlpInspector::for_bottle(&Default::default(), &map, &ca.key_pem)?;
+    let secrets = Secrets::new(map);
+    let payload = if cli.size == 0 {
+        Bytes::new()
+    } else {
+        body(cli.size)
+    };
+    let host = Host::Name("on.test".into());
+    let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    let once = |payload: &Bytes| -> Result<usize> {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        headers.insert("x-api-key", HeaderValue::from_static("placeholder"));
+        headers.insert("content-length", HeaderValue::from(payload.len()));
+        headers.insert("via", HeaderValue::from_static("1.1 bottle-sidecar"));
+        let mut redacted = None;
+        let head = RequestHead {
+            route: &route,
+            host: &host,
+            port: 443,
+            tls: true,
+            method: &Method::POST,
+            path_and_query: "/v1/messages",
+            headers: &mut headers,
+            secrets: &secrets,
+            redacted: &mut redacted,
+        };
+        let out = rt
+            .block_on(insp.inspect(head, full(payload.clone())))
+            .map_err(|d| anyhow::anyhow!("denied: {}", d.detail))?;
+        let got = rt
+            .block_on(out.collect())
+            .map_err(|e| anyhow::anyhow!("body: {e}"))?
+            .to_bytes();
+        Ok(got.len())
+    };
+    once(&payload)?;
+    let t = Instant::now();
+    for _ in 0..cli.iters {
+        std::hint::black_box(once(&payload)?);
+    }
+    let per = t.elapsed().as_secs_f64() * 1e6 / cli.iters.max(1) as f64;
+    println!(
+        "dlpprofile: {} B body, {} inspections, {per:.1} µs each",
+        payload.len(),
+        cli.iters
+    );
+    Ok(())
+}
