@@ -219,8 +219,9 @@ impl Bottle {
         say("creating the networks, the sidecar and the agent");
         // Two concurrent chains that meet at the internal network:
         //   egress network → sidecar create → attach → join internal → start ‖ bootstrap
-        //   internal network + agent files → agent create (never started here)
-        // The sidecar's ready line is awaited once both chains are done.
+        //   internal network + agent files → agent create (→ attach → start behind the gate,
+        //   in `run` mode)
+        // The sidecar's ready line is awaited once both chains are done; then the gate opens.
         let ((egress, sidecar), (internal, files, agent)) = {
             let this = &*self;
             let internal = async {
