@@ -19,6 +19,9 @@
 //! box: +39–44 µs at 10 KB in three runs while the no-inspector p50 was ~50 µs, +51–64 µs in
 //! later runs of the same code while it was ~155–185 µs (target ≤ 50 µs). `dlpprofile` runs the
 //! inspector alone (10 KB: ~24 µs warm), for callgrind instruction counts.
+#[path = "../shared/llm_body.rs"]
+mod llm_body;
+
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -40,6 +43,8 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use llm_body::body;
+
 #[derive(Parser)]
 #[command(
     name = "dlpbench",
@@ -54,9 +59,6 @@ struct Cli {
     sizes: Vec<usize>,
 }
 
-/// Source text used as the chat message content (real code, nobody's secret).
-const TEXT: &str = include_str!("../../../proxy/src/server/forward.rs");
-
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -65,28 +67,6 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(run(cli))
-}
-
-/// An LLM-style chat request body of about `size` bytes.
-fn body(size: usize) -> Bytes {
-    let mut content = String::new();
-    while content.len() < size {
-        content.push_str(TEXT);
-    }
-    let mut v = serde_json::json!({
-        "model": "claude-sonnet-4-5",
-        "max_tokens": 4096,
-        "system": "You are a coding agent.",
-        "messages": [{"role": "user", "content": ""}],
-    });
-    let overhead = v.to_string().len();
-    let mut cut = size.saturating_sub(overhead).min(content.len());
-    while !content.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    content.truncate(cut);
-    v["messages"][0]["content"] = serde_json::Value::String(content);
-    Bytes::from(v.to_string())
 }
 
 async fn run(cli: Cli) -> Result<()> {

@@ -7,6 +7,9 @@
 //! of a `--size`-byte LLM-style JSON body (after one warm-up), printing the mean µs per
 //! inspection. Usage:
 //! `valgrind --tool=callgrind target/release/dlpprofile --iters 20 --size 10000`.
+#[path = "../shared/llm_body.rs"]
+mod llm_body;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -36,30 +39,7 @@ struct Cli {
     size: usize,
 }
 
-/// Source text used as the chat message content (the same as dlpbench's).
-const TEXT: &str = include_str!("../../../proxy/src/server/forward.rs");
-
-/// The dlpbench body: an LLM-style chat request of about `size` bytes.
-fn body(size: usize) -> Bytes {
-    let mut content = String::new();
-    while content.len() < size {
-        content.push_str(TEXT);
-    }
-    let mut v = serde_json::json!({
-        "model": "claude-sonnet-4-5",
-        "max_tokens": 4096,
-        "system": "You are a coding agent.",
-        "messages": [{"role": "user", "content": ""}],
-    });
-    let overhead = v.to_string().len();
-    let mut cut = size.saturating_sub(overhead).min(content.len());
-    while !content.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    content.truncate(cut);
-    v["messages"][0]["content"] = serde_json::Value::String(content);
-    Bytes::from(v.to_string())
-}
+use llm_body::body;
 
 fn main() -> Result<()> {
     let cli = Cli::parse();

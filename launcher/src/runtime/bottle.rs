@@ -549,22 +549,9 @@ impl Bottle {
                 spec.sidecar_image
             )
         })?;
-        let attached = timed(
-            "sidecar attach",
-            self.docker.attach_container(
-                &name,
-                Some(
-                    AttachContainerOptionsBuilder::default()
-                        .stdin(true)
-                        .stdout(true)
-                        .stderr(true)
-                        .stream(true)
-                        .build(),
-                ),
-            ),
-        )
-        .await
-        .context("attaching to the sidecar's stdio")?;
+        let attached = timed("sidecar attach", self.attach_stdio(&name))
+            .await
+            .context("attaching to the sidecar's stdio")?;
         let AttachContainerResults { output, input } = attached;
         let (net, sn) = internal.await.map_err(|e| anyhow!("{e:#}"))?;
         let sidecar_ip = subnet::host(&sn, 2);
@@ -811,26 +798,28 @@ impl Bottle {
         Ok(gated)
     }
 
+    /// Attaches to a container's stdin, stdout and stderr (before its start, so nothing of its
+    /// output is missed).
+    async fn attach_stdio(
+        &self,
+        name: &str,
+    ) -> std::result::Result<AttachContainerResults, bollard::errors::Error> {
+        let opts = AttachContainerOptionsBuilder::default()
+            .stdin(true)
+            .stdout(true)
+            .stderr(true)
+            .stream(true)
+            .build();
+        self.docker.attach_container(name, Some(opts)).await
+    }
+
     /// Attaches to the (gated) agent's stdio and starts it; its command waits for
     /// [`gate::open`] on the returned stdin.
     async fn start_gated_agent(&self) -> Result<AttachContainerResults> {
         let name = labels::name(&self.id, "agent");
-        let attached = timed(
-            "agent attach",
-            self.docker.attach_container(
-                &name,
-                Some(
-                    AttachContainerOptionsBuilder::default()
-                        .stdin(true)
-                        .stdout(true)
-                        .stderr(true)
-                        .stream(true)
-                        .build(),
-                ),
-            ),
-        )
-        .await
-        .context("attaching to the agent's stdio")?;
+        let attached = timed("agent attach", self.attach_stdio(&name))
+            .await
+            .context("attaching to the agent's stdio")?;
         timed(
             "agent start (gated)",
             self.docker.start_container(&name, None),
