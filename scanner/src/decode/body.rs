@@ -734,6 +734,16 @@ mod tests {
                         t.push(['\n', '"', '\\', '\t', '\u{1}', '\u{e9}', '/'][rng.below(7)]);
                         t.push_str(&l[cut..]);
                     }
+                    6 => {
+                        // A JSON document holding a secret (first byte as `\u00XX`), as
+                        // text: escaped twice in the body (`\\u0067hp_...`).
+                        let s = &secrets[rng.below(secrets.len())];
+                        t.push_str(&format!(
+                            "{{\"token\": \"\\u{:04x}{}\"}}",
+                            s.as_bytes()[0],
+                            &s[1..]
+                        ));
+                    }
                     _ => t.push_str(lines[rng.below(lines.len())]),
                 }
                 t.push(['\n', ' ', '"', '\\', '/'][rng.below(5)]);
