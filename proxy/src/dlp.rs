@@ -382,10 +382,18 @@ impl DlpInspector {
         let s = &self.scanner;
         check(s, route, &self.core, &scan_url(s, head.path_and_query))?;
         self.check_headers(&mut head)?;
-        let ctype = header_str(head.headers, header::CONTENT_TYPE);
-        let cenc = header_str(head.headers, header::CONTENT_ENCODING);
+        let scan_body = !(body.is_end_stream() || route.dlp == DlpSpec::Enabled(false));
+        // Read before injection (which may replace headers); only needed for a body scan.
+        let (ctype, cenc) = if scan_body {
+            (
+                header_str(head.headers, header::CONTENT_TYPE),
+                header_str(head.headers, header::CONTENT_ENCODING),
+            )
+        } else {
+            (None, None)
+        };
         inject(&mut head)?;
-        if body.is_end_stream() || route.dlp == DlpSpec::Enabled(false) {
+        if !scan_body {
             return Ok(body);
         }
         let (buf, rest) = read_for_scan(body, route, "request body").await?;

@@ -40,6 +40,12 @@ impl fmt::Debug for KeywordSearch {
     }
 }
 
+/// The carry into the first block (end positions 1..9): byte `m` has bit `b` set for every
+/// bucket `b > m`, whose keywords (at least `b + 2` bytes) cannot end at position `m + 1`
+/// (they would start before the input; the verification's bounds check drops exactly these
+/// candidates). The pairs before the input of shorter buckets are don't-care (clear).
+const FIRST_CARRY: u64 = 0x0080_C0E0_F0F8_FCFE;
+
 #[inline(always)]
 fn pair_index(x: u16) -> usize {
     (x & 0x5f5f) as usize
@@ -89,18 +95,17 @@ impl KeywordSearch {
             self.find_sse2(data, f)
         }
         #[cfg(not(target_arch = "x86_64"))]
-        self.find_with(data, f, 0u64, |w, c| self.block_u64(w, c))
+        self.find_with(data, f, FIRST_CARRY, |w, c| self.block_u64(w, c))
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "sse2")]
     fn find_sse2(&self, data: &[u8], f: impl FnMut(usize, usize, usize)) {
-        self.find_with(data, f, 0u64, |w, c| self.block_sse2(w, c))
+        self.find_with(data, f, FIRST_CARRY, |w, c| self.block_sse2(w, c))
     }
 
     /// The search loop around `block(bytes from position - 1 on, &mut carry)` (see
-    /// `block_u64`); the carry starts all zero: every keyword may start before
-    /// the input (such candidates fail the verification's bounds check).
+    /// `block_u64`); the carry starts as [`FIRST_CARRY`].
     #[inline(always)]
     fn find_with<C>(
         &self,
@@ -351,8 +356,31 @@ mod tests {
             let d: Vec<u8> = (0..2000 + round)
                 .map(|_| b"abAB_-\xc3\x20\xe3"[rng.below(9)])
                 .collect();
-            Both::new(&ks2).check(&d);
+            let both = Both::new(&ks2);
+            both.check(&d);
+            // Short inputs that start (or end) with a keyword or part of one: the first
+            // block's carry (`FIRST_CARRY`) must not drop hits near the start.
+            for _ in 0..200 {
+                let k = &ks2[rng.below(ks2.len())];
+                let mut d: Vec<u8> = k[rng.below(k.len())..].to_vec();
+                d.extend_from_slice(&ks2[rng.below(ks2.len())]);
+                d.truncate(rng.below(d.len() + 1));
+                both.check(&d);
+                d.insert(0, b'a');
+                both.check(&d);
+            }
         }
+    }
+
+    #[test]
+    fn first_carry_marks_buckets_longer_than_the_prefix() {
+        let mut want = 0u64;
+        for m in 0..8 {
+            for b in m + 1..8 {
+                want |= 1 << (8 * m + b);
+            }
+        }
+        assert_eq!(FIRST_CARRY, want);
     }
 
     #[test]

@@ -285,6 +285,9 @@ impl KnownSet {
             Some(f) => f.regions(view.bytes(), &mut regions),
             None => regions.push((0, view.len)),
         }
+        if regions.is_empty() {
+            return view.decoded;
+        }
         let matches = regions.iter().flat_map(|&(rs, re)| {
             ac.find_overlapping_iter(&view.bytes()[rs..re])
                 .map(move |m| (m.pattern(), rs + m.start(), rs + m.end()))
@@ -345,7 +348,8 @@ struct View {
     /// True when escapes were decoded.
     decoded: bool,
     /// `(input offset, view offset)` at the start of every block of about `CHECKPOINT` input
-    /// bytes; view offsets are mapped back to the input by re-running [`view_step`] from there.
+    /// bytes but the first (`(0, 0)`, implied); view offsets are mapped back to the input by
+    /// re-running [`view_step`] from there.
     marks: Vec<(usize, usize)>,
 }
 
@@ -587,10 +591,13 @@ impl View {
         if bytes.len() < hay.len() + 16 {
             bytes.resize(hay.len() + 16, 0);
         }
-        let mut marks = Vec::with_capacity(hay.len() / CHECKPOINT + 2);
+        // The first block's mark, `(0, 0)`, is implied: inputs of one block allocate none.
+        let mut marks = Vec::with_capacity(hay.len().saturating_sub(1) / CHECKPOINT);
         let (mut i, mut j) = (0usize, 0usize);
         while i < hay.len() {
-            marks.push((i, j));
+            if i > 0 {
+                marks.push((i, j));
+            }
             let end = (i + CHECKPOINT).min(hay.len());
             if decode {
                 // Runs without `%` or `\` take the stripping loop; escapes are decoded one
@@ -628,11 +635,11 @@ impl View {
 
     /// Input offset of view byte `idx`.
     fn to_input(&self, hay: &[u8], idx: usize) -> usize {
-        let m = self
-            .marks
-            .partition_point(|&(_, v)| v <= idx)
-            .saturating_sub(1);
-        let (mut i, mut v) = self.marks.get(m).copied().unwrap_or((0, 0));
+        // The last mark at or before `idx`; the implied first mark `(0, 0)` when none is.
+        let (mut i, mut v) = match self.marks.partition_point(|&(_, v)| v <= idx) {
+            0 => (0, 0),
+            m => self.marks[m - 1],
+        };
         while i < hay.len() {
             let (next, out) = view_step(hay, i, self.decoded);
             if out.is_some() {

@@ -103,13 +103,20 @@ impl ScannerBuilder {
         rules.retain(|r| !self.disabled.contains(&r.id));
         let known = KnownSet::new(&self.known)?;
         let prefilter = Prefilter::new(&rules)?;
-        Ok(Scanner {
+        let mut scanner = Scanner {
             inner: Arc::new(Inner {
                 rules,
                 prefilter,
                 known,
+                common_clean: [0; 2],
             }),
-        })
+        };
+        // Computed with the scanner itself (which does not read it); the `Arc` is unshared.
+        let clean = crate::decode::common_clean(&scanner);
+        if let Some(inner) = Arc::get_mut(&mut scanner.inner) {
+            inner.common_clean = clean;
+        }
+        Ok(scanner)
     }
 }
 
@@ -162,6 +169,8 @@ struct Inner {
     rules: Vec<Rule>,
     prefilter: Prefilter,
     known: KnownSet,
+    /// Which common header names / values scan clean (see [`Scanner::common_clean`]).
+    common_clean: [u128; 2],
 }
 
 /// A compiled secret scanner: rules + keyword prefilter + known secrets. Cheap to clone (an
@@ -236,10 +245,23 @@ impl Scanner {
 
     /// Scans `data` and sets `location` on every finding.
     pub fn scan_located(&self, data: &[u8], location: &str) -> Vec<Finding> {
-        self.scan(data)
+        let found = self.scan(data);
+        if found.is_empty() {
+            return found;
+        }
+        found
             .into_iter()
             .map(|f| f.at(location.to_string()))
             .collect()
+    }
+
+    /// Appends what [`Scanner::scan`] returns for `data` to `out` (no location set). Allocates
+    /// nothing when there is no finding.
+    pub(crate) fn scan_append(&self, data: &[u8], out: &mut Vec<Finding>) {
+        let found = self.scan(data);
+        if !found.is_empty() {
+            out.extend(found);
+        }
     }
 
     /// Starts a streaming scan (see [`StreamScan`]).
@@ -308,6 +330,12 @@ impl Scanner {
         self.inner.prefilter.keyword_bytes[b as usize]
     }
 
+    /// Bit `i` of `[0]` (`[1]`) is set when the `i`-th common header name (value) of
+    /// `decode::url` yields no finding as a header name (value) in `scan_headers`.
+    pub(crate) fn common_clean(&self) -> [u128; 2] {
+        self.inner.common_clean
+    }
+
     /// True when there are known secrets to look for.
     pub(crate) fn has_known(&self) -> bool {
         !self.inner.known.is_empty()
@@ -326,6 +354,9 @@ impl Scanner {
             self.rule_pass(data, &mut raws, spans);
         }
         *known_view_decoded = self.known_pass(data, &mut raws);
+        if raws.is_empty() {
+            return Vec::new();
+        }
         self.resolve(raws, base)
     }
 
@@ -462,6 +493,9 @@ impl Scanner {
     /// Deduplicates, lets specific findings win over overlapping generic ones (known secrets
     /// win over both), sorts by offset and converts to [`Finding`]s.
     fn resolve(&self, mut raws: Vec<Raw>, base: usize) -> Vec<Finding> {
+        if raws.is_empty() {
+            return Vec::new();
+        }
         let prio = |r: &Raw| -> u8 {
             match (r.known, r.rule) {
                 (Some(_), _) => 3,

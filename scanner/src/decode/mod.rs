@@ -10,6 +10,7 @@ mod json;
 mod url;
 
 pub use body::{decode_content_encoding, scan_body, BodyScan, DecodeError, DecodeLimits};
+pub(crate) use url::common_clean;
 pub use url::{scan_headers, scan_url};
 
 use crate::Finding;
