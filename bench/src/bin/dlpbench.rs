@@ -15,10 +15,10 @@
 //! latency of each, and print p50 / p99 per configuration, the DLP cost (`on` − `nodlp`)
 //! and ratios. Usage:
 //! `cargo run --release -p bottle-bench --bin dlpbench -- [--requests 2000] [--sizes 1000,10000,100000]`.
-//! Latest figures: the README (DLP in the proxy). On the 2-core VM the DLP cost moves with the
-//! box: +39–44 µs at 10 KB in three runs while the no-inspector p50 was ~50 µs, +51–64 µs in
-//! later runs of the same code while it was ~155–185 µs (target ≤ 50 µs). `dlpprofile` runs the
-//! inspector alone (10 KB: ~24 µs warm), for callgrind instruction counts.
+//! Latest figures: the README (DLP in the proxy). The DLP cost moves with the box: +39–44 µs at
+//! 10 KB on an Intel VM while the no-inspector p50 was ~50 µs, ~+95 µs on an AMD EPYC VM whose
+//! no-inspector p50 is ~250 µs (target ≤ 50 µs). `dlpprofile` runs the inspector alone, for
+//! callgrind instruction counts (which do not depend on the box) and cold-cache timings.
 #[path = "../shared/llm_body.rs"]
 mod llm_body;
 
