@@ -31,11 +31,21 @@ pub(crate) fn strings(data: &[u8], root: &str) -> Option<Vec<JsonStr>> {
 
 /// [`strings`], using AVX2 only if `allow_avx2` (and the CPU has it).
 fn strings_with(data: &[u8], root: &str, allow_avx2: bool) -> Option<Vec<JsonStr>> {
+    let scan = if allow_avx2 && has_avx2() {
+        Scan::Avx2
+    } else {
+        Scan::Blocks
+    };
+    strings_scanned(data, root, scan)
+}
+
+/// [`strings`] with the given string scan.
+fn strings_scanned(data: &[u8], root: &str, scan: Scan) -> Option<Vec<JsonStr>> {
     let mut t = Tok {
         d: data,
         i: 0,
         out: Vec::new(),
-        avx2: allow_avx2 && has_avx2(),
+        scan,
     };
     let mut path = format!("{root}$");
     t.ws();
@@ -329,12 +339,23 @@ fn escape_len(d: &[u8], j: usize) -> Option<usize> {
     }
 }
 
+/// How [`Tok::string`] finds the end of a string.
+#[derive(Clone, Copy)]
+enum Scan {
+    /// Block scans with SSE2 (or scalar code off x86_64).
+    Blocks,
+    /// Block scans with AVX2 (only set when the CPU supports it).
+    Avx2,
+    /// One `memchr` per escape: the old scan, the tests' reference.
+    #[cfg(test)]
+    Reference,
+}
+
 struct Tok<'a> {
     d: &'a [u8],
     i: usize,
     out: Vec<JsonStr>,
-    /// The CPU supports AVX2.
-    avx2: bool,
+    scan: Scan,
 }
 
 impl Tok<'_> {
@@ -346,12 +367,14 @@ impl Tok<'_> {
 
     /// Parses a string starting at the opening quote; returns (start, end, escaped).
     fn string(&mut self) -> Option<(usize, usize, bool)> {
-        #[cfg(target_arch = "x86_64")]
-        if self.avx2 {
-            // SAFETY: `avx2` is set only when the CPU supports AVX2.
-            return unsafe { self.string_avx2() };
+        match self.scan {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Scan::Avx2` is set only when the CPU supports AVX2.
+            Scan::Avx2 => unsafe { self.string_avx2() },
+            #[cfg(test)]
+            Scan::Reference => tests::old::string(self),
+            _ => self.string_with::<false>(),
         }
-        self.string_with::<false>()
     }
 
     /// [`Tok::string_with`] with AVX2 block scans.
@@ -535,27 +558,40 @@ mod tests {
 
     /// The tokenizer and unescaper before the block-wise versions (one `memchr` per escape):
     /// the reference the property tests compare against.
-    mod old {
-        use super::super::{JsonStr, MAX_DEPTH};
+    pub(super) mod old {
+        use super::super::{JsonStr, Tok};
 
-        pub(super) fn strings(data: &[u8], root: &str) -> Option<Vec<JsonStr>> {
-            let mut t = Tok {
-                d: data,
-                i: 0,
-                out: Vec::new(),
-            };
-            let mut path = format!("{root}$");
-            t.ws();
-            t.value(&mut path, 0)?;
-            t.ws();
-            (t.i == data.len()).then_some(t.out)
+        /// The old tokenizer: the current one with the old string scan (`value` is unchanged).
+        pub(in super::super) fn strings(data: &[u8], root: &str) -> Option<Vec<JsonStr>> {
+            super::super::strings_scanned(data, root, super::super::Scan::Reference)
         }
 
-        /// Decodes the content of a JSON string (`raw` is what is between the quotes), giving the same
-        /// bytes as serde_json for every string serde_json accepts. `None` on a bad escape or a lone
-        /// surrogate (which serde_json refuses); invalid UTF-8 outside escapes is passed through.
-        pub(super) fn unescape(raw: &[u8]) -> Option<Vec<u8>> {
-            unescape_mapped(raw, &mut Vec::new())
+        /// The old string scan: one `memchr2` per escape. Parses the string starting at the
+        /// opening quote; returns (start, end, escaped).
+        pub(in super::super) fn string(t: &mut Tok) -> Option<(usize, usize, bool)> {
+            debug_assert_eq!(t.d[t.i], b'"');
+            let start = t.i + 1;
+            let mut j = start;
+            let mut escaped = false;
+            loop {
+                j += memchr::memchr2(b'"', b'\\', &t.d[j..])?;
+                if t.d[j] == b'"' {
+                    t.i = j + 1;
+                    return Some((start, j, escaped));
+                }
+                escaped = true;
+                match *t.d.get(j + 1)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => j += 2,
+                    b'u' => {
+                        let h = t.d.get(j + 2..j + 6)?;
+                        if !h.iter().all(u8::is_ascii_hexdigit) {
+                            return None;
+                        }
+                        j += 6;
+                    }
+                    _ => return None,
+                }
+            }
         }
 
         /// [`unescape`], also recording every escape as `(raw start, raw end, end in the output)`
@@ -615,170 +651,6 @@ mod tests {
                 v = v << 4 | (b as char).to_digit(16)?;
             }
             Some(v)
-        }
-
-        struct Tok<'a> {
-            d: &'a [u8],
-            i: usize,
-            out: Vec<JsonStr>,
-        }
-
-        impl Tok<'_> {
-            fn ws(&mut self) {
-                while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.d.get(self.i) {
-                    self.i += 1;
-                }
-            }
-
-            /// Parses a string starting at the opening quote; returns (start, end, escaped).
-            fn string(&mut self) -> Option<(usize, usize, bool)> {
-                debug_assert_eq!(self.d[self.i], b'"');
-                let start = self.i + 1;
-                let mut j = start;
-                let mut escaped = false;
-                loop {
-                    j += memchr::memchr2(b'"', b'\\', &self.d[j..])?;
-                    if self.d[j] == b'"' {
-                        self.i = j + 1;
-                        return Some((start, j, escaped));
-                    }
-                    escaped = true;
-                    match *self.d.get(j + 1)? {
-                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => j += 2,
-                        b'u' => {
-                            let h = self.d.get(j + 2..j + 6)?;
-                            if !h.iter().all(u8::is_ascii_hexdigit) {
-                                return None;
-                            }
-                            j += 6;
-                        }
-                        _ => return None,
-                    }
-                }
-            }
-
-            fn value(&mut self, path: &mut String, depth: usize) -> Option<()> {
-                if depth > MAX_DEPTH {
-                    return None;
-                }
-                match *self.d.get(self.i)? {
-                    b'"' => {
-                        let (start, end, escaped) = self.string()?;
-                        self.out.push(JsonStr {
-                            path: path.clone(),
-                            start,
-                            end,
-                            escaped,
-                            key: false,
-                        });
-                    }
-                    b'{' => {
-                        self.i += 1;
-                        self.ws();
-                        if self.d.get(self.i) == Some(&b'}') {
-                            self.i += 1;
-                            return Some(());
-                        }
-                        loop {
-                            self.ws();
-                            if self.d.get(self.i) != Some(&b'"') {
-                                return None;
-                            }
-                            let (start, end, escaped) = self.string()?;
-                            let len = path.len();
-                            path.push('.');
-                            if escaped {
-                                path.extend(
-                                    String::from_utf8_lossy(&unescape(&self.d[start..end])?)
-                                        .chars()
-                                        .take(64),
-                                );
-                            } else {
-                                path.extend(
-                                    String::from_utf8_lossy(&self.d[start..end])
-                                        .chars()
-                                        .take(64),
-                                );
-                            }
-                            self.out.push(JsonStr {
-                                path: path.clone(),
-                                start,
-                                end,
-                                escaped,
-                                key: true,
-                            });
-                            self.ws();
-                            if self.d.get(self.i) != Some(&b':') {
-                                return None;
-                            }
-                            self.i += 1;
-                            self.ws();
-                            self.value(path, depth + 1)?;
-                            path.truncate(len);
-                            self.ws();
-                            match *self.d.get(self.i)? {
-                                b',' => self.i += 1,
-                                b'}' => {
-                                    self.i += 1;
-                                    return Some(());
-                                }
-                                _ => return None,
-                            }
-                        }
-                    }
-                    b'[' => {
-                        self.i += 1;
-                        self.ws();
-                        if self.d.get(self.i) == Some(&b']') {
-                            self.i += 1;
-                            return Some(());
-                        }
-                        let mut n = 0usize;
-                        loop {
-                            self.ws();
-                            let len = path.len();
-                            path.push('[');
-                            path.push_str(&n.to_string());
-                            path.push(']');
-                            self.value(path, depth + 1)?;
-                            path.truncate(len);
-                            n += 1;
-                            self.ws();
-                            match *self.d.get(self.i)? {
-                                b',' => self.i += 1,
-                                b']' => {
-                                    self.i += 1;
-                                    return Some(());
-                                }
-                                _ => return None,
-                            }
-                        }
-                    }
-                    b't' => self.lit(b"true")?,
-                    b'f' => self.lit(b"false")?,
-                    b'n' => self.lit(b"null")?,
-                    b'-' | b'0'..=b'9' => {
-                        let n = self.d[self.i..]
-                            .iter()
-                            .take_while(|b| {
-                                matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
-                            })
-                            .count();
-                        self.i += n;
-                    }
-                    _ => return None,
-                }
-                Some(())
-            }
-
-            fn lit(&mut self, word: &[u8]) -> Option<()> {
-                if self.d[self.i..].starts_with(word) {
-                    self.i += word.len();
-                    Some(())
-                } else {
-                    None
-                }
-            }
         }
     }
 
