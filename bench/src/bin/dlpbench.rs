@@ -9,6 +9,13 @@
 //!   the bottle's own secrets, the body is not read),
 //! * `on` — the default: URL, headers and the buffered body through the scanner's decoders.
 //!
+//! The proxies run on their own multi-threaded tokio runtime with the sidecar's worker count
+//! (`min(cores, 4)`, `--proxy-workers`), apart from the runtime of the clients and the upstream,
+//! as in a bottle, where the sidecar is its own process. (`--shared-runtime` puts all of it on
+//! one 2-worker runtime, as earlier versions of this bench did: there, on a VM whose idle vCPU
+//! is slow to wake, any synchronous work in the proxy also delays the client's and upstream's
+//! tasks queued behind it — a 50 µs busy loop in place of the scan added ~95 µs.)
+//!
 //! The three clients send `--requests` POSTs each of an LLM-style JSON body (real source code
 //! as the message content) of each `--sizes`, interleaved round-robin (one request of each
 //! configuration in turn, so other load on the box hits all three alike), measure the
@@ -57,6 +64,12 @@ struct Cli {
     /// Request body sizes in bytes, comma separated.
     #[arg(long, default_value = "1000,10000,100000", value_delimiter = ',')]
     sizes: Vec<usize>,
+    /// Worker threads of the proxies' runtime (default: the sidecar's, min(cores, 4)).
+    #[arg(long)]
+    proxy_workers: Option<usize>,
+    /// Run the proxies on the clients' and upstream's runtime instead of their own.
+    #[arg(long, conflicts_with = "proxy_workers")]
+    shared_runtime: bool,
 }
 
 fn main() -> Result<()> {
@@ -66,10 +79,28 @@ fn main() -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(run(cli))
+    let proxy_rt = if cli.shared_runtime {
+        None
+    } else {
+        let workers = cli.proxy_workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .min(4)
+        });
+        Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers.max(1))
+                .thread_name("proxy")
+                .enable_all()
+                .build()?,
+        )
+    };
+    rt.block_on(run(cli, proxy_rt.as_ref().map(|r| r.handle().clone())))
 }
 
-async fn run(cli: Cli) -> Result<()> {
+/// `proxy_rt`: the runtime the proxies are served on (`None`: the current one).
+async fn run(cli: Cli, proxy_rt: Option<tokio::runtime::Handle>) -> Result<()> {
     let (up_ca, up_cfg) = upstream_tls()?;
     let up = TcpListener::bind("127.0.0.1:0").await?;
     let up_port = up.local_addr()?.port();
@@ -136,9 +167,23 @@ allow_private = ["127.0.0.1/32"]
             b
         };
         let proxy = b.build()?;
-        let l = TcpListener::bind("127.0.0.1:0").await?;
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.set_nonblocking(true)?;
         addrs.push(l.local_addr()?);
-        tokio::spawn(async move { proxy.serve(l).await });
+        let serve = async move {
+            match TcpListener::from_std(l) {
+                Ok(l) => {
+                    if let Err(e) = proxy.serve(l).await {
+                        eprintln!("dlpbench: proxy: {e}");
+                    }
+                }
+                Err(e) => eprintln!("dlpbench: proxy listener: {e}"),
+            }
+        };
+        match &proxy_rt {
+            Some(h) => drop(h.spawn(serve)),
+            None => drop(tokio::spawn(serve)),
+        }
     }
     let configs = [
         ("no inspector", addrs[0], "nodlp.test"),
