@@ -741,12 +741,91 @@ mod simd {
         Some(j + super::strip_scalar(&hay[i..end], &mut dst[j..]))
     }
 
+    /// Escape candidates of a 64-byte block (bytes past `valid` are zero), see
+    /// [`super::escape_candidates`].
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn candidates_avx512(v: __m512i, valid: u64) -> u64 {
+        let bs = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'\\' as i8));
+        let pc = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'%' as i8));
+        if bs | pc == 0 {
+            return 0;
+        }
+        let uxs = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'u' as i8))
+            | _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'x' as i8))
+            | _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'/' as i8));
+        let d = _mm512_sub_epi8(v, _mm512_set1_epi8(b'0' as i8));
+        let l = _mm512_sub_epi8(
+            _mm512_or_si512(v, _mm512_set1_epi8(0x20)),
+            _mm512_set1_epi8(b'a' as i8),
+        );
+        let hex = _mm512_cmple_epu8_mask(d, _mm512_set1_epi8(9))
+            | _mm512_cmple_epu8_mask(l, _mm512_set1_epi8(5));
+        super::escape_candidates(bs, pc, uxs | !valid, hex | !valid)
+    }
+
+    /// Keep mask (non-separator bytes) of a 64-byte block: the nibble classifier of
+    /// [`LO_TAB`]/[`HI_TAB`] (`vpshufb` ×2 + `vptestnmb`).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn keep_avx512(v: __m512i) -> u64 {
+        let lo_tab = _mm512_broadcast_i32x4(_mm_setr_epi8(
+            2, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 3, 2, 0,
+        ));
+        let hi_tab = _mm512_broadcast_i32x4(_mm_setr_epi8(
+            1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ));
+        let nib = _mm512_set1_epi8(0x0f);
+        let lo = _mm512_shuffle_epi8(lo_tab, _mm512_and_si512(v, nib));
+        let hi = _mm512_shuffle_epi8(hi_tab, _mm512_and_si512(_mm512_srli_epi16(v, 4), nib));
+        _mm512_testn_epi8_mask(lo, hi)
+    }
+
+    /// The full 64-byte blocks of `src[i..end]`, stripped into `dst` from `j`, without any
+    /// call in the loop (so the constants stay in registers). With `DETECT`, stops before the
+    /// first block with escape candidates and returns them (nonzero) with `(i, j)` there.
+    ///
+    /// # Safety
+    /// As [`strip_avx512`], with `sp`/`dp` the pointers of `hay`/`dst`, `start <= i <= end`
+    /// and `j <= i - start`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi2,popcnt")]
+    #[inline(never)]
+    unsafe fn blocks_avx512<const DETECT: bool>(
+        sp: *const u8,
+        dp: *mut u8,
+        mut i: usize,
+        mut j: usize,
+        end: usize,
+    ) -> (usize, usize, u64) {
+        while i + 64 <= end {
+            // SAFETY: i + 64 <= end <= hay.len().
+            let v = unsafe { _mm512_loadu_si512(sp.add(i) as *const __m512i) };
+            if DETECT {
+                let cand = candidates_avx512(v, !0);
+                if cand != 0 {
+                    return (i, j, cand);
+                }
+            }
+            let keep = keep_avx512(v);
+            // SAFETY: kept bytes never outrun read bytes (`j <= i - start`): the store at `j`
+            // ends at most at `dst[i + 64 - start] <= dst[end - start]`.
+            unsafe {
+                _mm512_storeu_si512(
+                    dp.add(j) as *mut __m512i,
+                    _mm512_maskz_compress_epi8(keep, v),
+                )
+            };
+            j += keep.count_ones() as usize;
+            i += 64;
+        }
+        (i, j, 0)
+    }
+
     /// AVX-512 implementation of [`super::Path::strip`] (escape detection when `DETECT`), 64
-    /// bytes per step: the nibble classifier (`vpshufb` ×2 + `vptestmb`) gives the keep mask,
-    /// `vpcompressb` (register form: the memory form is slow on Zen 4) packs the kept bytes,
-    /// and one unaligned store writes them. The last partial block uses a masked load and a
-    /// masked store. `\\` and `%` found in a block are refined with vector masks, and the
-    /// survivors confirmed exactly.
+    /// bytes per step: the nibble classifier gives the keep mask, `vpcompressb` (register
+    /// form: the memory form is slow on Zen 4) packs the kept bytes, and one unaligned store
+    /// writes them; the last partial block uses a masked load and a masked store. `\\` and `%`
+    /// found in a block are refined with vector masks, and the survivors confirmed exactly.
     ///
     /// # Safety
     /// The CPU must support AVX-512 F, BW, VBMI2 and POPCNT; `start <= end <= hay.len()` and
@@ -759,64 +838,51 @@ mod simd {
         dst: &mut [u8],
     ) -> Option<usize> {
         debug_assert!(start <= end && end <= hay.len() && dst.len() >= end - start);
-        // SAFETY: the tables are 16 bytes long.
-        let (lo_tab, hi_tab) = unsafe {
-            (
-                _mm512_broadcast_i32x4(_mm_loadu_si128(LO_TAB.as_ptr() as *const __m128i)),
-                _mm512_broadcast_i32x4(_mm_loadu_si128(HI_TAB.as_ptr() as *const __m128i)),
-            )
-        };
-        let nib = _mm512_set1_epi8(0x0f);
         let sp = hay.as_ptr();
         let dp = dst.as_mut_ptr();
         let (mut i, mut j) = (start, 0usize);
         while i < end {
+            // SAFETY: the caller's contract, and `j <= i - start` (see `blocks_avx512`).
+            let (ni, nj, cand) = unsafe { blocks_avx512::<DETECT>(sp, dp, i, j, end) };
+            (i, j) = (ni, nj);
             let left = end - i;
+            if cand == 0 && left == 0 {
+                break;
+            }
             let valid = if left >= 64 {
                 !0u64
             } else {
                 (1u64 << left) - 1
             };
-            // SAFETY: the masked load reads only the `left` bytes of `hay[i..end]` (masked-off
-            // bytes are not accessed and read as zero).
+            // SAFETY: the masked load reads only the `min(left, 64)` bytes of `hay[i..end]`
+            // (masked-off bytes are not accessed and read as zero).
             let v = unsafe { _mm512_maskz_loadu_epi8(valid, sp.add(i) as *const i8) };
-            if DETECT {
-                let bs = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'\\' as i8));
-                let pc = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'%' as i8));
-                if bs | pc != 0 {
-                    let uxs = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'u' as i8))
-                        | _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'x' as i8))
-                        | _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'/' as i8));
-                    let d = _mm512_sub_epi8(v, _mm512_set1_epi8(b'0' as i8));
-                    let l = _mm512_sub_epi8(
-                        _mm512_or_si512(v, _mm512_set1_epi8(0x20)),
-                        _mm512_set1_epi8(b'a' as i8),
-                    );
-                    let hex = _mm512_cmple_epu8_mask(d, _mm512_set1_epi8(9))
-                        | _mm512_cmple_epu8_mask(l, _mm512_set1_epi8(5));
-                    let cand = super::escape_candidates(bs, pc, uxs | !valid, hex | !valid);
-                    if super::any_escape(hay, i, cand) {
-                        return None;
-                    }
-                }
+            let cand = if cand == 0 && DETECT {
+                candidates_avx512(v, valid)
+            } else {
+                cand
+            };
+            if super::any_escape(hay, i, cand) {
+                return None;
             }
-            let lo = _mm512_shuffle_epi8(lo_tab, _mm512_and_si512(v, nib));
-            let hi = _mm512_shuffle_epi8(hi_tab, _mm512_and_si512(_mm512_srli_epi16(v, 4), nib));
-            let keep = !_mm512_test_epi8_mask(lo, hi) & valid;
-            let packed = _mm512_maskz_compress_epi8(keep, v);
+            let keep = keep_avx512(v) & valid;
             let kept = keep.count_ones() as usize;
-            // SAFETY: kept bytes never outrun read bytes (`j <= i - start`): a full store at
-            // `j` ends at most at `dst[i + 64 - start] <= dst[end - start]`; the last partial
-            // block stores only its `kept <= left` bytes.
+            let store = if kept >= 64 {
+                u64::MAX
+            } else {
+                (1u64 << kept) - 1
+            };
+            // SAFETY: only the `kept <= min(left, 64)` packed bytes are stored at `j <= i -
+            // start`, so within `dst[..end - start]`.
             unsafe {
-                if left >= 64 {
-                    _mm512_storeu_si512(dp.add(j) as *mut __m512i, packed);
-                } else {
-                    _mm512_mask_storeu_epi8(dp.add(j) as *mut i8, (1u64 << kept) - 1, packed);
-                }
-            }
+                _mm512_mask_storeu_epi8(
+                    dp.add(j) as *mut i8,
+                    store,
+                    _mm512_maskz_compress_epi8(keep, v),
+                )
+            };
             j += kept;
-            i += 64;
+            i += left.min(64);
         }
         Some(j)
     }
@@ -1275,5 +1341,72 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("SHORT") && !e.contains("abc"), "{e}");
+    }
+
+    /// Times the view build per path (`cargo test --release -p bottle-scanner --lib
+    /// view_build_speed -- --ignored --nocapture`); `Old` is the former two passes
+    /// (`has_escapes` checking every `%` and `\\` exactly, then the SSSE3 strip).
+    #[test]
+    #[ignore]
+    fn view_build_speed() {
+        use std::time::Instant;
+        #[cfg(target_arch = "x86_64")]
+        fn old_has_escapes(hay: &[u8]) -> bool {
+            let mut i = 0;
+            while i + 16 <= hay.len() {
+                let mut m = 0u64;
+                for k in 0..16 {
+                    m |= u64::from(matches!(hay[i + k], b'%' | b'\\')) << k;
+                }
+                if any_escape(hay, i, m) {
+                    return true;
+                }
+                i += 16;
+            }
+            (i..hay.len()).any(|k| escape_worth_decoding(hay, k))
+        }
+        let mut src = Vec::new();
+        for e in std::fs::read_dir("/usr/include").unwrap().flatten() {
+            if let Ok(b) = std::fs::read(e.path()) {
+                src.extend_from_slice(&b);
+            }
+        }
+        let mut rng = crate::corpus::Rng::new(3);
+        let mut json = b"{\"messages\":[{\"role\":\"user\",\"content\":\"".to_vec();
+        while json.len() < 10_000 {
+            let n = 1 + rng.below(9);
+            json.extend_from_slice(rng.chars('w', n).as_bytes());
+            json.extend_from_slice([&b" "[..], b"\\n", b"\\\"", b", "][rng.below(4)]);
+        }
+        json.extend_from_slice(b"\"}]}");
+        for (name, data, chunk) in [("source", &src, 16384), ("json10k", &json, 1 << 20)] {
+            let chunks: Vec<&[u8]> = data.chunks(chunk).collect();
+            let reps = (200_000_000 / data.len()).max(1);
+            let mut line = format!("{name} ({} B):", data.len());
+            #[cfg(target_arch = "x86_64")]
+            {
+                let mut dst = vec![0u8; chunk + 16];
+                let t = Instant::now();
+                for _ in 0..reps {
+                    for c in &chunks {
+                        std::hint::black_box(old_has_escapes(c));
+                        std::hint::black_box(Path::Ssse3.strip(c, 0, c.len(), &mut dst, false));
+                    }
+                }
+                let gbs = (reps * data.len()) as f64 / t.elapsed().as_secs_f64() / 1e9;
+                line += &format!(" Old {gbs:.2} GB/s");
+            }
+            for path in Path::available() {
+                let t = Instant::now();
+                for _ in 0..reps {
+                    for c in &chunks {
+                        std::hint::black_box(View::build_with(c, path).len);
+                    }
+                }
+                let gbs = (reps * data.len()) as f64 / t.elapsed().as_secs_f64() / 1e9;
+                line += &format!(" {path:?} {gbs:.2} GB/s");
+            }
+            eprintln!("{line}");
+        }
     }
 }
