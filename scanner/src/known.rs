@@ -1223,10 +1223,12 @@ mod tests {
         }
     }
 
+    /// The view bytes, `decoded`, the marks and the input offset of every view byte.
+    type Reference = (Vec<u8>, bool, Vec<(usize, usize)>, Vec<usize>);
+
     /// The view as built before the fused pass: `has_escapes` first, then every block
-    /// transformed with [`view_step`]; returns the view, `decoded`, the marks and the input
-    /// offset of every view byte.
-    fn reference_view(hay: &[u8]) -> (Vec<u8>, bool, Vec<(usize, usize)>, Vec<usize>) {
+    /// transformed with [`view_step`].
+    fn reference_view(hay: &[u8]) -> Reference {
         let decode = has_escapes_memmem(hay);
         let (mut out, mut marks, mut from) = (Vec::new(), Vec::new(), Vec::new());
         let mut i = 0;
