@@ -503,6 +503,16 @@ impl Path {
         Path::Scalar
     }
 
+    /// True when stripping with detection costs about what stripping alone does (AVX-512),
+    /// so [`View::build`] detects escapes in its stripping pass instead of a pass before it.
+    #[inline]
+    fn fuses_detection(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return self == Path::Avx512;
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
     /// Every path this CPU supports (for tests).
     #[cfg(test)]
     fn available() -> Vec<Path> {
@@ -887,30 +897,31 @@ mod simd {
         Some(j)
     }
 
-    /// [`super::has_escapes`], 64 positions per step: `%` and `\\` are refined with vector
-    /// masks of the lookahead bytes, and the survivors checked exactly.
+    /// [`super::has_escapes`], 32 positions per step: each `%` or `\\` is checked exactly.
     #[target_feature(enable = "sse2")]
     pub(super) fn has_escapes_sse2(hay: &[u8]) -> bool {
         let n = hay.len();
+        let (bs, pc) = (_mm_set1_epi8(b'\\' as i8), _mm_set1_epi8(b'%' as i8));
         let mut i = 0;
-        while i + 64 <= n {
-            // SAFETY: i + 64 <= n, so 64 bytes are readable at i.
-            let vs: [__m128i; 4] = std::array::from_fn(|k| unsafe {
-                _mm_loadu_si128(hay.as_ptr().add(i + 16 * k) as *const __m128i)
-            });
-            let (mut bs, mut pc) = (0u64, 0u64);
-            for (k, &v) in vs.iter().enumerate() {
-                let (b, p) = bs_pct_sse2(v);
-                bs |= b << (16 * k);
-                pc |= p << (16 * k);
-            }
-            if bs | pc != 0 {
-                let (uxs, hex) = lookahead_masks_sse2(&vs);
-                if super::any_escape(hay, i, super::escape_candidates(bs, pc, uxs, hex)) {
+        while i + 32 <= n {
+            // SAFETY: i + 32 <= n, so 32 bytes are readable at i.
+            let (v0, v1) = unsafe {
+                let p = hay.as_ptr().add(i);
+                (
+                    _mm_loadu_si128(p as *const __m128i),
+                    _mm_loadu_si128(p.add(16) as *const __m128i),
+                )
+            };
+            let c0 = _mm_or_si128(_mm_cmpeq_epi8(v0, bs), _mm_cmpeq_epi8(v0, pc));
+            let c1 = _mm_or_si128(_mm_cmpeq_epi8(v1, bs), _mm_cmpeq_epi8(v1, pc));
+            let mut m = _mm_movemask_epi8(c0) as u32 | (_mm_movemask_epi8(c1) as u32) << 16;
+            while m != 0 {
+                if super::escape_worth_decoding(hay, i + m.trailing_zeros() as usize) {
                     return true;
                 }
+                m &= m - 1;
             }
-            i += 64;
+            i += 32;
         }
         (i..n).any(|j| super::escape_worth_decoding(hay, j))
     }
@@ -934,9 +945,9 @@ impl View {
         Self::build_with(hay, Path::best())
     }
 
-    /// [`View::build`] with the given stripping path. One pass strips separators block by
-    /// block while looking for escapes worth decoding; when one is found the build restarts
-    /// in decoding mode, where runs without `%` or `\\` take the stripping loop (no escape
+    /// [`View::build`] with the given stripping path. On AVX-512 one pass strips separators
+    /// block by block while looking for escapes worth decoding and, when one is found, the
+    /// build restarts in decoding mode; other paths check for escapes first. In decoding mode, where runs without `%` or `\\` take the stripping loop (no escape
     /// can start in them, so the result is the same) and escapes are decoded one by one.
     fn build_with(hay: &[u8], path: Path) -> View {
         // Every path writes only below `src.len()` of the part of `dst` it is given, and
@@ -948,13 +959,16 @@ impl View {
         // The first block's mark, `(0, 0)`, is implied: inputs of one block allocate none.
         let mut marks = Vec::with_capacity(hay.len().saturating_sub(1) / CHECKPOINT);
         let (mut i, mut j) = (0usize, 0usize);
-        let mut decode = false;
-        while i < hay.len() {
+        // Without AVX-512 a separate escape check first is cheaper than stripping and
+        // detecting in one pass (callgrind, 10 KB JSON body: 65 K vs 75 K instructions).
+        let fused = path.fuses_detection();
+        let mut decode = !fused && has_escapes(hay);
+        while !decode && i < hay.len() {
             if i > 0 {
                 marks.push((i, j));
             }
             let end = (i + CHECKPOINT).min(hay.len());
-            match path.strip(hay, i, end, &mut bytes[j..], true) {
+            match path.strip(hay, i, end, &mut bytes[j..], fused) {
                 Some(kept) => j += kept,
                 None => {
                     decode = true;
