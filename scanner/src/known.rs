@@ -425,7 +425,6 @@ pub(crate) fn has_escapes(hay: &[u8]) -> bool {
 }
 
 /// True when an escape worth decoding starts at `hay[i]`.
-#[cfg(target_arch = "x86_64")]
 #[inline]
 fn escape_worth_decoding(hay: &[u8], i: usize) -> bool {
     let start = match hay[i] {
@@ -434,6 +433,29 @@ fn escape_worth_decoding(hay: &[u8], i: usize) -> bool {
         _ => false,
     };
     start && escape_at(hay, i).is_some()
+}
+
+/// Positions of a 64-byte block where an escape worth decoding may start, from per-byte masks
+/// of the block (bit `k` = byte `k`): `\\` followed by `u`/`x`/`/`, `%` followed by two hex
+/// digits. `uxs` and `hex` must have their bits set for bytes past the block's valid part;
+/// lookahead past bit 63 is assumed to match. A superset: survivors are confirmed with
+/// [`escape_worth_decoding`].
+#[inline(always)]
+fn escape_candidates(bs: u64, pct: u64, uxs: u64, hex: u64) -> u64 {
+    (bs & (uxs >> 1 | 1 << 63)) | (pct & (hex >> 1 | 1 << 63) & (hex >> 2 | 3 << 62))
+}
+
+/// True when one of the `cand` bits (positions relative to `at`) starts an escape worth
+/// decoding.
+#[inline]
+fn any_escape(hay: &[u8], at: usize, mut cand: u64) -> bool {
+    while cand != 0 {
+        if escape_worth_decoding(hay, at + cand.trailing_zeros() as usize) {
+            return true;
+        }
+        cand &= cand - 1;
+    }
+    false
 }
 
 /// [`has_escapes`] with one `memchr` search per escape kind (JSON text is dense in `\n` and
@@ -448,18 +470,111 @@ fn has_escapes_memmem(hay: &[u8]) -> bool {
     memchr::memchr_iter(b'%', hay).any(|i| escape_at(hay, i).is_some())
 }
 
-/// Copies `src` into `dst` without separator bytes; returns the number of bytes kept.
-/// `dst` must be at least `src.len() + 16` bytes long (the SIMD path stores 8 bytes at a time).
-fn strip_into(src: &[u8], dst: &mut [u8]) -> usize {
-    assert!(dst.len() >= src.len() + 16);
+/// An implementation of the view's stripping pass (see [`Path::strip`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// Portable scalar code (the reference).
+    Scalar,
+    /// SSSE3 + POPCNT, 16 bytes per step.
     #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("ssse3") && std::is_x86_feature_detected!("popcnt") {
-            // SAFETY: the CPU features were just checked; the length contract is asserted.
-            return unsafe { simd::strip_ssse3(src, dst) };
+    Ssse3,
+    /// AVX-512 F/BW/VBMI2 + POPCNT, 64 bytes per step.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Path {
+    /// The fastest path this CPU supports.
+    #[inline]
+    fn best() -> Path {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512bw")
+                && std::is_x86_feature_detected!("avx512vbmi2")
+                && std::is_x86_feature_detected!("popcnt")
+            {
+                return Path::Avx512;
+            }
+            if std::is_x86_feature_detected!("ssse3") && std::is_x86_feature_detected!("popcnt") {
+                return Path::Ssse3;
+            }
+        }
+        Path::Scalar
+    }
+
+    /// True when stripping with detection costs about what stripping alone does (AVX-512),
+    /// so [`View::build`] detects escapes in its stripping pass instead of a pass before it.
+    #[inline]
+    fn fuses_detection(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return self == Path::Avx512;
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
+    /// Every path this CPU supports (for tests).
+    #[cfg(test)]
+    fn available() -> Vec<Path> {
+        let mut v = vec![Path::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("ssse3") && std::is_x86_feature_detected!("popcnt") {
+                v.push(Path::Ssse3);
+            }
+            if Path::best() == Path::Avx512 {
+                v.push(Path::Avx512);
+            }
+        }
+        v
+    }
+
+    /// Copies `hay[start..end]` into `dst` without separator bytes and returns the number of
+    /// bytes kept — or, when `detect` is set, `None` as soon as an escape worth decoding is
+    /// found to start in `start..end` (escapes may extend past `end`; `hay` is looked at
+    /// there). Bytes of `dst` past the kept ones may be overwritten.
+    ///
+    /// Panics unless `start <= end <= hay.len()` and `dst.len() >= end - start`.
+    #[inline]
+    fn strip(
+        self,
+        hay: &[u8],
+        start: usize,
+        end: usize,
+        dst: &mut [u8],
+        detect: bool,
+    ) -> Option<usize> {
+        assert!(start <= end && end <= hay.len() && dst.len() >= end - start);
+        match self {
+            Path::Scalar => {
+                if detect
+                    && memchr::memchr2_iter(b'%', b'\\', &hay[start..end])
+                        .any(|k| escape_worth_decoding(hay, start + k))
+                {
+                    return None;
+                }
+                Some(strip_scalar(&hay[start..end], dst))
+            }
+            // SAFETY (both arms): the CPU features were checked when this path was chosen
+            // (`best`/`available` are the only constructors); the bounds are asserted above.
+            #[cfg(target_arch = "x86_64")]
+            Path::Ssse3 => unsafe {
+                if detect {
+                    simd::strip_ssse3::<true>(hay, start, end, dst)
+                } else {
+                    simd::strip_ssse3::<false>(hay, start, end, dst)
+                }
+            },
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx512 => unsafe {
+                if detect {
+                    simd::strip_avx512::<true>(hay, start, end, dst)
+                } else {
+                    simd::strip_avx512::<false>(hay, start, end, dst)
+                }
+            },
         }
     }
-    strip_scalar(src, dst)
 }
 
 /// Branch-free scalar separator stripping (the reference for the SIMD path).
@@ -476,6 +591,13 @@ fn strip_scalar(src: &[u8], dst: &mut [u8]) -> usize {
 #[cfg(target_arch = "x86_64")]
 mod simd {
     use std::arch::x86_64::*;
+
+    /// Low-nibble table of the separator classifier: bit 0 if the nibble completes a `0x0_`
+    /// separator (tab, LF, CR are `0x09 0x0A 0x0D`), bit 1 for a `0x2_` one (space, `-`, `.`
+    /// are `0x20 0x2D 0x2E`).
+    const LO_TAB: [u8; 16] = [2, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 3, 2, 0];
+    /// High-nibble table of the separator classifier: bit 0 for `0x0_`, bit 1 for `0x2_`.
+    const HI_TAB: [u8; 16] = [1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
 
     /// For each 8-bit keep-mask, the `pshufb` indices that move the kept bytes to the front.
     static COMPACT: [[u8; 8]; 256] = {
@@ -496,47 +618,285 @@ mod simd {
         t
     };
 
-    /// SSSE3 separator stripping, 16 bytes per step: a two-`pshufb` nibble classifier finds
-    /// the separators (tab, LF, CR are `0x09 0x0A 0x0D`; space, `-`, `.` are `0x20 0x2D
-    /// 0x2E`), then each 8-byte half is compacted with a table-driven `pshufb`.
+    /// Per-byte masks of four 16-byte vectors (64 bytes, first vector in the low bits):
+    /// `(u/x/'/', hex digit)`, for [`super::escape_candidates`].
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn lookahead_masks_sse2(vs: &[__m128i; 4]) -> (u64, u64) {
+        let (u, x, sl) = (
+            _mm_set1_epi8(b'u' as i8),
+            _mm_set1_epi8(b'x' as i8),
+            _mm_set1_epi8(b'/' as i8),
+        );
+        let (zero, lower, a) = (
+            _mm_set1_epi8(b'0' as i8),
+            _mm_set1_epi8(0x20),
+            _mm_set1_epi8(b'a' as i8),
+        );
+        let (nine, five) = (_mm_set1_epi8(9), _mm_set1_epi8(5));
+        let (mut uxs, mut hex) = (0u64, 0u64);
+        for (k, &v) in vs.iter().enumerate() {
+            let m = _mm_or_si128(
+                _mm_or_si128(_mm_cmpeq_epi8(v, u), _mm_cmpeq_epi8(v, x)),
+                _mm_cmpeq_epi8(v, sl),
+            );
+            uxs |= (_mm_movemask_epi8(m) as u16 as u64) << (16 * k);
+            // Unsigned `d <= 9` as `min(d, 9) == d`.
+            let d = _mm_sub_epi8(v, zero);
+            let l = _mm_sub_epi8(_mm_or_si128(v, lower), a);
+            let h = _mm_or_si128(
+                _mm_cmpeq_epi8(_mm_min_epu8(d, nine), d),
+                _mm_cmpeq_epi8(_mm_min_epu8(l, five), l),
+            );
+            hex |= (_mm_movemask_epi8(h) as u16 as u64) << (16 * k);
+        }
+        (uxs, hex)
+    }
+
+    /// Per-byte masks of `\\` and `%` in a 16-byte vector.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn bs_pct_sse2(v: __m128i) -> (u64, u64) {
+        let bs = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8)));
+        let pc = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'%' as i8)));
+        (bs as u16 as u64, pc as u16 as u64)
+    }
+
+    /// SSSE3 implementation of [`super::Path::strip`] (escape detection when `DETECT`), 16
+    /// bytes per step: a two-`pshufb` nibble classifier finds the separators, then each
+    /// 8-byte half is compacted with a table-driven `pshufb`. Escape candidates (`\\`, `%`)
+    /// are refined with vector masks 64 bytes at a time, so `\n`/`\"`-dense JSON rarely
+    /// reaches the exact scalar check.
     ///
     /// # Safety
-    /// The CPU must support SSSE3 and POPCNT, and `dst.len() >= src.len() + 16`.
+    /// The CPU must support SSSE3 and POPCNT; `start <= end <= hay.len()` and
+    /// `dst.len() >= end - start`.
     #[target_feature(enable = "ssse3,popcnt")]
-    pub(super) unsafe fn strip_ssse3(src: &[u8], dst: &mut [u8]) -> usize {
-        debug_assert!(dst.len() >= src.len() + 16);
-        // lo nibble -> bit 0 if it completes a 0x0_ separator, bit 1 for a 0x2_ one.
-        let lo_tab = _mm_setr_epi8(2, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 3, 2, 0);
-        // hi nibble -> bit 0 for 0x0_, bit 1 for 0x2_.
-        let hi_tab = _mm_setr_epi8(1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    pub(super) unsafe fn strip_ssse3<const DETECT: bool>(
+        hay: &[u8],
+        start: usize,
+        end: usize,
+        dst: &mut [u8],
+    ) -> Option<usize> {
+        debug_assert!(start <= end && end <= hay.len() && dst.len() >= end - start);
+        let lo_tab = _mm_loadu_si128(LO_TAB.as_ptr() as *const __m128i);
+        let hi_tab = _mm_loadu_si128(HI_TAB.as_ptr() as *const __m128i);
         let nib = _mm_set1_epi8(0x0f);
         let eight = _mm_set1_epi8(8);
         let zero = _mm_setzero_si128();
-        let n = src.len();
-        let sp = src.as_ptr();
+        let sp = hay.as_ptr();
         let dp = dst.as_mut_ptr();
-        let (mut i, mut j) = (0usize, 0usize);
-        while i + 16 <= n {
-            let v = _mm_loadu_si128(sp.add(i) as *const __m128i);
+        // Kept bytes never outrun read bytes (`j <= i - start`), so the 8-byte stores of a
+        // step at `i` end at most at `dst[i + 16 - start]`, within `dst`.
+        let step = |v: __m128i, j: usize| -> usize {
             let lo = _mm_shuffle_epi8(lo_tab, _mm_and_si128(v, nib));
             let hi = _mm_shuffle_epi8(hi_tab, _mm_and_si128(_mm_srli_epi16(v, 4), nib));
             let sep = _mm_cmpeq_epi8(_mm_and_si128(lo, hi), zero);
             let keep = _mm_movemask_epi8(sep) as u32; // bit set = keep
             let k0 = (keep & 0xff) as usize;
             let k1 = (keep >> 8) as usize;
-            let s0 = _mm_loadl_epi64(COMPACT[k0].as_ptr() as *const __m128i);
-            let s1 = _mm_add_epi8(
-                _mm_loadl_epi64(COMPACT[k1].as_ptr() as *const __m128i),
-                eight,
-            );
-            _mm_storel_epi64(dp.add(j) as *mut __m128i, _mm_shuffle_epi8(v, s0));
-            j += k0.count_ones() as usize;
-            _mm_storel_epi64(dp.add(j) as *mut __m128i, _mm_shuffle_epi8(v, s1));
-            j += k1.count_ones() as usize;
+            // SAFETY: the tables hold 8 bytes per entry; the stores are in `dst` (see above).
+            unsafe {
+                let s0 = _mm_loadl_epi64(COMPACT[k0].as_ptr() as *const __m128i);
+                let s1 = _mm_add_epi8(
+                    _mm_loadl_epi64(COMPACT[k1].as_ptr() as *const __m128i),
+                    eight,
+                );
+                _mm_storel_epi64(dp.add(j) as *mut __m128i, _mm_shuffle_epi8(v, s0));
+                let j = j + k0.count_ones() as usize;
+                _mm_storel_epi64(dp.add(j) as *mut __m128i, _mm_shuffle_epi8(v, s1));
+                j + k1.count_ones() as usize
+            }
+        };
+        let (mut i, mut j) = (start, 0usize);
+        while i + 64 <= end {
+            // SAFETY: i + 64 <= end <= hay.len().
+            let vs: [__m128i; 4] = std::array::from_fn(|k| unsafe {
+                _mm_loadu_si128(sp.add(i + 16 * k) as *const __m128i)
+            });
+            if DETECT {
+                let (mut bs, mut pc) = (0u64, 0u64);
+                for (k, &v) in vs.iter().enumerate() {
+                    let (b, p) = bs_pct_sse2(v);
+                    bs |= b << (16 * k);
+                    pc |= p << (16 * k);
+                }
+                if bs | pc != 0 {
+                    let (uxs, hex) = lookahead_masks_sse2(&vs);
+                    if super::any_escape(hay, i, super::escape_candidates(bs, pc, uxs, hex)) {
+                        return None;
+                    }
+                }
+            }
+            for v in vs {
+                j = step(v, j);
+            }
+            i += 64;
+        }
+        while i + 16 <= end {
+            // SAFETY: i + 16 <= end <= hay.len().
+            let v = unsafe { _mm_loadu_si128(sp.add(i) as *const __m128i) };
+            if DETECT {
+                let (bs, pc) = bs_pct_sse2(v);
+                if super::any_escape(hay, i, bs | pc) {
+                    return None;
+                }
+            }
+            j = step(v, j);
             i += 16;
         }
-        j + super::strip_scalar(&src[i..], &mut dst[j..])
+        if DETECT && (i..end).any(|k| super::escape_worth_decoding(hay, k)) {
+            return None;
+        }
+        Some(j + super::strip_scalar(&hay[i..end], &mut dst[j..]))
     }
+
+    /// Escape candidates of a 64-byte block (bytes past `valid` are zero), see
+    /// [`super::escape_candidates`].
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn candidates_avx512(v: __m512i, valid: u64) -> u64 {
+        let bs = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'\\' as i8));
+        let pc = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'%' as i8));
+        if bs | pc == 0 {
+            return 0;
+        }
+        let uxs = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'u' as i8))
+            | _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'x' as i8))
+            | _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'/' as i8));
+        let d = _mm512_sub_epi8(v, _mm512_set1_epi8(b'0' as i8));
+        let l = _mm512_sub_epi8(
+            _mm512_or_si512(v, _mm512_set1_epi8(0x20)),
+            _mm512_set1_epi8(b'a' as i8),
+        );
+        let hex = _mm512_cmple_epu8_mask(d, _mm512_set1_epi8(9))
+            | _mm512_cmple_epu8_mask(l, _mm512_set1_epi8(5));
+        super::escape_candidates(bs, pc, uxs | !valid, hex | !valid)
+    }
+
+    /// Keep mask (non-separator bytes) of a 64-byte block: the nibble classifier of
+    /// [`LO_TAB`]/[`HI_TAB`] (`vpshufb` ×2 + `vptestnmb`).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn keep_avx512(v: __m512i) -> u64 {
+        let lo_tab = _mm512_broadcast_i32x4(_mm_setr_epi8(
+            2, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 3, 2, 0,
+        ));
+        let hi_tab = _mm512_broadcast_i32x4(_mm_setr_epi8(
+            1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ));
+        let nib = _mm512_set1_epi8(0x0f);
+        let lo = _mm512_shuffle_epi8(lo_tab, _mm512_and_si512(v, nib));
+        let hi = _mm512_shuffle_epi8(hi_tab, _mm512_and_si512(_mm512_srli_epi16(v, 4), nib));
+        _mm512_testn_epi8_mask(lo, hi)
+    }
+
+    /// The full 64-byte blocks of `src[i..end]`, stripped into `dst` from `j`, without any
+    /// call in the loop (so the constants stay in registers). With `DETECT`, stops before the
+    /// first block with escape candidates and returns them (nonzero) with `(i, j)` there.
+    ///
+    /// # Safety
+    /// As [`strip_avx512`], with `sp`/`dp` the pointers of `hay`/`dst`, `start <= i <= end`
+    /// and `j <= i - start`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi2,popcnt")]
+    #[inline(never)]
+    unsafe fn blocks_avx512<const DETECT: bool>(
+        sp: *const u8,
+        dp: *mut u8,
+        mut i: usize,
+        mut j: usize,
+        end: usize,
+    ) -> (usize, usize, u64) {
+        while i + 64 <= end {
+            // SAFETY: i + 64 <= end <= hay.len().
+            let v = unsafe { _mm512_loadu_si512(sp.add(i) as *const __m512i) };
+            if DETECT {
+                let cand = candidates_avx512(v, !0);
+                if cand != 0 {
+                    return (i, j, cand);
+                }
+            }
+            let keep = keep_avx512(v);
+            // SAFETY: kept bytes never outrun read bytes (`j <= i - start`): the store at `j`
+            // ends at most at `dst[i + 64 - start] <= dst[end - start]`.
+            unsafe {
+                _mm512_storeu_si512(
+                    dp.add(j) as *mut __m512i,
+                    _mm512_maskz_compress_epi8(keep, v),
+                )
+            };
+            j += keep.count_ones() as usize;
+            i += 64;
+        }
+        (i, j, 0)
+    }
+
+    /// AVX-512 implementation of [`super::Path::strip`] (escape detection when `DETECT`), 64
+    /// bytes per step: the nibble classifier gives the keep mask, `vpcompressb` (register
+    /// form: the memory form is slow on Zen 4) packs the kept bytes, and one unaligned store
+    /// writes them; the last partial block uses a masked load and a masked store. `\\` and `%`
+    /// found in a block are refined with vector masks, and the survivors confirmed exactly.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F, BW, VBMI2 and POPCNT; `start <= end <= hay.len()` and
+    /// `dst.len() >= end - start`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi2,popcnt")]
+    pub(super) unsafe fn strip_avx512<const DETECT: bool>(
+        hay: &[u8],
+        start: usize,
+        end: usize,
+        dst: &mut [u8],
+    ) -> Option<usize> {
+        debug_assert!(start <= end && end <= hay.len() && dst.len() >= end - start);
+        let sp = hay.as_ptr();
+        let dp = dst.as_mut_ptr();
+        let (mut i, mut j) = (start, 0usize);
+        while i < end {
+            // SAFETY: the caller's contract, and `j <= i - start` (see `blocks_avx512`).
+            let (ni, nj, cand) = unsafe { blocks_avx512::<DETECT>(sp, dp, i, j, end) };
+            (i, j) = (ni, nj);
+            let left = end - i;
+            if cand == 0 && left == 0 {
+                break;
+            }
+            let valid = if left >= 64 {
+                !0u64
+            } else {
+                (1u64 << left) - 1
+            };
+            // SAFETY: the masked load reads only the `min(left, 64)` bytes of `hay[i..end]`
+            // (masked-off bytes are not accessed and read as zero).
+            let v = unsafe { _mm512_maskz_loadu_epi8(valid, sp.add(i) as *const i8) };
+            let cand = if cand == 0 && DETECT {
+                candidates_avx512(v, valid)
+            } else {
+                cand
+            };
+            if super::any_escape(hay, i, cand) {
+                return None;
+            }
+            let keep = keep_avx512(v) & valid;
+            let kept = keep.count_ones() as usize;
+            let store = if kept >= 64 {
+                u64::MAX
+            } else {
+                (1u64 << kept) - 1
+            };
+            // SAFETY: only the `kept <= min(left, 64)` packed bytes are stored at `j <= i -
+            // start`, so within `dst[..end - start]`.
+            unsafe {
+                _mm512_mask_storeu_epi8(
+                    dp.add(j) as *mut i8,
+                    store,
+                    _mm512_maskz_compress_epi8(keep, v),
+                )
+            };
+            j += kept;
+            i += left.min(64);
+        }
+        Some(j)
+    }
+
     /// [`super::has_escapes`], 32 positions per step: each `%` or `\\` is checked exactly.
     #[target_feature(enable = "sse2")]
     pub(super) fn has_escapes_sse2(hay: &[u8]) -> bool {
@@ -566,7 +926,6 @@ mod simd {
         (i..n).any(|j| super::escape_worth_decoding(hay, j))
     }
 }
-
 /// One step of the view transformation at `hay[i]`: the next input offset and the view byte
 /// produced, if any.
 #[inline]
@@ -581,43 +940,67 @@ fn view_step(hay: &[u8], i: usize, decode: bool) -> (usize, Option<u8>) {
 }
 
 impl View {
-    /// Builds the view: escapes are decoded when `hay` has any (see [`has_escapes`]). Blocks
-    /// without `%` or `\\` take a branch-free stripping loop either way (no escape can start in
-    /// them, so the result is the same).
+    /// Builds the view: escapes are decoded when `hay` has any (see [`has_escapes`]).
     fn build(hay: &[u8]) -> View {
-        let decode = has_escapes(hay);
-        // `strip_into` may write up to 16 bytes past what it keeps.
+        Self::build_with(hay, Path::best())
+    }
+
+    /// [`View::build`] with the given stripping path. On AVX-512 one pass strips separators
+    /// block by block while looking for escapes worth decoding and, when one is found, the
+    /// build restarts in decoding mode; other paths check for escapes first. In decoding mode, where runs without `%` or `\\` take the stripping loop (no escape
+    /// can start in them, so the result is the same) and escapes are decoded one by one.
+    fn build_with(hay: &[u8], path: Path) -> View {
+        // Every path writes only below `src.len()` of the part of `dst` it is given, and
+        // decoding never makes the view longer than the input.
         let mut bytes = VIEW_BUF.try_with(|b| b.take()).unwrap_or_default();
-        if bytes.len() < hay.len() + 16 {
-            bytes.resize(hay.len() + 16, 0);
+        if bytes.len() < hay.len() {
+            bytes.resize(hay.len(), 0);
         }
         // The first block's mark, `(0, 0)`, is implied: inputs of one block allocate none.
         let mut marks = Vec::with_capacity(hay.len().saturating_sub(1) / CHECKPOINT);
         let (mut i, mut j) = (0usize, 0usize);
-        while i < hay.len() {
+        // Without AVX-512 a separate escape check first is cheaper than stripping and
+        // detecting in one pass (callgrind, 10 KB JSON body: 65 K vs 75 K instructions).
+        let fused = path.fuses_detection();
+        let mut decode = !fused && has_escapes(hay);
+        while !decode && i < hay.len() {
             if i > 0 {
                 marks.push((i, j));
             }
             let end = (i + CHECKPOINT).min(hay.len());
-            if decode {
-                // Runs without `%` or `\` take the stripping loop; escapes are decoded one
-                // by one (an escape may end past `end`: the next block starts after it).
-                while i < end {
-                    let run = memchr::memchr2(b'%', b'\\', &hay[i..end]).unwrap_or(end - i);
-                    j += strip_into(&hay[i..i + run], &mut bytes[j..]);
-                    i += run;
-                    if i < end {
-                        let (next, out) = view_step(hay, i, true);
-                        if let Some(v) = out {
-                            bytes[j] = v;
-                            j += 1;
-                        }
-                        i = next;
-                    }
+            match path.strip(hay, i, end, &mut bytes[j..], fused) {
+                Some(kept) => j += kept,
+                None => {
+                    decode = true;
+                    break;
                 }
-            } else {
-                j += strip_into(&hay[i..end], &mut bytes[j..]);
-                i = end;
+            }
+            i = end;
+        }
+        if decode {
+            marks.clear();
+            (i, j) = (0, 0);
+        }
+        while decode && i < hay.len() {
+            if i > 0 {
+                marks.push((i, j));
+            }
+            let end = (i + CHECKPOINT).min(hay.len());
+            // An escape may end past `end`: the next block starts after it.
+            while i < end {
+                let run = memchr::memchr2(b'%', b'\\', &hay[i..end]).unwrap_or(end - i);
+                j += path
+                    .strip(hay, i, i + run, &mut bytes[j..], false)
+                    .unwrap_or_default();
+                i += run;
+                if i < end {
+                    let (next, out) = view_step(hay, i, true);
+                    if let Some(v) = out {
+                        bytes[j] = v;
+                        j += 1;
+                    }
+                    i = next;
+                }
             }
         }
         View {
@@ -818,29 +1201,154 @@ mod tests {
         assert!(total > 100, "only {total} hits planted");
     }
 
+    /// Every stripping path equals the scalar reference (kept bytes, escape detection), with
+    /// `dst` exactly as long as the input (a canary past it must stay untouched).
     #[test]
     fn simd_strip_matches_scalar() {
         use crate::corpus::Rng;
         let mut rng = Rng::new(11);
-        for len in (0..300).chain([1000, 4097]) {
+        let paths = Path::available();
+        for len in (0..300).chain([1000, 1024, 4097]) {
             for dense in [2, 5, 256] {
                 let src: Vec<u8> = (0..len)
-                    .map(|_| {
-                        if rng.below(dense) == 0 {
-                            b"-. \t\r\n"[rng.below(6)]
-                        } else {
-                            rng.below(256) as u8
-                        }
+                    .map(|_| match rng.below(dense) {
+                        0 => b"-. \t\r\n"[rng.below(6)],
+                        1 => b"%\\ux/4a"[rng.below(7)],
+                        _ => rng.below(256) as u8,
                     })
                     .collect();
-                let mut a = vec![0u8; len + 16];
-                let mut b = vec![0u8; len + 16];
-                let na = strip_into(&src, &mut a);
-                let nb = strip_scalar(&src, &mut b);
-                assert_eq!(&a[..na], &b[..nb], "len {len}");
-                assert_eq!(&a[..na], &strip(&src)[..]);
+                let start = rng.below(len.min(70) + 1);
+                let want = strip(&src[start..]);
+                let detect = (start..len).any(|k| escape_worth_decoding(&src, k));
+                for &path in &paths {
+                    let mut buf = vec![0xAAu8; len - start + 64];
+                    let (dst, canary) = buf.split_at_mut(len - start);
+                    let n = path.strip(&src, start, len, dst, false).unwrap();
+                    assert_eq!(&dst[..n], &want[..], "{path:?} len {len} start {start}");
+                    assert!(canary.iter().all(|&b| b == 0xAA), "{path:?} len {len}");
+                    let got = path.strip(&src, start, len, dst, true);
+                    assert_eq!(got.is_none(), detect, "{path:?} len {len} start {start}");
+                    if let Some(n) = got {
+                        assert_eq!(&dst[..n], &want[..]);
+                    }
+                    assert!(canary.iter().all(|&b| b == 0xAA), "{path:?} len {len}");
+                }
             }
         }
+    }
+
+    /// The view bytes, `decoded`, the marks and the input offset of every view byte.
+    type Reference = (Vec<u8>, bool, Vec<(usize, usize)>, Vec<usize>);
+
+    /// The view as built before the fused pass: `has_escapes` first, then every block
+    /// transformed with [`view_step`].
+    fn reference_view(hay: &[u8]) -> Reference {
+        let decode = has_escapes_memmem(hay);
+        let (mut out, mut marks, mut from) = (Vec::new(), Vec::new(), Vec::new());
+        let mut i = 0;
+        while i < hay.len() {
+            if i > 0 {
+                marks.push((i, out.len()));
+            }
+            let end = (i + CHECKPOINT).min(hay.len());
+            while i < end {
+                let (next, b) = view_step(hay, i, decode);
+                if let Some(b) = b {
+                    out.push(b);
+                    from.push(i);
+                }
+                i = next;
+            }
+        }
+        (out, decode, marks, from)
+    }
+
+    /// Builds the view of `hay` with every available path and compares it with
+    /// [`reference_view`]: bytes, length, `decoded`, marks and the mapping back to the input.
+    fn check_view(hay: &[u8]) -> bool {
+        let (want, decoded, marks, from) = reference_view(hay);
+        for path in Path::available() {
+            let v = View::build_with(hay, path);
+            let ctx = || format!("{path:?} {:?}", String::from_utf8_lossy(hay));
+            assert_eq!(v.bytes(), &want[..], "{}", ctx());
+            assert_eq!(v.decoded, decoded, "{}", ctx());
+            assert_eq!(v.marks, marks, "{}", ctx());
+            for (idx, &at) in from.iter().enumerate() {
+                assert_eq!(v.to_input(hay, idx), at, "{}", ctx());
+            }
+        }
+        assert_eq!(has_escapes(hay), decoded);
+        decoded
+    }
+
+    #[test]
+    fn view_paths_match_reference() {
+        use crate::corpus::Rng;
+        let mut rng = Rng::new(13);
+        let alphabets: [&[u8]; 4] = [
+            b"%\\\\uux/0aF7g \n",
+            b"ab0F9u/x%\\-. \t\r\n\"",
+            // Only escapes not worth decoding: the fused pass must not stop at them.
+            b"\\\\n\"rtgz -.%",
+            b"abcdefghijklmnopqrstuvwxyz0123456789 \n",
+        ];
+        let mut decoded = 0;
+        for len in 0..200 {
+            for alphabet in alphabets {
+                for _ in 0..8 {
+                    let hay: Vec<u8> = (0..len)
+                        .map(|_| alphabet[rng.below(alphabet.len())])
+                        .collect();
+                    decoded += check_view(&hay) as usize;
+                }
+            }
+        }
+        assert!(decoded > 1000, "{decoded}");
+        for len in [1023, 1024, 1025, 2047, 2048, 2049, 3000, 4100] {
+            for alphabet in alphabets {
+                for _ in 0..4 {
+                    let hay: Vec<u8> = (0..len)
+                        .map(|_| match rng.below(200) {
+                            0 => alphabet[rng.below(alphabet.len())],
+                            _ => b"abcdefghijklmnopqrstuvwxyz \n\\n\\\""[rng.below(31)],
+                        })
+                        .collect();
+                    check_view(&hay);
+                }
+            }
+        }
+    }
+
+    /// One escape (whole or truncated) at and around every 16/32/64-byte and checkpoint
+    /// boundary of JSON-like text dense in `\n` and `\"`, and at the very end of the input.
+    #[test]
+    fn view_escapes_at_block_boundaries() {
+        let base = b"{\"a\": \"x\\ny\\\"z\", \"k-1.2\": 1}\t\r\n".repeat(80);
+        assert!(!has_escapes(&base));
+        let escapes: [&[u8]; 12] = [
+            b"%4a", b"%4", b"%", b"\\u0041", b"\\u00e9", b"\\u004", b"\\x4a", b"\\x4", b"\\/",
+            b"\\", b"\\n", b"%2D",
+        ];
+        let mut decoded = 0;
+        for esc in escapes {
+            for b in [16, 32, 48, 64, 128, 1024, 2048] {
+                for at in b - 6..=b + 2 {
+                    let mut hay = base.clone();
+                    hay.splice(at..at, esc.iter().copied());
+                    decoded += check_view(&hay) as usize;
+                    // Cut inside and right after the escape: truncated at the very end.
+                    for end in at..=(at + esc.len()).min(hay.len()) {
+                        check_view(&hay[..end]);
+                    }
+                }
+            }
+            for len in [0, 1, 15, 63, 64, 65, 127, 1023] {
+                let mut hay = base[..len].to_vec();
+                hay.extend_from_slice(esc);
+                check_view(&hay);
+            }
+        }
+        assert!(decoded > 300, "{decoded}");
     }
 
     #[test]
@@ -849,5 +1357,72 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("SHORT") && !e.contains("abc"), "{e}");
+    }
+
+    /// Times the view build per path (`cargo test --release -p bottle-scanner --lib
+    /// view_build_speed -- --ignored --nocapture`); `Old` is the former two passes
+    /// (`has_escapes` checking every `%` and `\\` exactly, then the SSSE3 strip).
+    #[test]
+    #[ignore]
+    fn view_build_speed() {
+        use std::time::Instant;
+        #[cfg(target_arch = "x86_64")]
+        fn old_has_escapes(hay: &[u8]) -> bool {
+            let mut i = 0;
+            while i + 16 <= hay.len() {
+                let mut m = 0u64;
+                for k in 0..16 {
+                    m |= u64::from(matches!(hay[i + k], b'%' | b'\\')) << k;
+                }
+                if any_escape(hay, i, m) {
+                    return true;
+                }
+                i += 16;
+            }
+            (i..hay.len()).any(|k| escape_worth_decoding(hay, k))
+        }
+        let mut src = Vec::new();
+        for e in std::fs::read_dir("/usr/include").unwrap().flatten() {
+            if let Ok(b) = std::fs::read(e.path()) {
+                src.extend_from_slice(&b);
+            }
+        }
+        let mut rng = crate::corpus::Rng::new(3);
+        let mut json = b"{\"messages\":[{\"role\":\"user\",\"content\":\"".to_vec();
+        while json.len() < 10_000 {
+            let n = 1 + rng.below(9);
+            json.extend_from_slice(rng.chars('w', n).as_bytes());
+            json.extend_from_slice([&b" "[..], b"\\n", b"\\\"", b", "][rng.below(4)]);
+        }
+        json.extend_from_slice(b"\"}]}");
+        for (name, data, chunk) in [("source", &src, 16384), ("json10k", &json, 1 << 20)] {
+            let chunks: Vec<&[u8]> = data.chunks(chunk).collect();
+            let reps = (200_000_000 / data.len()).max(1);
+            let mut line = format!("{name} ({} B):", data.len());
+            #[cfg(target_arch = "x86_64")]
+            {
+                let mut dst = vec![0u8; chunk + 16];
+                let t = Instant::now();
+                for _ in 0..reps {
+                    for c in &chunks {
+                        std::hint::black_box(old_has_escapes(c));
+                        std::hint::black_box(Path::Ssse3.strip(c, 0, c.len(), &mut dst, false));
+                    }
+                }
+                let gbs = (reps * data.len()) as f64 / t.elapsed().as_secs_f64() / 1e9;
+                line += &format!(" Old {gbs:.2} GB/s");
+            }
+            for path in Path::available() {
+                let t = Instant::now();
+                for _ in 0..reps {
+                    for c in &chunks {
+                        std::hint::black_box(View::build_with(c, path).len);
+                    }
+                }
+                let gbs = (reps * data.len()) as f64 / t.elapsed().as_secs_f64() / 1e9;
+                line += &format!(" {path:?} {gbs:.2} GB/s");
+            }
+            eprintln!("{line}");
+        }
     }
 }
