@@ -79,8 +79,10 @@ pub(crate) struct KnownSet {
     pub max_len: usize,
 }
 
-/// log2 of the prefilter bitmap size in bits (64 KiB).
-const GRAM_BITS: u32 = 19;
+/// log2 of the largest prefilter bitmap, in bits (64 KiB).
+const MAX_GRAM_BITS: u32 = 19;
+/// log2 of the smallest prefilter bitmap, in bits (512 bytes).
+const MIN_GRAM_BITS: u32 = 12;
 
 /// The case-insensitive key of the 4 bytes at `v[i..i + 4]`: `| 0x20` maps each ASCII letter
 /// to its lower case (and some other bytes onto each other), so keys of two byte strings that
@@ -90,22 +92,24 @@ fn gram_key(v: &[u8], i: usize) -> u32 {
     u32::from_le_bytes([v[i], v[i + 1], v[i + 2], v[i + 3]]) | 0x2020_2020
 }
 
-#[inline(always)]
-fn gram_hash(key: u32) -> usize {
-    (key.wrapping_mul(0x9E37_79B1) >> (32 - GRAM_BITS)) as usize
-}
-
-/// Exact-superset prefilter for the needle automaton: the case-insensitive keys of *every*
-/// 4-byte window of every needle. A needle occurrence of length `L` in the view contains a
-/// position that is a multiple of `stride = min needle length - 3` with a whole window of it
-/// there, so only every `stride`-th view position is looked up (a bitmap, then an exact sorted
-/// key list); around each hit the automaton runs on `[hit - (longest needle - 4), hit + longest
-/// needle)`, which contains every needle occurrence the window can belong to.
+/// Exact-superset prefilter for the needle automaton. Only every `stride = shortest needle
+/// length - 3`-th view position is looked up (a bitmap, then an exact sorted key list), and a
+/// needle occurrence starting at view position `p` always has a looked-up position
+/// `q = p + o` with `o < stride` and a whole 4-byte window of the needle there (`o <= L - 4`
+/// for every needle length `L`). So the filter holds the keys of the windows at offsets
+/// `0..min(stride, L - 3)` of each needle only — the needle's first `stride + 3` bytes, not all
+/// of it: the CA key's encodings are thousands of bytes long, and with every window of theirs
+/// the tables were 64 KiB of bitmap plus ~120 KiB of keys, looked up at random and cold in
+/// the proxy, instead of a few KiB. Around each hit at `q` the automaton runs on
+/// `[q - (stride - 1), q + longest)`, which contains every needle occurrence starting at
+/// `q - o`.
 #[derive(Debug, Clone)]
 struct GramFilter {
     stride: usize,
     longest: usize,
-    bits: Vec<u64>,
+    /// The bitmap has `1 << bits` bits.
+    bits: u32,
+    map: Vec<u64>,
     keys: Vec<u32>,
 }
 
@@ -116,24 +120,38 @@ impl GramFilter {
         if shortest < 4 {
             return None;
         }
-        let mut bits = vec![0u64; 1 << (GRAM_BITS - 6)];
-        let mut keys = Vec::new();
-        for n in needles {
-            for i in 0..=n.stripped.len() - 4 {
-                let k = gram_key(&n.stripped, i);
-                let h = gram_hash(k);
-                bits[h >> 6] |= 1 << (h & 63);
-                keys.push(k);
-            }
-        }
+        let stride = shortest - 3;
+        let mut keys: Vec<u32> = needles
+            .iter()
+            .flat_map(|n| {
+                let windows = stride.min(n.stripped.len() - 3);
+                (0..windows).map(|i| gram_key(&n.stripped, i))
+            })
+            .collect();
         keys.sort_unstable();
         keys.dedup();
+        // About 32 bits per key: ~3 % of lookups reach the key list.
+        let bits = (keys.len() * 32)
+            .next_power_of_two()
+            .trailing_zeros()
+            .clamp(MIN_GRAM_BITS, MAX_GRAM_BITS);
+        let mut map = vec![0u64; 1 << (bits - 6)];
+        for &k in &keys {
+            let h = Self::hash(k, bits);
+            map[h >> 6] |= 1 << (h & 63);
+        }
         Some(GramFilter {
-            stride: shortest - 3,
+            stride,
             longest,
             bits,
+            map,
             keys,
         })
+    }
+
+    #[inline(always)]
+    fn hash(key: u32, bits: u32) -> usize {
+        (key.wrapping_mul(0x9E37_79B1) >> (32 - bits)) as usize
     }
 
     /// Merged view ranges that may hold a needle occurrence.
@@ -144,9 +162,9 @@ impl GramFilter {
         let mut i = 0;
         while i + 4 <= v.len() {
             let k = gram_key(v, i);
-            let h = gram_hash(k);
-            if self.bits[h >> 6] >> (h & 63) & 1 != 0 && self.keys.binary_search(&k).is_ok() {
-                let rs = i.saturating_sub(self.longest - 4);
+            let h = Self::hash(k, self.bits);
+            if self.map[h >> 6] >> (h & 63) & 1 != 0 && self.keys.binary_search(&k).is_ok() {
+                let rs = i.saturating_sub(self.stride - 1);
                 let re = (i + self.longest).min(v.len());
                 match out.last_mut() {
                     Some(last) if last.1 >= rs => last.1 = re,
@@ -1157,9 +1175,17 @@ mod tests {
             ),
             ("B".into(), b"short-pw-9".to_vec()),
             ("C".into(), rng.chars('w', 93).into_bytes()),
+            // Long like the CA key: the filter holds only its needles' first windows.
+            ("D".into(), rng.chars('w', 700).into_bytes()),
         ];
         let set = KnownSet::new(&secrets).unwrap();
-        assert!(set.filter.is_some());
+        let f = set.filter.as_ref().expect("filter");
+        assert!(f.keys.len() <= set.needles.len() * f.stride);
+        assert!(
+            f.map.len() * 8 <= 8192,
+            "bitmap of {} bytes",
+            f.map.len() * 8
+        );
         let mut plain = set.clone();
         plain.filter = None;
         let alphabet = b"abcdefXYZ0123456789 -._\\%/+=\n\"{}:uxAB";
