@@ -16,6 +16,15 @@
 //! * Each candidate (end position, bucket) is verified against the bucket's keywords (last two
 //!   bytes first, then the whole keyword, case-insensitively).
 //!
+//! Also measured and dropped: short keywords (2-4 bytes) in 16 buckets by a Teddy-style pass
+//! (`vpermi2b` on 128-entry byte tables, 4 positions, 64 ends per step) and long ones (>= 5
+//! bytes) by the reach table looked up only at pairs ending at even positions (each such keyword
+//! keeps >= 2 looked-up pairs at either parity of its end), both verified per 64-byte chunk in
+//! order of end: exact, ~2.7 instructions/byte against ~7, but `keywords::bench` gave 1.66-2.59
+//! GB/s against SSE2's 1.79-2.75 (3 runs x 3 rounds, alternated), so the lookups, not the
+//! instruction count, bound this loop. (LLVM turns such lookups into slow `vpgatherqq`s unless
+//! the entries go through SIMD registers.)
+//!
 //! Measured and dropped on Zen 4 (AVX-512; `keywords::bench`, 64 MB of C headers and Python,
 //! SSE2 path 1.7-2.9 GB/s; code on branch `keyword-avx512-attempt`): 64 positions per step
 //! with one `vpgatherqq` per position-in-block (transposed so every lane shifts alike),
