@@ -26,7 +26,7 @@
 //! the entries go through SIMD registers.)
 //!
 //! Measured and dropped on Zen 4 (AVX-512; `keywords::bench`, 64 MB of C headers and Python,
-//! SSE2 path 1.7-2.9 GB/s; code on branch `keyword-avx512-attempt`): 64 positions per step
+//! SSE2 path 1.7-2.9 GB/s): 64 positions per step
 //! with one `vpgatherqq` per position-in-block (transposed so every lane shifts alike),
 //! 1.1-1.65 GB/s (gathers are slow there); the same with scalar loads assembled into `zmm`
 //! lanes, 1.26-1.48 GB/s; the input folded (`& 0x5f`) by SIMD into a stack buffer first,
