@@ -23,8 +23,8 @@
 //! and ratios. Usage:
 //! `cargo run --release -p bottle-bench --bin dlpbench -- [--requests 2000] [--sizes 1000,10000,100000]`.
 //! Latest figures: the README (DLP in the proxy). The DLP cost moves with the box: +39–44 µs at
-//! 10 KB on an Intel VM while the no-inspector p50 was ~50 µs, ~+95 µs on an AMD EPYC VM whose
-//! no-inspector p50 is ~250 µs (target ≤ 50 µs). `dlpprofile` runs the inspector alone, for
+//! 10 KB on an Intel VM while the no-inspector p50 was ~50 µs; +46–85 µs on AMD EPYC VMs whose
+//! no-inspector p50 is ~250 µs and whose idle vCPU is slow to wake (target ≤ 50 µs). `dlpprofile` runs the inspector alone, for
 //! callgrind instruction counts (which do not depend on the box) and cold-cache timings.
 #[path = "../shared/llm_body.rs"]
 mod llm_body;
