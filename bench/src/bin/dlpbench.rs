@@ -50,7 +50,7 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use llm_body::body;
+use llm_body::{body, body_from};
 
 #[derive(Parser)]
 #[command(
@@ -64,6 +64,10 @@ struct Cli {
     /// Request body sizes in bytes, comma separated.
     #[arg(long, default_value = "1000,10000,100000", value_delimiter = ',')]
     sizes: Vec<usize>,
+    /// Message content from this file instead of the built-in source text (e.g. to train a
+    /// PGO profile on other bodies than the ones measured: `scripts/pgo.sh`).
+    #[arg(long)]
+    text: Option<std::path::PathBuf>,
     /// Worker threads of the proxies' runtime (default: the sidecar's, min(cores, 4)).
     #[arg(long)]
     proxy_workers: Option<usize>,
@@ -196,8 +200,18 @@ allow_private = ["127.0.0.1/32"]
     );
     println!("| body | config | p50 µs | p99 µs | p50 added by DLP µs | ratio to no inspector |");
     println!("|---:|---|---:|---:|---:|---:|");
+    let text = match &cli.text {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("reading --text {}", p.display()))?,
+        ),
+        None => None,
+    };
     for &size in &cli.sizes {
-        let payload = body(size);
+        let payload = match &text {
+            Some(t) => body_from(t, size),
+            None => body(size),
+        };
         // One connection per configuration, requests interleaved round-robin, so load from
         // anything else on the box hits all three alike.
         let mut clients = Vec::new();

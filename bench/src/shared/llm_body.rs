@@ -7,9 +7,14 @@ const TEXT: &str = include_str!("../../../proxy/src/server/forward.rs");
 
 /// An LLM-style chat request body of about `size` bytes.
 pub fn body(size: usize) -> Bytes {
+    body_from(TEXT, size)
+}
+
+/// [`body`] with `text` (repeated as needed) as the message content.
+pub fn body_from(text: &str, size: usize) -> Bytes {
     let mut content = String::new();
-    while content.len() < size {
-        content.push_str(TEXT);
+    while content.len() < size && !text.is_empty() {
+        content.push_str(text);
     }
     let mut v = serde_json::json!({
         "model": "claude-sonnet-4-5",

@@ -91,6 +91,12 @@ fn tree_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result
     Ok(())
 }
 
+/// The sidecar's PGO profile under the checkout `root`, if `scripts/pgo.sh` made one.
+pub fn sidecar_pgo_profile(root: &Path) -> Option<PathBuf> {
+    let p = root.join(recipe::SIDECAR_PGO_PROFILE);
+    p.is_file().then_some(p)
+}
+
 /// Hash of the sidecar image: recipe + sources of [`SIDECAR_CRATES`] + `Cargo.lock` + root
 /// `Cargo.toml` (or the bytes of a prebuilt binary).
 pub fn sidecar_hash(opts: &BuildOpts) -> anyhow::Result<String> {
@@ -106,6 +112,12 @@ pub fn sidecar_hash(opts: &BuildOpts) -> anyhow::Result<String> {
     h.field(recipe::SIDECAR_TARGET.as_bytes());
     h.field(recipe::SIDECAR_RUSTFLAGS.as_bytes());
     let root = source_root(opts)?;
+    if let Some(profile) = sidecar_pgo_profile(&root) {
+        h.field(b"pgo");
+        let bytes = std::fs::read(&profile)
+            .with_context(|| format!("reading the PGO profile {}", profile.display()))?;
+        h.field(&bytes);
+    }
     let mut files = vec![PathBuf::from("Cargo.lock"), PathBuf::from("Cargo.toml")];
     for c in SIDECAR_CRATES {
         let mut v = Vec::new();
@@ -182,7 +194,23 @@ mod tests {
         let h2 = sidecar_hash(&opts).unwrap();
         assert_ne!(h1, h2, "a proxy source change must change the hash");
         std::fs::write(d.join("Cargo.lock"), "lock2").unwrap();
-        assert_ne!(h2, sidecar_hash(&opts).unwrap(), "Cargo.lock counts");
+        let h3 = sidecar_hash(&opts).unwrap();
+        assert_ne!(h2, h3, "Cargo.lock counts");
+        // The PGO profile, though under target/, is part of the build.
+        let profile = d.join(recipe::SIDECAR_PGO_PROFILE);
+        std::fs::create_dir_all(profile.parent().unwrap()).unwrap();
+        std::fs::write(&profile, "counts 1").unwrap();
+        assert_eq!(sidecar_pgo_profile(&d), Some(profile.clone()));
+        let h4 = sidecar_hash(&opts).unwrap();
+        assert_ne!(h3, h4, "a PGO profile changes the build");
+        std::fs::write(&profile, "counts 2").unwrap();
+        assert_ne!(h4, sidecar_hash(&opts).unwrap(), "its bytes count");
+        std::fs::remove_file(&profile).unwrap();
+        assert_eq!(
+            h3,
+            sidecar_hash(&opts).unwrap(),
+            "and without it, as before"
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 

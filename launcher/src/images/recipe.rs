@@ -37,6 +37,10 @@ pub const AGENT_IMPORT_CHANGES: [&str; 4] = [
 pub const SIDECAR_TARGET: &str = "x86_64-unknown-linux-gnu";
 /// RUSTFLAGS of the static sidecar build.
 pub const SIDECAR_RUSTFLAGS: &str = "-C target-feature=+crt-static";
+/// A PGO profile for the sidecar build, relative to the source checkout (written by
+/// `scripts/pgo.sh`): when it exists, the sidecar is compiled with `-C profile-use` of it and
+/// the image hash covers its bytes.
+pub const SIDECAR_PGO_PROFILE: &str = "target/pgo/bottle.profdata";
 
 /// The package names of [`AGENT_PACKAGES`] (comments and blank lines dropped).
 pub fn agent_packages() -> Vec<&'static str> {

@@ -7,7 +7,7 @@ use anyhow::{bail, Context as _};
 use bollard::Docker;
 
 use super::build::{build_image, context_tar, run_logged, ContextFile};
-use super::hash::{prebuilt_sidecar, source_root};
+use super::hash::{prebuilt_sidecar, sidecar_pgo_profile, source_root};
 use super::progress::Ui;
 use super::recipe;
 use super::{BuildOpts, ImageRef};
@@ -42,11 +42,19 @@ pub async fn build(docker: &Docker, r: &ImageRef, opts: &BuildOpts, ui: &Ui) -> 
     Ok(())
 }
 
-/// `cargo build --release -p bottle-sidecar --target x86_64-unknown-linux-gnu` with `crt-static`.
+/// `cargo build --release -p bottle-sidecar --target x86_64-unknown-linux-gnu` with `crt-static`
+/// (and `-C profile-use` of the checkout's PGO profile, if there is one).
 async fn compile(opts: &BuildOpts, ui: &Ui) -> anyhow::Result<PathBuf> {
     let root = source_root(opts)?;
     let target_dir = root.join(STATIC_TARGET_DIR);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut rustflags = recipe::SIDECAR_RUSTFLAGS.to_string();
+    let profile = sidecar_pgo_profile(&root);
+    if let Some(p) = &profile {
+        // LLVM matches the profile by function; functions changed since it was trained are
+        // compiled without it.
+        rustflags.push_str(&format!(" -C profile-use={}", p.display()));
+    }
     let mut cmd = tokio::process::Command::new(&cargo);
     cmd.current_dir(&root)
         .args([
@@ -60,11 +68,15 @@ async fn compile(opts: &BuildOpts, ui: &Ui) -> anyhow::Result<PathBuf> {
         .arg(recipe::SIDECAR_TARGET)
         .arg("--target-dir")
         .arg(&target_dir)
-        .env("RUSTFLAGS", recipe::SIDECAR_RUSTFLAGS)
+        .env("RUSTFLAGS", &rustflags)
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("CARGO_BUILD_TARGET");
-    let step = ui.spinner("sidecar: cargo build (static)");
+    let step = ui.spinner(if profile.is_some() {
+        "sidecar: cargo build (static, PGO profile)"
+    } else {
+        "sidecar: cargo build (static)"
+    });
     run_logged(cmd, "cargo build of the static bottle-sidecar", &step)
         .await
         .context("is the Rust toolchain installed (rustup target x86_64-unknown-linux-gnu)?")?;
