@@ -564,25 +564,8 @@ impl Path {
     ) -> Option<usize> {
         assert!(start <= end && end <= hay.len() && dst.len() >= end - start);
         match self {
-            Path::Scalar => {
-                if detect
-                    && memchr::memchr2_iter(b'%', b'\\', &hay[start..end])
-                        .any(|k| escape_worth_decoding(hay, start + k))
-                {
-                    return None;
-                }
-                Some(strip_scalar(&hay[start..end], dst))
-            }
-            // SAFETY (both arms): the CPU features were checked when this path was chosen
-            // (`best`/`available` are the only constructors); the bounds are asserted above.
-            #[cfg(target_arch = "x86_64")]
-            Path::Ssse3 => unsafe {
-                if detect {
-                    simd::strip_ssse3::<true>(hay, start, end, dst)
-                } else {
-                    simd::strip_ssse3::<false>(hay, start, end, dst)
-                }
-            },
+            // SAFETY (both unsafe blocks): the CPU features were checked when this path was
+            // chosen (`best`/`available` are the only constructors); bounds asserted above.
             #[cfg(target_arch = "x86_64")]
             Path::Avx512 => unsafe {
                 if detect {
@@ -591,8 +574,26 @@ impl Path {
                     simd::strip_avx512::<false>(hay, start, end, dst)
                 }
             },
+            // Without AVX-512, `View::build` checks for escapes in a pass of its own
+            // (`has_escapes`); detection here is the plain scan, for the tests.
+            _ => {
+                if detect && scalar_detect(hay, start, end) {
+                    return None;
+                }
+                Some(match self {
+                    #[cfg(target_arch = "x86_64")]
+                    Path::Ssse3 => unsafe { simd::strip_ssse3(hay, start, end, dst) },
+                    _ => strip_scalar(&hay[start..end], dst),
+                })
+            }
         }
     }
+}
+
+/// True when an escape worth decoding starts in `hay[start..end]` (it may extend past `end`).
+fn scalar_detect(hay: &[u8], start: usize, end: usize) -> bool {
+    memchr::memchr2_iter(b'%', b'\\', &hay[start..end])
+        .any(|k| escape_worth_decoding(hay, start + k))
 }
 
 /// Branch-free scalar separator stripping (the reference for the SIMD path).
@@ -636,66 +637,20 @@ mod simd {
         t
     };
 
-    /// Per-byte masks of four 16-byte vectors (64 bytes, first vector in the low bits):
-    /// `(u/x/'/', hex digit)`, for [`super::escape_candidates`].
-    #[inline]
-    #[target_feature(enable = "sse2")]
-    fn lookahead_masks_sse2(vs: &[__m128i; 4]) -> (u64, u64) {
-        let (u, x, sl) = (
-            _mm_set1_epi8(b'u' as i8),
-            _mm_set1_epi8(b'x' as i8),
-            _mm_set1_epi8(b'/' as i8),
-        );
-        let (zero, lower, a) = (
-            _mm_set1_epi8(b'0' as i8),
-            _mm_set1_epi8(0x20),
-            _mm_set1_epi8(b'a' as i8),
-        );
-        let (nine, five) = (_mm_set1_epi8(9), _mm_set1_epi8(5));
-        let (mut uxs, mut hex) = (0u64, 0u64);
-        for (k, &v) in vs.iter().enumerate() {
-            let m = _mm_or_si128(
-                _mm_or_si128(_mm_cmpeq_epi8(v, u), _mm_cmpeq_epi8(v, x)),
-                _mm_cmpeq_epi8(v, sl),
-            );
-            uxs |= (_mm_movemask_epi8(m) as u16 as u64) << (16 * k);
-            // Unsigned `d <= 9` as `min(d, 9) == d`.
-            let d = _mm_sub_epi8(v, zero);
-            let l = _mm_sub_epi8(_mm_or_si128(v, lower), a);
-            let h = _mm_or_si128(
-                _mm_cmpeq_epi8(_mm_min_epu8(d, nine), d),
-                _mm_cmpeq_epi8(_mm_min_epu8(l, five), l),
-            );
-            hex |= (_mm_movemask_epi8(h) as u16 as u64) << (16 * k);
-        }
-        (uxs, hex)
-    }
-
-    /// Per-byte masks of `\\` and `%` in a 16-byte vector.
-    #[inline]
-    #[target_feature(enable = "sse2")]
-    fn bs_pct_sse2(v: __m128i) -> (u64, u64) {
-        let bs = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8)));
-        let pc = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'%' as i8)));
-        (bs as u16 as u64, pc as u16 as u64)
-    }
-
-    /// SSSE3 implementation of [`super::Path::strip`] (escape detection when `DETECT`), 16
+    /// SSSE3 separator stripping of `hay[start..end]` into `dst` (returns the bytes kept), 16
     /// bytes per step: a two-`pshufb` nibble classifier finds the separators, then each
-    /// 8-byte half is compacted with a table-driven `pshufb`. Escape candidates (`\\`, `%`)
-    /// are refined with vector masks 64 bytes at a time, so `\n`/`\"`-dense JSON rarely
-    /// reaches the exact scalar check.
+    /// 8-byte half is compacted with a table-driven `pshufb`.
     ///
     /// # Safety
     /// The CPU must support SSSE3 and POPCNT; `start <= end <= hay.len()` and
     /// `dst.len() >= end - start`.
     #[target_feature(enable = "ssse3,popcnt")]
-    pub(super) unsafe fn strip_ssse3<const DETECT: bool>(
+    pub(super) unsafe fn strip_ssse3(
         hay: &[u8],
         start: usize,
         end: usize,
         dst: &mut [u8],
-    ) -> Option<usize> {
+    ) -> usize {
         debug_assert!(start <= end && end <= hay.len() && dst.len() >= end - start);
         let lo_tab = _mm_loadu_si128(LO_TAB.as_ptr() as *const __m128i);
         let hi_tab = _mm_loadu_si128(HI_TAB.as_ptr() as *const __m128i);
@@ -728,25 +683,9 @@ mod simd {
         };
         let (mut i, mut j) = (start, 0usize);
         while i + 64 <= end {
-            // SAFETY: i + 64 <= end <= hay.len().
-            let vs: [__m128i; 4] = std::array::from_fn(|k| unsafe {
-                _mm_loadu_si128(sp.add(i + 16 * k) as *const __m128i)
-            });
-            if DETECT {
-                let (mut bs, mut pc) = (0u64, 0u64);
-                for (k, &v) in vs.iter().enumerate() {
-                    let (b, p) = bs_pct_sse2(v);
-                    bs |= b << (16 * k);
-                    pc |= p << (16 * k);
-                }
-                if bs | pc != 0 {
-                    let (uxs, hex) = lookahead_masks_sse2(&vs);
-                    if super::any_escape(hay, i, super::escape_candidates(bs, pc, uxs, hex)) {
-                        return None;
-                    }
-                }
-            }
-            for v in vs {
+            for k in 0..4 {
+                // SAFETY: i + 64 <= end <= hay.len().
+                let v = unsafe { _mm_loadu_si128(sp.add(i + 16 * k) as *const __m128i) };
                 j = step(v, j);
             }
             i += 64;
@@ -754,19 +693,10 @@ mod simd {
         while i + 16 <= end {
             // SAFETY: i + 16 <= end <= hay.len().
             let v = unsafe { _mm_loadu_si128(sp.add(i) as *const __m128i) };
-            if DETECT {
-                let (bs, pc) = bs_pct_sse2(v);
-                if super::any_escape(hay, i, bs | pc) {
-                    return None;
-                }
-            }
             j = step(v, j);
             i += 16;
         }
-        if DETECT && (i..end).any(|k| super::escape_worth_decoding(hay, k)) {
-            return None;
-        }
-        Some(j + super::strip_scalar(&hay[i..end], &mut dst[j..]))
+        j + super::strip_scalar(&hay[i..end], &mut dst[j..])
     }
 
     /// Escape candidates of a 64-byte block (bytes past `valid` are zero), see
