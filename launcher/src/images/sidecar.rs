@@ -77,9 +77,17 @@ async fn compile(opts: &BuildOpts, ui: &Ui) -> anyhow::Result<PathBuf> {
     } else {
         "sidecar: cargo build (static)"
     });
-    run_logged(cmd, "cargo build of the static bottle-sidecar", &step)
-        .await
-        .context("is the Rust toolchain installed (rustup target x86_64-unknown-linux-gnu)?")?;
+    let built = run_logged(cmd, "cargo build of the static bottle-sidecar", &step).await;
+    if let (Err(e), Some(p)) = (&built, &profile) {
+        // Say how to build without the profile if the build fails with it. (rustc ignores a
+        // profile LLVM cannot read, with a warning in the build log, so that case builds.)
+        bail!(
+            "{e:#}\nthe sidecar was built with the PGO profile {}: re-run scripts/pgo.sh with \
+             this toolchain, or delete the profile to build without it",
+            p.display()
+        );
+    }
+    built.context("is the Rust toolchain installed (rustup target x86_64-unknown-linux-gnu)?")?;
     step.done("compiled");
     let bin = target_dir
         .join(recipe::SIDECAR_TARGET)
