@@ -3,6 +3,7 @@
 //! already covered (see `body.rs`). Strings are scanned and unescaped 32 bytes at a time
 //! (bit masks of `"` and `\` bytes from SSE2, or AVX2 when the CPU has it).
 
+use std::fmt::Write as _;
 use std::mem::MaybeUninit;
 
 /// One JSON string of a document.
@@ -459,18 +460,14 @@ impl Tok<'_> {
                     let (start, end, escaped) = self.string()?;
                     let len = path.len();
                     path.push('.');
+                    let raw = &self.d[start..end];
                     if escaped {
-                        path.extend(
-                            String::from_utf8_lossy(&unescape(&self.d[start..end])?)
-                                .chars()
-                                .take(64),
-                        );
+                        path.extend(String::from_utf8_lossy(&unescape(raw)?).chars().take(64));
+                    } else if raw.len() <= 64 && raw.is_ascii() {
+                        // The common key: its characters are its bytes.
+                        path.push_str(std::str::from_utf8(raw).unwrap_or_default());
                     } else {
-                        path.extend(
-                            String::from_utf8_lossy(&self.d[start..end])
-                                .chars()
-                                .take(64),
-                        );
+                        path.extend(String::from_utf8_lossy(raw).chars().take(64));
                     }
                     self.out.push(JsonStr {
                         path: path.clone(),
@@ -509,9 +506,8 @@ impl Tok<'_> {
                 loop {
                     self.ws();
                     let len = path.len();
-                    path.push('[');
-                    path.push_str(&n.to_string());
-                    path.push(']');
+                    // Writing to a String cannot fail.
+                    let _ = write!(path, "[{n}]");
                     self.value(path, depth + 1)?;
                     path.truncate(len);
                     n += 1;
