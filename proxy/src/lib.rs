@@ -11,5 +11,6 @@ pub mod server;
 pub mod ssrf;
 pub mod tls;
 pub mod upstream;
+pub mod websocket;
 
 pub use server::{Proxy, ProxyBuilder, ProxyError, RequestHead, RequestInspector, Secrets};
