@@ -73,6 +73,7 @@ impl Resolve for HickoryResolver {
 #[derive(Debug, Default)]
 pub struct StaticResolver {
     answers: Mutex<HashMap<String, VecDeque<Vec<IpAddr>>>>,
+    queried: Mutex<Vec<String>>,
 }
 
 impl StaticResolver {
@@ -87,6 +88,11 @@ impl StaticResolver {
         self
     }
 
+    /// Every name looked up so far, in order (tests assert what never reached DNS).
+    pub fn queried(&self) -> Vec<String> {
+        self.queried.lock().map(|q| q.clone()).unwrap_or_default()
+    }
+
     /// Queues one more answer for `name`.
     pub fn push(&self, name: &str, addrs: &[IpAddr]) {
         if let Ok(mut m) = self.answers.lock() {
@@ -99,6 +105,9 @@ impl StaticResolver {
 
 impl Resolve for StaticResolver {
     fn resolve<'a>(&'a self, name: &'a str) -> ResolveFuture<'a> {
+        if let Ok(mut q) = self.queried.lock() {
+            q.push(name.to_owned());
+        }
         let answer = self.answers.lock().ok().and_then(|mut m| {
             let q = m.get_mut(name)?;
             if q.len() > 1 {

@@ -7,9 +7,8 @@
 //! 2. the body is buffered up to the route's `body_cap` and scanned through the scanner's
 //!    decoders (JSON, form, multipart, gzip/deflate/br/zstd, raw). Nothing of a request that
 //!    will be blocked is sent upstream. Over the cap, `over_cap` decides (block by default);
-//! 3. on a credentialed route, client `Authorization`, `Proxy-Authorization`, the configured
-//!    header and cookies are stripped and the real value is injected — only over TLS, and
-//!    never for `TRACE`.
+//! 3. credential injection is not done here: it is the proxy's next stage
+//!    ([`crate::credentials`]), run after this inspector passed the request.
 //!
 //! A known secret (one of the bottle's own tokens) is allowed only in a credential header of
 //! the route whose `auth.secret` names it (which is stripped and replaced anyway). Decoder
@@ -275,59 +274,6 @@ fn redacted_header_names(findings: &[&Finding]) -> Vec<String> {
         .collect()
 }
 
-/// Strips client credentials and injects the route's real one.
-fn inject(head: &mut RequestHead<'_>) -> Result<(), Deny> {
-    let Some(auth) = head.route.auth.as_ref() else {
-        return Ok(());
-    };
-    if !head.tls {
-        return Err(Deny::new(
-            DenyReason::BadRequest,
-            "credentialed route is only served over https".to_string(),
-        ));
-    }
-    if head.method == http::Method::TRACE {
-        return Err(Deny::new(
-            DenyReason::Method,
-            "TRACE is refused on a credentialed route".to_string(),
-        ));
-    }
-    let Some(value) = head.secrets.get(&auth.secret) else {
-        return Err(Deny::new(
-            DenyReason::Upstream,
-            format!(
-                "credential {} was not delivered to the sidecar",
-                auth.secret
-            ),
-        ));
-    };
-    let h = &mut *head.headers;
-    h.remove(header::AUTHORIZATION);
-    h.remove(header::PROXY_AUTHORIZATION);
-    h.remove(header::COOKIE);
-    let (name, raw) = match (&auth.header, &auth.scheme) {
-        (Some(name), _) => (name.to_ascii_lowercase(), value.to_string()),
-        (None, Some(scheme)) => ("authorization".to_string(), format!("{scheme} {value}")),
-        (None, None) => ("authorization".to_string(), format!("Bearer {value}")),
-    };
-    let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-        Deny::new(
-            DenyReason::BadRequest,
-            "invalid auth header name".to_string(),
-        )
-    })?;
-    h.remove(&name);
-    let mut v = HeaderValue::from_str(&raw).map_err(|_| {
-        Deny::new(
-            DenyReason::BadRequest,
-            format!("credential {} is not a valid header value", auth.secret),
-        )
-    })?;
-    v.set_sensitive(true);
-    h.insert(name, v);
-    Ok(())
-}
-
 /// Reads up to `cap` bytes. `Ok((buf, None))` = whole body; `Ok((buf, Some(rest)))` = over cap.
 async fn read_capped(mut body: ProxyBody, cap: usize) -> Result<(Bytes, Option<ProxyBody>), Deny> {
     // Sized from Content-Length (up to the cap and 1 MiB: a claimed length is not trusted
@@ -392,7 +338,6 @@ impl DlpInspector {
         } else {
             (None, None)
         };
-        inject(&mut head)?;
         if !scan_body {
             return Ok(body);
         }
@@ -530,6 +475,46 @@ fn header_str(h: &http::HeaderMap, name: HeaderName) -> Option<String> {
 }
 
 impl RequestInspector for DlpInspector {
+    fn inspect_host(&self, host: &str) -> Result<(), Deny> {
+        // Every rule and known secret applies to a name, whatever a route's `dlp` says: no
+        // route is decided yet, and the name leaves through DNS before any request does.
+        let found = bottle_scanner::decode::scan_host(&self.scanner, host);
+        match found.first() {
+            None => Ok(()),
+            Some(f) => {
+                let what = f
+                    .known_secret
+                    .as_deref()
+                    .map(|n| format!("the bottle's secret {n}"))
+                    .unwrap_or_else(|| format!("rule {}", f.rule_id));
+                Err(Deny::new(
+                    DenyReason::HostName,
+                    format!("secret detected ({what}) in the host name; it was not resolved"),
+                )
+                .with_dlp(f.rule_id.clone(), Some("host".to_owned())))
+            }
+        }
+    }
+
+    fn inspect_message(&self, route: &Route, payload: &[u8], text: bool) -> Result<(), Deny> {
+        let s = &self.scanner;
+        let ctype = if text {
+            "text/plain"
+        } else {
+            "application/octet-stream"
+        };
+        let scanned = scan_body(s, Some(ctype), None, payload, &self.limits).map_err(|e| {
+            Deny::new(
+                DenyReason::Dlp,
+                format!("WebSocket message could not be scanned: {e}"),
+            )
+        })?;
+        match blocking(route, &self.core, &scanned.findings) {
+            None => Ok(()),
+            Some(f) => Err(dlp_deny(s, &f.clone().at("websocket:message"))),
+        }
+    }
+
     fn inspect<'a>(&'a self, head: RequestHead<'a>, body: ProxyBody) -> InspectFuture<'a> {
         Box::pin(self.run(head, body))
     }

@@ -3,6 +3,7 @@ pub mod audit;
 pub mod ca;
 pub mod canon;
 pub mod connector;
+pub mod credentials;
 pub mod deny;
 pub mod dlp;
 pub mod policy;

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 /// Source text used as the chat message content.
-const TEXT: &str = include_str!("../../../proxy/src/server/forward.rs");
+const TEXT: &str = include_str!("../../../proxy/src/canon.rs");
 
 /// An LLM-style chat request body of about `size` bytes.
 pub fn body(size: usize) -> Bytes {

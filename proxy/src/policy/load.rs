@@ -11,8 +11,8 @@ use regex::RegexBuilder;
 use super::error::{line_of, path_at, render_key, Invalid, Seg};
 use super::suffix::is_public_suffix;
 use super::{
-    AuthSpec, DlpSpec, HostPattern, MatchSpec, OnMatch, PathRule, Policy, PolicyError, PolicyFile,
-    RequestMatch, Route, RouteSpec, Settings, SettingsSpec,
+    AuthSpec, DlpSpec, HostPattern, LabelCap, LabelCapSpec, MatchSpec, OnMatch, PathRule, Policy,
+    PolicyError, PolicyFile, RequestMatch, Route, RouteSpec, Settings, SettingsSpec,
 };
 use crate::canon::{canonical_host, normalize_path, Host};
 
@@ -460,6 +460,12 @@ fn route(rs: &RouteSpec, at: &[Seg]) -> Result<Route, Invalid> {
         if rs.inbound_dlp == Some(true) {
             return Err(refuse("inbound_dlp", "scan responses"));
         }
+        if rs.git_push == Some(true) {
+            return Err(refuse("git_push", "tell a push from a fetch"));
+        }
+        if rs.websocket == Some(true) {
+            return Err(refuse("websocket", "parse WebSocket frames"));
+        }
         for (key, set) in [
             ("on_match", rs.on_match.is_some()),
             ("body_cap", rs.body_cap.is_some()),
@@ -508,7 +514,21 @@ fn route(rs: &RouteSpec, at: &[Seg]) -> Result<Route, Invalid> {
     } else {
         rs.dlp.clone().unwrap_or(DlpSpec::Enabled(true))
     };
+    let label_cap = label_cap(rs, at)?;
+    if !matches!(host, HostPattern::Wildcard(_))
+        && matches!(rs.label_cap, Some(LabelCapSpec::Limits(_)))
+    {
+        return Err(invalid(
+            at,
+            &[k("label_cap")],
+            "label_cap applies to wildcard routes (`*.example.com`) only; remove it here",
+        ));
+    }
+    let label_cap = label_cap.filter(|_| matches!(host, HostPattern::Wildcard(_)));
     Ok(Route {
+        git_push: rs.git_push.unwrap_or(false),
+        websocket: rs.websocket.unwrap_or(true) && !rs.passthrough,
+        label_cap,
         id,
         host,
         ports,
@@ -522,6 +542,36 @@ fn route(rs: &RouteSpec, at: &[Seg]) -> Result<Route, Invalid> {
         over_cap: rs.over_cap.unwrap_or_default(),
         auth: rs.auth.clone(),
     })
+}
+
+/// The route's label cap: the default unless `label_cap = false` or explicit limits.
+fn label_cap(rs: &RouteSpec, at: &[Seg]) -> Result<Option<LabelCap>, Invalid> {
+    let d = LabelCap::DEFAULT;
+    let limits = match &rs.label_cap {
+        None | Some(LabelCapSpec::Enabled(true)) => return Ok(Some(d)),
+        Some(LabelCapSpec::Enabled(false)) => return Ok(None),
+        Some(LabelCapSpec::Limits(l)) => l,
+    };
+    let max_len = limits.max_len.unwrap_or(d.max_len);
+    if !(8..=63).contains(&max_len) {
+        return Err(invalid(
+            at,
+            &[k("label_cap"), k("max_len")],
+            format!("{max_len} is out of range; give 8 to 63 (a DNS label is at most 63 bytes)"),
+        ));
+    }
+    let max_entropy = limits.max_entropy.unwrap_or(d.max_entropy);
+    if !(2.0..=6.0).contains(&max_entropy) {
+        return Err(invalid(
+            at,
+            &[k("label_cap"), k("max_entropy")],
+            format!("{max_entropy} is out of range; give 2.0 to 6.0 bits per character"),
+        ));
+    }
+    Ok(Some(LabelCap {
+        max_len,
+        max_entropy,
+    }))
 }
 
 fn check_id(id: &str) -> Result<(), String> {

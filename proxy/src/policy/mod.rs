@@ -139,6 +139,64 @@ pub struct Route {
     pub over_cap: OnMatch,
     /// Credential injected on this route (secret *name* only).
     pub auth: Option<AuthSpec>,
+    /// Smart-HTTP `git push` allowed (`git_push = true`); refused otherwise.
+    pub git_push: bool,
+    /// WebSocket upgrades allowed.
+    pub websocket: bool,
+    /// Host-label cap (wildcard routes only; `None` = no cap).
+    pub label_cap: Option<LabelCap>,
+}
+
+/// Limits on the labels a wildcard route accepts left of its suffix, so a host name cannot
+/// carry an encoded secret out through DNS or the upstream's logs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LabelCap {
+    /// Longest label in bytes.
+    pub max_len: usize,
+    /// Highest Shannon entropy (bits per character) of a label of at least
+    /// [`LabelCap::ENTROPY_MIN_LEN`] bytes.
+    pub max_entropy: f64,
+}
+
+impl LabelCap {
+    /// Labels shorter than this are not entropy-checked (too short to judge).
+    pub const ENTROPY_MIN_LEN: usize = 16;
+
+    /// The default cap: labels of at most 40 bytes, and at most 3.9 bits per character.
+    pub const DEFAULT: LabelCap = LabelCap {
+        max_len: 40,
+        max_entropy: 3.9,
+    };
+
+    /// Checks the labels of `name` left of `suffix` (the wildcard's suffix). The error names
+    /// the limit, never the label.
+    pub fn check(&self, name: &str, suffix: &str) -> Result<(), String> {
+        let left = name
+            .strip_suffix(suffix)
+            .and_then(|l| l.strip_suffix('.'))
+            .unwrap_or(name);
+        for (i, label) in left.split('.').enumerate() {
+            if label.len() > self.max_len {
+                return Err(format!(
+                    "label {} of the host name is {} bytes, over the route's label_cap.max_len of {}",
+                    i + 1,
+                    label.len(),
+                    self.max_len
+                ));
+            }
+            if label.len() >= Self::ENTROPY_MIN_LEN {
+                let e = bottle_scanner::rules::shannon_entropy(label.as_bytes());
+                if e > self.max_entropy {
+                    return Err(format!(
+                        "label {} of the host name looks random ({e:.2} bits per character, over the route's label_cap.max_entropy of {})",
+                        i + 1,
+                        self.max_entropy
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Route {
@@ -267,6 +325,16 @@ impl Policy {
                 Host::Name(_) => Deny::new(DenyReason::NoRoute, format!("no route allows {host}")),
             });
         };
+        if let (Some(cap), HostPattern::Wildcard(suffix), Host::Name(name)) =
+            (&route.label_cap, &route.host, host)
+        {
+            cap.check(name, suffix).map_err(|why| {
+                Deny::new(
+                    DenyReason::HostName,
+                    format!("{why} (route `{}`)", route.id),
+                )
+            })?;
+        }
         if let Host::Ip(ip) = host {
             let class = classify(*ip);
             if !class.is_public() && !route.allows_private(*ip) {
@@ -324,6 +392,13 @@ pub enum DenyReason {
     Loop,
     /// Malformed request (400).
     BadRequest,
+    /// The host name itself was refused: DLP found a secret in it, or a wildcard route's
+    /// label cap (403). Logged with the name redacted.
+    HostName,
+    /// An `Upgrade` other than WebSocket, or WebSocket on a route that turned it off (403).
+    Upgrade,
+    /// Smart-HTTP `git push` on a route without `git_push = true` (403).
+    GitPush,
 }
 
 impl DenyReason {
@@ -346,6 +421,9 @@ impl DenyReason {
             DenyReason::Upstream => "upstream",
             DenyReason::Loop => "loop",
             DenyReason::BadRequest => "bad_request",
+            DenyReason::HostName => "host_name",
+            DenyReason::Upgrade => "upgrade",
+            DenyReason::GitPush => "git_push",
         }
     }
 
@@ -367,7 +445,10 @@ impl DenyReason {
             | DenyReason::Header
             | DenyReason::PrivateAddress
             | DenyReason::IpLiteral
-            | DenyReason::Dlp => 403,
+            | DenyReason::Dlp
+            | DenyReason::HostName
+            | DenyReason::Upgrade
+            | DenyReason::GitPush => 403,
         }
     }
 }

@@ -26,6 +26,9 @@
 //! inbound_dlp = false
 //! body_cap = 10485760             # bytes buffered for DLP
 //! auth = { scheme = "Bearer", secret = "GH_TOKEN" }
+//! git_push = false                # smart-HTTP git push (git-receive-pack); off by default
+//! websocket = true                # WebSocket upgrades, frames scanned
+//! label_cap = { max_len = 40, max_entropy = 3.9 }  # wildcard routes only; `false` = off
 //!
 //! [[route.matches]]               # a request must match one (if any are given)
 //! path = "/repos/acme/widget"     # exact
@@ -110,6 +113,35 @@ pub struct RouteSpec {
     pub over_cap: Option<OnMatch>,
     /// A credential the sidecar injects on this route.
     pub auth: Option<AuthSpec>,
+    /// Allow smart-HTTP `git push` (`git-receive-pack`) on this route. Off by default: pushes
+    /// are invisible to body DLP (zlib-compressed pack objects) and belong to the git gate.
+    pub git_push: Option<bool>,
+    /// Allow WebSocket upgrades (frames are parsed and scanned). Default `true`.
+    pub websocket: Option<bool>,
+    /// Per-label cap on the names a wildcard route accepts (exfiltration through host names):
+    /// `false` turns it off, a table sets the limits. Default: on, see [`LabelCapSpec`].
+    pub label_cap: Option<LabelCapSpec>,
+}
+
+/// The host-name label cap of a wildcard route.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LabelCapSpec {
+    /// `true` = the defaults, `false` = no cap.
+    Enabled(bool),
+    /// Explicit limits.
+    Limits(LabelLimitsSpec),
+}
+
+/// Explicit label limits; unset fields take the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelLimitsSpec {
+    /// Longest label (bytes) allowed left of the wildcard suffix (default 40).
+    pub max_len: Option<usize>,
+    /// Highest Shannon entropy, in bits per character, of a label of 16 bytes or more left of
+    /// the wildcard suffix (default 3.9).
+    pub max_entropy: Option<f64>,
 }
 
 /// One request matcher: all given conditions must hold.

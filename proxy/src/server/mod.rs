@@ -2,13 +2,11 @@
 //! (absolute-form `http://` requests and `CONNECT`), bumps or splices tunnels, and forwards
 //! requests upstream.
 //!
-//! Request path (where later features plug in):
-//! 1. decision from the CONNECT target / absolute authority ([`Policy::decide`]);
-//! 2. per request: authority checks (tunnels), [`Route::check_request`];
-//! 3. [`RequestInspector::inspect`] — the DLP / credential-injection hook: it sees the
-//!    method, target, headers (mutable: auth headers can be replaced per route) and the body
-//!    stream, and may deny or return a replacement body;
-//! 4. the pooled upstream request, with the response streamed back and audited.
+//! Every request takes the one path in [`request`] (decide → guard → vet address → inspect
+//! request → inject credentials → upstream → inspect response); read that file top to
+//! bottom to follow a request. [`exchange`] is its per-request context and the one place a
+//! deny becomes a response and an audit record; [`connect`] holds the tunnel mechanics (TLS
+//! bump, passthrough splice).
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
@@ -35,8 +33,16 @@ use crate::upstream::Upstream;
 
 pub mod body;
 mod connect;
-mod forward;
+mod exchange;
+mod guard;
+mod malformed;
+mod reflect;
+mod request;
 pub mod splice;
+mod upgrade;
+
+pub use guard::is_git_push;
+pub use upgrade::MAX_WS_MESSAGE;
 
 pub use body::ProxyBody;
 
@@ -58,6 +64,11 @@ impl Secrets {
     /// All values (for DLP "known secret" scanning).
     pub fn values(&self) -> impl Iterator<Item = &str> {
         self.0.values().map(String::as_str)
+    }
+
+    /// All (name, value) pairs.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 }
 
@@ -94,10 +105,25 @@ pub struct RequestHead<'a> {
 /// Boxed future returned by [`RequestInspector::inspect`].
 pub type InspectFuture<'a> = Pin<Box<dyn Future<Output = Result<ProxyBody, Deny>> + Send + 'a>>;
 
-/// A hook run on every allowed request just before it is sent upstream (DLP, credential
-/// injection). It gets the head (headers mutable) and the streaming body, and returns the
-/// body to forward (possibly wrapped to scan as it streams) or a [`Deny`].
+/// The inspection hook (DLP): run on every host name before DNS, on every allowed request
+/// before credential injection and forwarding (head mutable, body streaming; returns the
+/// body to forward or a [`Deny`]), on every client→upstream WebSocket message, and on
+/// responses of `inbound_dlp` routes.
 pub trait RequestInspector: Send + Sync + 'static {
+    /// Checks a target host name (CONNECT, absolute-form) before any DNS lookup. The default
+    /// allows it.
+    fn inspect_host(&self, host: &str) -> Result<(), Deny> {
+        let _ = host;
+        Ok(())
+    }
+
+    /// Checks one complete client→upstream WebSocket message (reassembled). The default
+    /// allows it.
+    fn inspect_message(&self, route: &Route, payload: &[u8], text: bool) -> Result<(), Deny> {
+        let _ = (route, payload, text);
+        Ok(())
+    }
+
     /// Inspects (and possibly rewrites) one request.
     fn inspect<'a>(&'a self, head: RequestHead<'a>, body: ProxyBody) -> InspectFuture<'a>;
 
@@ -153,6 +179,8 @@ pub(crate) struct Inner {
     pub via_marker: String,
     pub inspector: Option<Arc<dyn RequestInspector>>,
     pub secrets: Secrets,
+    /// The known-secret scanner for responses (`None` without secrets).
+    pub reflection: Option<reflect::Reflection>,
 }
 
 impl Inner {
@@ -237,6 +265,7 @@ impl ProxyBuilder {
         let via = HeaderValue::from_str(&format!("1.1 {via_marker}"))
             .unwrap_or_else(|_| HeaderValue::from_static("1.1 bottle"));
         let tunnels = Arc::new(Semaphore::new(s.max_tunnels.max(1)));
+        let secrets = Secrets::new(self.secrets);
         Ok(Proxy {
             inner: Arc::new(Inner {
                 policy,
@@ -248,7 +277,8 @@ impl ProxyBuilder {
                 via,
                 via_marker,
                 inspector: self.inspector,
-                secrets: Secrets::new(self.secrets),
+                reflection: reflect::Reflection::new(&secrets),
+                secrets,
             }),
         })
     }
@@ -326,7 +356,10 @@ async fn serve_client(inner: Arc<Inner>, stream: tokio::net::TcpStream, _peer: S
     builder.max_buf_size(settings.max_request_head.max(8192));
     let conn: Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>> = Box::pin(
         builder
-            .serve_connection(TokioIo::new(io), svc)
+            .serve_connection(
+                TokioIo::new(malformed::Canned::new(io, inner.audit.clone())),
+                svc,
+            )
             .with_upgrades(),
     );
     let _ = splice::with_idle_timeout(conn, act, idle).await;
@@ -334,8 +367,8 @@ async fn serve_client(inner: Arc<Inner>, stream: tokio::net::TcpStream, _peer: S
 
 async fn handle_proxy_request(inner: Arc<Inner>, req: Request<Incoming>) -> Response<ProxyBody> {
     if req.method() == Method::CONNECT {
-        connect::handle_connect(inner, req).await
+        request::connect(inner, req).await
     } else {
-        forward::handle_absolute(inner, req).await
+        request::absolute(inner, req).await
     }
 }

@@ -27,6 +27,31 @@ use tokio::runtime::Runtime;
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
+/// What the test upstream received (request lines, raw bytes after an upgrade, WebSocket
+/// messages), for tests that assert something never reached it. Shared by all tests of a
+/// binary: assert on markers unique to the test.
+static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn seen(what: String) {
+    SEEN.lock().unwrap_or_else(|e| e.into_inner()).push(what);
+}
+
+/// Did the upstream receive a WebSocket message containing `needle`?
+pub fn upstream_saw_ws(needle: &str) -> bool {
+    SEEN.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .any(|s| s.starts_with("ws-") && s.contains(needle))
+}
+
+/// Did the upstream receive anything containing `needle`?
+pub fn upstream_saw(needle: &str) -> bool {
+    SEEN.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .any(|s| s.contains(needle))
+}
+
 /// Names the test upstream's certificate covers (all resolve to 127.0.0.1).
 pub const NAMES: &[&str] = &[
     "allowed.test",
@@ -111,13 +136,84 @@ async fn upstream_app(mut req: Request<Incoming>) -> Result<Response<Body>, Infa
         .map(str::to_owned)
         .or_else(|| req.uri().authority().map(|a| a.to_string()))
         .unwrap_or_default();
-    if path == "/ws" {
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    if !auth.is_empty() {
+        seen(format!("auth {auth}"));
+    }
+    for c in req.headers().get_all("cookie") {
+        seen(format!("cookie {}", c.to_str().unwrap_or("?")));
+    }
+    seen(format!(
+        "{} {}",
+        req.method(),
+        req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("")
+    ));
+    if path == "/ws" || path == "/ws-auth" {
+        // A real RFC 6455 echo server; `/ws-auth` first sends the Authorization it received
+        // (an upstream reflecting the injected credential).
         let key = req
             .headers()
             .get("sec-websocket-key")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+            .map(|v| v.as_bytes().to_vec())
+            .unwrap_or_default();
+        let up = hyper::upgrade::on(&mut req);
+        let reflect = path == "/ws-auth";
+        tokio::spawn(async move {
+            use futures_util::{SinkExt, StreamExt};
+            use tokio_tungstenite::tungstenite::protocol::{Message, Role};
+            let Ok(u) = up.await else { return };
+            let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                TokioIo::new(u),
+                Role::Server,
+                None,
+            )
+            .await;
+            if reflect && ws.send(Message::text(auth.clone())).await.is_err() {
+                return;
+            }
+            while let Some(Ok(m)) = ws.next().await {
+                match m {
+                    Message::Text(t) => {
+                        seen(format!("ws-text {}", t.as_str()));
+                        if ws.send(Message::Text(t)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Message::Binary(b) => {
+                        seen(format!("ws-binary {}", String::from_utf8_lossy(&b)));
+                        if ws.send(Message::Binary(b)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Message::Close(_) => break,
+                    _ => {}
+                }
+            }
+        });
+        let accept = bottle_proxy::websocket::accept_key(&key);
+        let mut r = Response::new(full(Bytes::new()));
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        r.headers_mut()
+            .insert("upgrade", "websocket".parse().unwrap());
+        r.headers_mut()
+            .insert("connection", "upgrade".parse().unwrap());
+        r.headers_mut()
+            .insert("sec-websocket-accept", accept.parse().unwrap());
+        return Ok(r);
+    }
+    if path == "/any-upgrade" {
+        // Answers 101 to any Upgrade token, then records raw bytes (what a raw splice would
+        // let through).
+        let token = req
+            .headers()
+            .get("upgrade")
+            .cloned()
+            .unwrap_or_else(|| "foo".parse().unwrap());
         let up = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
             if let Ok(u) = up.await {
@@ -127,6 +223,7 @@ async fn upstream_app(mut req: Request<Incoming>) -> Result<Response<Body>, Infa
                     match io.read(&mut buf).await {
                         Ok(0) | Err(_) => break,
                         Ok(n) => {
+                            seen(format!("raw {}", String::from_utf8_lossy(&buf[..n])));
                             if io.write_all(&buf[..n]).await.is_err() {
                                 break;
                             }
@@ -137,15 +234,33 @@ async fn upstream_app(mut req: Request<Incoming>) -> Result<Response<Body>, Infa
         });
         let mut r = Response::new(full(Bytes::new()));
         *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        r.headers_mut()
-            .insert("upgrade", "websocket".parse().unwrap());
+        r.headers_mut().insert("upgrade", token);
         r.headers_mut()
             .insert("connection", "upgrade".parse().unwrap());
-        r.headers_mut().insert(
-            "sec-websocket-accept",
-            format!("accept-{key}").parse().unwrap(),
-        );
         return Ok(r);
+    }
+    if path == "/echo-headers" {
+        // An upstream that reflects the credential it received: in the body, a header,
+        // Set-Cookie and Location.
+        let mut out = String::new();
+        for (k, v) in req.headers() {
+            out.push_str(&format!("{}: {}\n", k, v.to_str().unwrap_or("?")));
+        }
+        let mut r = Response::new(full(out));
+        if let Ok(v) = auth.parse() {
+            r.headers_mut().insert("x-echo-auth", v);
+        }
+        if let Ok(v) = format!("s={}", auth.replace(' ', "_")).parse() {
+            r.headers_mut().insert("set-cookie", v);
+        }
+        if let Ok(v) = format!("/next?t={}", auth.replace(' ', "+")).parse() {
+            r.headers_mut().insert("location", v);
+        }
+        return Ok(r);
+    }
+    if path == "/echo-auth-only" {
+        // Reflects the credential in the body only.
+        return Ok(Response::new(full(format!("you sent: {auth}\n"))));
     }
     if let Some(n) = path.strip_prefix("/bytes/") {
         let n: u64 = n.parse().unwrap_or(0);

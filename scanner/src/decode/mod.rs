@@ -12,6 +12,8 @@ mod url;
 pub use body::{decode_content_encoding, scan_body, BodyScan, DecodeError, DecodeLimits};
 pub(crate) use url::common_clean;
 pub use url::{scan_headers, scan_url};
+mod host;
+pub use host::scan_host;
 
 use crate::Finding;
 

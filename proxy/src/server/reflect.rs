@@ -1,0 +1,349 @@
+//! Stage 7, the response: the bottle's own secrets must never flow back to the agent, on any
+//! route, whatever `inbound_dlp` says. An upstream that echoes the injected `Authorization`
+//! (in a body, an `X-Echo-Auth` header, `Set-Cookie`, `Location`, a WebSocket frame) would
+//! otherwise hand the agent the real token.
+//!
+//! - **Headers** are scanned for known secrets (every encoding the request side knows) on
+//!   every response; a hit **blocks** the response (502, `X-Bottle-Deny: dlp`, rule
+//!   `known-secret`, location `response:header:NAME`).
+//! - **Bodies** are scanned as they stream, with the known-secret pass only (cheap). Bytes
+//!   are forwarded only once scanned together with the preceding [`Scanner::overlap`] bytes,
+//!   and non-streaming bodies hold that many bytes back until the next chunk or the end, so
+//!   a secret is never forwarded in part across a chunk boundary; streaming media types
+//!   (`text/event-stream`, NDJSON, gRPC) are forwarded chunk by chunk (events must not
+//!   wait), each chunk scanned with the bytes before it. A hit **cuts** the body (the
+//!   client sees a reset stream, never the secret) and is audited as a `dlp` deny.
+//! - A compressed body on a credentialed route is buffered (up to the route's `body_cap`),
+//!   decoded and scanned before any of it is forwarded; over the cap it is refused.
+//!   Credentialed requests ask for `Accept-Encoding: identity`, so this is rare.
+//! - Routes with `inbound_dlp = true` then get the full rule set on the body
+//!   ([`crate::RequestInspector::inspect_response`]).
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
+
+use bottle_scanner::decode::{decode_content_encoding, scan_headers, DecodeLimits};
+use bottle_scanner::{Finding, Scanner};
+
+use crate::policy::{Deny, DenyReason, Route};
+use crate::server::body::{boxed, full, BoxError, ProxyBody};
+use crate::server::exchange::Exchange;
+use crate::server::request::HeldRecord;
+use crate::server::Secrets;
+
+/// The known-secret scanner for responses (the bottle's secrets, no rules).
+#[derive(Clone)]
+pub(crate) struct Reflection {
+    scanner: Scanner,
+}
+
+impl Reflection {
+    /// A scanner for `secrets`, or `None` when the bottle has none (or none is long enough
+    /// to be a known secret).
+    pub fn new(secrets: &Secrets) -> Option<Self> {
+        let mut b = Scanner::builder().default_rules(false);
+        let mut any = false;
+        for (name, value) in secrets.iter() {
+            if value.len() >= bottle_scanner::MIN_KNOWN_SECRET_LEN {
+                b = b.known_secret(name, value);
+                any = true;
+            }
+        }
+        if !any {
+            return None;
+        }
+        b.build().ok().map(|scanner| Reflection { scanner })
+    }
+
+    /// Checks response headers.
+    pub fn headers(&self, headers: &HeaderMap) -> Result<(), Deny> {
+        let found = scan_headers(
+            &self.scanner,
+            headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
+        );
+        match found.first() {
+            None => Ok(()),
+            Some(f) => Err(deny(f, "response:header")),
+        }
+    }
+
+    /// Checks one complete payload (a WebSocket message, a buffered body).
+    pub fn bytes(&self, data: &[u8], location: &str) -> Result<(), Deny> {
+        match self.scanner.scan(data).first() {
+            None => Ok(()),
+            Some(f) => Err(deny(f, location)),
+        }
+    }
+}
+
+/// The deny for a reflected secret: names the secret and where, never its value.
+fn deny(f: &Finding, location: &str) -> Deny {
+    let name = f.known_secret.as_deref().unwrap_or("?");
+    let loc = match f.location.as_deref() {
+        Some(l) if location == "response:header" => format!("response:{l}"),
+        _ => location.to_owned(),
+    };
+    Deny::new(
+        DenyReason::Dlp,
+        format!(
+            "the upstream's response carried the bottle's secret {name} ({loc}); it is never returned to the agent"
+        ),
+    )
+    .with_dlp(bottle_scanner::KNOWN_SECRET_RULE_ID, Some(loc))
+}
+
+/// Media types whose bodies are event streams: forwarded chunk by chunk.
+fn is_streaming(headers: &HeaderMap) -> bool {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    ct.starts_with("text/event-stream")
+        || ct.contains("ndjson")
+        || ct.contains("stream+json")
+        || ct.starts_with("application/grpc")
+}
+
+/// Is the body content-encoded (anything but identity)?
+fn encoding(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::CONTENT_ENCODING)?.to_str().ok()?.trim();
+    (!v.is_empty() && !v.eq_ignore_ascii_case("identity")).then(|| v.to_owned())
+}
+
+/// Stage 7: reflection checks on headers and body, then inbound DLP where the route asks.
+pub(crate) async fn response(
+    ex: &Exchange,
+    route: &Route,
+    parts: &http::response::Parts,
+    body: ProxyBody,
+    held: &HeldRecord,
+) -> Result<ProxyBody, Deny> {
+    let inner = &ex.inner;
+    let mut body = body;
+    if let Some(r) = &inner.reflection {
+        r.headers(&parts.headers)?;
+        body = match (encoding(&parts.headers), route.auth.is_some()) {
+            (Some(enc), true) => buffered(r, route, &enc, body).await?,
+            _ => {
+                let ex = ex.clone();
+                let held = held.clone();
+                let on_hit: OnHit = Box::new(move |d: Deny| {
+                    held.decide(false, &ex.inner.audit);
+                    ex.audit_deny(&d);
+                });
+                boxed(Scanned::new(
+                    body,
+                    r.clone(),
+                    is_streaming(&parts.headers),
+                    on_hit,
+                ))
+            }
+        };
+    }
+    if let (true, Some(insp)) = (route.inbound_dlp, &inner.inspector) {
+        body = insp.inspect_response(route, &parts.headers, body).await?;
+    }
+    Ok(body)
+}
+
+/// A compressed body on a credentialed route: read whole (up to `body_cap`), decoded,
+/// scanned, then forwarded as received.
+async fn buffered(
+    r: &Reflection,
+    route: &Route,
+    enc: &str,
+    body: ProxyBody,
+) -> Result<ProxyBody, Deny> {
+    let data = read_all(body, route.body_cap).await.map_err(|why| {
+        Deny::new(
+            DenyReason::TooLarge,
+            format!(
+                "compressed response on a credentialed route could not be read for the reflection check: {why}"
+            ),
+        )
+    })?;
+    // Codings apply in the order listed, so they are undone from the last one.
+    let mut decoded = data.to_vec();
+    for coding in enc.rsplit(',').map(str::trim).filter(|c| !c.is_empty()) {
+        decoded = decode_content_encoding(coding, &decoded, DecodeLimits::default().max_decoded)
+            .map_err(|e| {
+                Deny::new(
+                    DenyReason::Dlp,
+                    format!("response could not be decoded for the reflection check: {e}"),
+                )
+            })?;
+    }
+    r.bytes(&decoded, "response:body")?;
+    Ok(full(data))
+}
+
+/// Reads a whole body of at most `cap` bytes.
+async fn read_all(mut body: ProxyBody, cap: usize) -> Result<Bytes, String> {
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        if let Ok(d) = frame.into_data() {
+            buf.extend_from_slice(&d);
+            if buf.len() > cap {
+                return Err(format!("over the route's body_cap of {cap} bytes"));
+            }
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// Called once when a body scan finds a secret (records the deny).
+type OnHit = Box<dyn FnOnce(Deny) + Send>;
+
+/// The error a cut body ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("response withheld: it carried a bottle secret")]
+struct Withheld;
+
+/// A response body scanned for known secrets as it streams (see the module docs).
+struct Scanned {
+    inner: ProxyBody,
+    r: Reflection,
+    /// Forward every scanned byte at once (event streams) instead of holding back.
+    streaming: bool,
+    /// How many bytes before new data a scan must include.
+    overlap: usize,
+    /// The last `overlap` bytes scanned (context for the next scan).
+    ctx: BytesMut,
+    /// Scanned but not yet forwarded (non-streaming hold-back, at most `overlap`).
+    pending: BytesMut,
+    out: VecDeque<Frame<Bytes>>,
+    on_hit: Option<OnHit>,
+    ended: bool,
+    failed: bool,
+}
+
+impl Scanned {
+    fn new(inner: ProxyBody, r: Reflection, streaming: bool, on_hit: OnHit) -> Self {
+        let overlap = r.scanner.overlap();
+        Scanned {
+            inner,
+            r,
+            streaming,
+            overlap,
+            ctx: BytesMut::new(),
+            pending: BytesMut::new(),
+            out: VecDeque::new(),
+            on_hit: Some(on_hit),
+            ended: false,
+            failed: false,
+        }
+    }
+
+    /// Scans `data` after the context; queues what may now be forwarded.
+    fn push(&mut self, data: Bytes) -> Result<(), Deny> {
+        // A secret lies wholly inside `data`, or starts in the context and ends within its
+        // first `overlap` bytes.
+        let mut join = BytesMut::with_capacity(self.ctx.len() + self.overlap.min(data.len()));
+        join.extend_from_slice(&self.ctx);
+        join.extend_from_slice(&data[..self.overlap.min(data.len())]);
+        self.r.bytes(&join, "response:body")?;
+        if data.len() > self.overlap {
+            self.r.bytes(&data, "response:body")?;
+        }
+        // New context: the last `overlap` bytes of (ctx + data).
+        if data.len() >= self.overlap {
+            self.ctx.clear();
+            self.ctx
+                .extend_from_slice(&data[data.len() - self.overlap..]);
+        } else {
+            self.ctx.extend_from_slice(&data);
+            let excess = self.ctx.len().saturating_sub(self.overlap);
+            let _ = self.ctx.split_to(excess);
+        }
+        if self.streaming {
+            self.out.push_back(Frame::data(data));
+            return Ok(());
+        }
+        // Hold back the last `overlap` bytes: a secret starting there is not yet complete.
+        let total = self.pending.len() + data.len();
+        let release = total.saturating_sub(self.overlap);
+        if release == 0 {
+            self.pending.extend_from_slice(&data);
+            return Ok(());
+        }
+        let from_pending = release.min(self.pending.len());
+        if from_pending > 0 {
+            let head = self.pending.split_to(from_pending).freeze();
+            self.out.push_back(Frame::data(head));
+        }
+        // The rest of `release` comes from `data` (zero copy).
+        let take = release - from_pending;
+        if take > 0 {
+            self.out.push_back(Frame::data(data.slice(..take)));
+        }
+        self.pending.extend_from_slice(&data[take..]);
+        Ok(())
+    }
+}
+
+impl Body for Scanned {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if this.failed {
+                return Poll::Ready(Some(Err(Box::new(Withheld))));
+            }
+            if let Some(f) = this.out.pop_front() {
+                return Poll::Ready(Some(Ok(f)));
+            }
+            if this.ended {
+                if !this.pending.is_empty() {
+                    let rest = this.pending.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(rest))));
+                }
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => this.ended = true,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        if let Err(d) = this.push(data) {
+                            this.failed = true;
+                            this.out.clear();
+                            this.pending.clear();
+                            if let Some(f) = this.on_hit.take() {
+                                f(d);
+                            }
+                        }
+                    }
+                    Err(frame) => {
+                        // Trailers: flush what is held, then pass them on.
+                        if !this.pending.is_empty() {
+                            let rest = this.pending.split().freeze();
+                            this.out.push_back(Frame::data(rest));
+                        }
+                        this.out.push_back(frame);
+                    }
+                },
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended && self.out.is_empty() && self.pending.is_empty() && !self.failed
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
