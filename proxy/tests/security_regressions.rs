@@ -589,3 +589,30 @@ fn h2_cookie_crumbs_are_joined_for_an_h1_upstream() {
         assert_eq!(body.matches("h:cookie=").count(), 1, "{body}");
     });
 }
+
+/// `Content-Length` with `Transfer-Encoding` was forwarded as chunked (hyper drops the
+/// `Content-Length`); it is refused, on the proxy port and inside a tunnel.
+#[test]
+fn content_length_with_transfer_encoding_is_refused() {
+    let h = harness();
+    let port = h.upstream_port;
+    h.rt.block_on(async {
+        let mut t = tunnel(&h, "allowed.test", &[b"http/1.1"]).await;
+        let resp = request(
+            &mut t,
+            &format!("POST /acme/smuggle HTTP/1.1\r\nHost: allowed.test:{port}\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        )
+        .await;
+        assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+        assert!(resp.contains("x-bottle-deny: bad_request"), "{resp}");
+        assert!(resp.contains("Transfer-Encoding"), "{resp}");
+        let mut s = TcpStream::connect(h.proxy_addr).await.unwrap();
+        let resp = request(
+            &mut s,
+            &format!("POST http://allowed.test:{port}/acme/smuggle2 HTTP/1.1\r\nHost: allowed.test\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n"),
+        )
+        .await;
+        assert!(resp.contains("x-bottle-deny: bad_request"), "{resp}");
+    });
+    assert!(!upstream_saw("/acme/smuggle"));
+}

@@ -20,6 +20,7 @@ use crate::canon::{canonical_host, Host};
 use crate::connector::fmt_duration;
 use crate::policy::{Deny, DenyReason};
 use crate::server::exchange::Exchange;
+use crate::server::framing::{Verdicts, Watch};
 use crate::server::malformed::Canned;
 use crate::server::splice::{splice, with_idle_timeout, Activity, Watched};
 use crate::server::{request, HandlerFuture, Inner};
@@ -229,9 +230,13 @@ pub(crate) async fn bump(
         Err(_) => return deny_tls(&tunnel, hs_err()),
     };
     let tunnel = Arc::new(tunnel);
+    let verdicts = Verdicts::default();
+    let svc_verdicts = verdicts.clone();
     let svc = service_fn(move |req: Request<Incoming>| {
         let t = tunnel.clone();
-        let fut: HandlerFuture = Box::pin(async move { Ok(request::tunneled(t, req).await) });
+        let framing = svc_verdicts.next();
+        let fut: HandlerFuture =
+            Box::pin(async move { Ok(request::tunneled(t, req, framing).await) });
         fut
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -248,10 +253,9 @@ pub(crate) async fn bump(
         Box<
             dyn std::future::Future<Output = Result<(), crate::server::body::BoxError>> + Send + '_,
         >,
-    > =
-        Box::pin(builder.serve_connection_with_upgrades(
-            TokioIo::new(Canned::new(tls, inner.audit.clone())),
-            svc,
-        ));
+    > = Box::pin(builder.serve_connection_with_upgrades(
+        TokioIo::new(Watch::new(Canned::new(tls, inner.audit.clone()), verdicts)),
+        svc,
+    ));
     let _ = with_idle_timeout(conn, act, settings.idle_timeout).await;
 }

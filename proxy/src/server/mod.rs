@@ -34,6 +34,7 @@ use crate::upstream::Upstream;
 pub mod body;
 mod connect;
 mod exchange;
+mod framing;
 mod guard;
 mod malformed;
 mod reflect;
@@ -346,10 +347,13 @@ async fn serve_client(inner: Arc<Inner>, stream: tokio::net::TcpStream, _peer: S
         None,
     );
     let svc_inner = inner.clone();
+    let verdicts = framing::Verdicts::default();
+    let svc_verdicts = verdicts.clone();
     let svc = service_fn(move |req: Request<Incoming>| {
         let inner = svc_inner.clone();
+        let framing = svc_verdicts.next();
         let fut: HandlerFuture =
-            Box::pin(async move { Ok(handle_proxy_request(inner, req).await) });
+            Box::pin(async move { Ok(handle_proxy_request(inner, req, framing).await) });
         fut
     });
     let mut builder = http1::Builder::new();
@@ -357,7 +361,10 @@ async fn serve_client(inner: Arc<Inner>, stream: tokio::net::TcpStream, _peer: S
     let conn: Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>> = Box::pin(
         builder
             .serve_connection(
-                TokioIo::new(malformed::Canned::new(io, inner.audit.clone())),
+                TokioIo::new(framing::Watch::new(
+                    malformed::Canned::new(io, inner.audit.clone()),
+                    verdicts,
+                )),
                 svc,
             )
             .with_upgrades(),
@@ -365,10 +372,14 @@ async fn serve_client(inner: Arc<Inner>, stream: tokio::net::TcpStream, _peer: S
     let _ = splice::with_idle_timeout(conn, act, idle).await;
 }
 
-async fn handle_proxy_request(inner: Arc<Inner>, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn handle_proxy_request(
+    inner: Arc<Inner>,
+    req: Request<Incoming>,
+    framing: framing::Verdict,
+) -> Response<ProxyBody> {
     if req.method() == Method::CONNECT {
-        request::connect(inner, req).await
+        request::connect(inner, req, framing).await
     } else {
-        request::absolute(inner, req).await
+        request::absolute(inner, req, framing).await
     }
 }

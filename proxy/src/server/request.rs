@@ -4,7 +4,8 @@
 //! 1. **decide** — the target's host name is scanned for secrets (DLP on the name, before
 //!    any DNS lookup), then [`Policy::decide`](crate::policy::Policy::decide) picks the route
 //!    (exact / wildcard, ports, IP literals, a wildcard route's label cap);
-//! 2. **guard** — head size, loops, framing, the tunnel's `Host` / `:authority` binding,
+//! 2. **guard** — head size, loops, framing (`Content-Length` with `Transfer-Encoding` is
+//!    caught below hyper, in [`super::framing`]), the tunnel's `Host` / `:authority` binding,
 //!    `Upgrade` (WebSocket only), smart-HTTP git push, the route's path / method / header
 //!    matchers ([`guard`]);
 //! 3. **vet address** — DNS resolved once, every address SSRF-classified, the vetted
@@ -33,6 +34,7 @@ use crate::policy::{Deny, DenyReason, Route};
 use crate::server::body::{boxed_hyper, empty, Metered, ProxyBody};
 use crate::server::connect::{self, Tunnel};
 use crate::server::exchange::{Exchange, HostShown};
+use crate::server::framing::Verdict;
 use crate::server::{guard, reflect, upgrade, Inner, RequestHead};
 use crate::upstream::{prepare_request, PoolKey};
 
@@ -46,8 +48,15 @@ pub(crate) struct Dest<'a> {
 }
 
 /// `CONNECT host:port`: decide, guard, vet, then bump (or splice a passthrough route).
-pub(crate) async fn connect(inner: Arc<Inner>, mut req: Request<Incoming>) -> Response<ProxyBody> {
+pub(crate) async fn connect(
+    inner: Arc<Inner>,
+    mut req: Request<Incoming>,
+    framing: Verdict,
+) -> Response<ProxyBody> {
     let mut ex = Exchange::new(inner.clone(), "CONNECT");
+    if let Some(why) = framing {
+        return ex.refuse(Deny::new(DenyReason::BadRequest, why));
+    }
     let Some(authority) = req.uri().authority().map(|a| a.as_str().to_owned()) else {
         return ex.refuse(Deny::new(
             DenyReason::BadRequest,
@@ -126,8 +135,15 @@ pub(crate) async fn connect(inner: Arc<Inner>, mut req: Request<Incoming>) -> Re
 }
 
 /// An absolute-form `http://` request on the proxy port.
-pub(crate) async fn absolute(inner: Arc<Inner>, req: Request<Incoming>) -> Response<ProxyBody> {
+pub(crate) async fn absolute(
+    inner: Arc<Inner>,
+    req: Request<Incoming>,
+    framing: Verdict,
+) -> Response<ProxyBody> {
     let mut ex = Exchange::new(inner.clone(), req.method().as_str());
+    if let Some(why) = framing {
+        return ex.refuse(Deny::new(DenyReason::BadRequest, why));
+    }
     if req.uri().authority().is_none() {
         return ex.refuse(Deny::new(
             DenyReason::BadRequest,
@@ -180,10 +196,18 @@ pub(crate) async fn absolute(inner: Arc<Inner>, req: Request<Incoming>) -> Respo
 }
 
 /// One request inside a bumped tunnel (decided and vetted at CONNECT).
-pub(crate) async fn tunneled(t: Arc<Tunnel>, req: Request<Incoming>) -> Response<ProxyBody> {
+pub(crate) async fn tunneled(
+    t: Arc<Tunnel>,
+    req: Request<Incoming>,
+    framing: Verdict,
+) -> Response<ProxyBody> {
     let inner = &t.inner;
     let mut ex = Exchange::new(inner.clone(), req.method().as_str());
     ex.target(t.host.clone(), t.port);
+    if let Some(why) = framing {
+        ex.route_id = Some(t.route_id.clone());
+        return ex.refuse(Deny::new(DenyReason::BadRequest, why));
+    }
     ex.path = req
         .uri()
         .path_and_query()
