@@ -343,7 +343,14 @@ mod tests {
         let get = Method::GET;
         let v11 = Version::HTTP_11;
         // (name, method, version, headers, Ok or a substring of the refusal)
-        let cases: Vec<(&str, Method, Version, HeaderMap, Result<(), &str>)> = vec![
+        type Case = (
+            &'static str,
+            Method,
+            Version,
+            HeaderMap,
+            Result<(), &'static str>,
+        );
+        let cases: Vec<Case> = vec![
             ("websocket", get.clone(), v11, request(&[], &[]), Ok(())),
             (
                 "WebSocket mixed case",
