@@ -162,8 +162,10 @@ pub struct RelayOutcome {
 /// plays the client), scanning each message before forwarding it. Both
 /// handshakes must already be done and checked with
 /// [`super::handshake`] (in particular, no extension negotiated). Both
-/// directions run concurrently; returns once both connections are closed or
-/// dropped, at most about 2 s after the first side ends. Never panics.
+/// directions run concurrently; returns once both connections are closed (or
+/// shut down and dropped): at once with well-behaved peers, and at most
+/// 3 × 2 s after the first side ends with peers that never answer a close.
+/// The relay itself never panics; a panicking scanner is not caught.
 pub async fn relay<C, U>(
     client: C,
     upstream: U,
