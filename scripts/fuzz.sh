@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Runs the cargo-fuzz targets of fuzz/ (bottle-proxy's authority/request-target
-# parsers and policy loader) for a fixed time each and prints the exec counts.
+# parsers, policy loader and WebSocket relay) for a fixed time each and prints the exec counts.
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
 #
 # SECONDS_PER_TARGET defaults to 60; TARGETs default to every target
-# (authority, policy). Needs the nightly toolchain (`rustup toolchain install
+# (authority, policy, websocket). Needs the nightly toolchain (`rustup toolchain install
 # nightly`); installs cargo-fuzz with `cargo install cargo-fuzz --locked` if it
 # is missing. New corpus entries go to target/fuzz-corpus/<target> (the seeds
 # in fuzz/seeds/<target> are read, never written); crashes go to
@@ -25,7 +25,7 @@ cd "$root"
 if [[ $# -gt 0 ]]; then
   targets=("$@")
 else
-  targets=(authority policy)
+  targets=(authority policy websocket)
 fi
 
 if ! rustup toolchain list | grep -q '^nightly'; then
