@@ -597,13 +597,15 @@ mod tests {
         WebSocketStream::from_raw_socket(io, role, None).await
     }
 
-    /// Reads everything a peer gets until its connection ends (driving the
-    /// close handshake).
+    /// Reads everything a peer gets until its WebSocket ends (driving the
+    /// close handshake), then shuts its connection.
     async fn drain(ws: &mut Ws) -> Vec<Message> {
         let mut seen = Vec::new();
         while let Some(Ok(m)) = timeout(DEADLINE, ws.next()).await.expect("peer hung") {
             seen.push(m);
         }
+        // Like a real peer, close the connection once the close handshake is over.
+        let _ = ws.get_mut().shutdown().await;
         seen
     }
 
@@ -716,6 +718,11 @@ mod tests {
                 upstream.next().await.unwrap().unwrap(),
                 Message::Ping(b"p".to_vec().into())
             );
+            // The upstream's pong is forwarded, and the proxy answered the ping too.
+            upstream.flush().await.unwrap();
+            for _ in 0..2 {
+                assert!(client.next().await.unwrap().unwrap().is_pong());
+            }
             client
                 .send(Message::Close(Some(CloseFrame {
                     code: CloseCode::Normal,
@@ -734,7 +741,7 @@ mod tests {
         let o = timeout(DEADLINE, task).await.unwrap().unwrap();
         assert_eq!(o.end, End::Closed(Direction::Outbound));
         assert_eq!((o.messages_up, o.messages_down), (1, 1));
-        assert_eq!((o.up, o.down), (5 + 1 + 3, 3));
+        assert_eq!((o.up, o.down), (5 + 1 + 3, 3 + 1));
         assert!(o.blocked.is_none() && o.error.is_none(), "{o:?}");
     }
 
@@ -876,6 +883,60 @@ mod tests {
         only_close(&up_raw, 1001);
         assert_eq!(close_code(&c), Some(1007));
         assert_eq!(o.end, End::Protocol(Direction::Outbound));
+    }
+
+    #[tokio::test]
+    async fn masked_upstream_frame_is_refused() {
+        let (client, mut upstream, task) = rig(RelayLimits::default());
+        let mut client = ws(client, Role::Client).await;
+        // Servers must not mask (RFC 6455 §5.1).
+        upstream.write_all(&masked(0x81, b"hello")).await.unwrap();
+        let mut upstream = ws(upstream, Role::Server).await;
+        let (c, u) = tokio::join!(drain(&mut client), drain(&mut upstream));
+        assert!(data(&c).is_empty(), "client got {c:?}");
+        assert_eq!(close_code(&c), Some(1001));
+        assert_eq!(close_reason(&c), "bottle: upstream protocol error");
+        assert_eq!(close_code(&u), Some(1002));
+        let o = timeout(DEADLINE, task).await.unwrap().unwrap();
+        assert_eq!(o.end, End::Protocol(Direction::Inbound));
+        assert!(o.error.unwrap().starts_with("upstream protocol error"));
+    }
+
+    #[tokio::test]
+    async fn scanner_is_told_text_from_binary() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let scanner: Arc<dyn MessageScanner> =
+            Arc::new(move |dir: Direction, p: &[u8], text: bool| {
+                log.lock().unwrap().push((dir, p.to_vec(), text));
+                Ok(())
+            });
+        let (client, relay_client) = duplex(1 << 16);
+        let (relay_upstream, upstream) = duplex(1 << 16);
+        let task = tokio::spawn(relay(
+            relay_client,
+            relay_upstream,
+            scanner,
+            RelayLimits::default(),
+        ));
+        let (mut client, mut upstream) = (
+            ws(client, Role::Client).await,
+            ws(upstream, Role::Server).await,
+        );
+        client.send(Message::text("t")).await.unwrap();
+        upstream.next().await.unwrap().unwrap();
+        upstream.send(Message::binary(vec![9])).await.unwrap();
+        client.next().await.unwrap().unwrap();
+        client.close(None).await.unwrap();
+        tokio::join!(drain(&mut client), drain(&mut upstream));
+        timeout(DEADLINE, task).await.unwrap().unwrap();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                (Direction::Outbound, b"t".to_vec(), true),
+                (Direction::Inbound, vec![9], false),
+            ]
+        );
     }
 
     #[tokio::test]
