@@ -15,7 +15,7 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use http::header::{
-    HeaderName, CONNECTION, CONTENT_LENGTH, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS,
+    HeaderName, CONNECTION, CONTENT_LENGTH, HOST, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS,
     SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, TRANSFER_ENCODING, UPGRADE,
 };
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
@@ -24,6 +24,16 @@ use sha1::{Digest, Sha1};
 /// The GUID RFC 6455 §1.3 appends to `Sec-WebSocket-Key` before hashing (checked
 /// against the RFC's own example in the tests).
 const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// Headers a client's `Connection` list cannot remove from the upstream request.
+const KEEP_ON_UPSTREAM: [HeaderName; 6] = [
+    HOST,
+    CONNECTION,
+    UPGRADE,
+    SEC_WEBSOCKET_KEY,
+    SEC_WEBSOCKET_VERSION,
+    SEC_WEBSOCKET_PROTOCOL,
+];
 
 /// Longest header value quoted back in a refusal (longer ones are cut, with `…`).
 const MAX_QUOTED: usize = 64;
@@ -172,8 +182,10 @@ pub fn check_request(
 /// Rewrites a validated handshake's headers for the upstream: drops
 /// `Sec-WebSocket-Extensions` (no `permessage-deflate`: the scanner must see
 /// plain payloads, and compressed frames are refused), drops the headers the
-/// client's `Connection` names as hop-by-hop (other than `Upgrade`), and sets
-/// exactly `Connection: upgrade` and `Upgrade: websocket`.
+/// client's `Connection` names as hop-by-hop (never `Host` or the handshake's
+/// own headers, even if named), and sets exactly `Connection: upgrade` and
+/// `Upgrade: websocket`. Call it before injecting credentials, so a client
+/// cannot name them away (it could only hurt itself, but the audit would lie).
 pub fn prepare_upstream_headers(headers: &mut HeaderMap) {
     headers.remove(SEC_WEBSOCKET_EXTENSIONS);
     let named: Vec<HeaderName> = headers
@@ -181,7 +193,7 @@ pub fn prepare_upstream_headers(headers: &mut HeaderMap) {
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
         .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
-        .filter(|n| *n != UPGRADE && *n != CONNECTION)
+        .filter(|n| !KEEP_ON_UPSTREAM.contains(n))
         .collect();
     for n in named {
         headers.remove(n);
@@ -343,7 +355,14 @@ mod tests {
         let get = Method::GET;
         let v11 = Version::HTTP_11;
         // (name, method, version, headers, Ok or a substring of the refusal)
-        let cases: Vec<(&str, Method, Version, HeaderMap, Result<(), &str>)> = vec![
+        type Case = (
+            &'static str,
+            Method,
+            Version,
+            HeaderMap,
+            Result<(), &'static str>,
+        );
+        let cases: Vec<Case> = vec![
             ("websocket", get.clone(), v11, request(&[], &[]), Ok(())),
             (
                 "WebSocket mixed case",
@@ -549,7 +568,7 @@ mod tests {
                     "sec-websocket-extensions",
                     "permessage-deflate; client_max_window_bits",
                 ),
-                ("connection", "x-hop"),
+                ("connection", "x-hop, host, sec-websocket-key"),
                 ("x-hop", "1"),
                 ("x-keep", "1"),
             ],
@@ -560,6 +579,7 @@ mod tests {
         assert!(h.get(SEC_WEBSOCKET_EXTENSIONS).is_none());
         assert!(h.get("x-hop").is_none());
         assert_eq!(h.get("x-keep").unwrap(), "1");
+        assert_eq!(h.get(HOST).unwrap(), "example.com");
         assert_eq!(
             h.get_all(CONNECTION).iter().collect::<Vec<_>>(),
             ["upgrade"]

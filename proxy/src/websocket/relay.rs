@@ -23,7 +23,7 @@
 //! message that is not UTF-8, RFC 6455 §7.4.1) and the other with 1001; idle
 //! timeout closes both with 1001; the byte cap with 1008. Close reasons name
 //! the cause only (for blocks the deny code), never any payload.
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -162,8 +162,10 @@ pub struct RelayOutcome {
 /// plays the client), scanning each message before forwarding it. Both
 /// handshakes must already be done and checked with
 /// [`super::handshake`] (in particular, no extension negotiated). Both
-/// directions run concurrently; returns once both connections are closed or
-/// dropped, at most about 2 s after the first side ends. Never panics.
+/// directions run concurrently; returns once both connections are closed (or
+/// shut down and dropped): at once with well-behaved peers, and at most
+/// 3 × 2 s after the first side ends with peers that never answer a close.
+/// The relay itself never panics; a panicking scanner is not caught.
 pub async fn relay<C, U>(
     client: C,
     upstream: U,
@@ -209,7 +211,7 @@ where
                     Ok(s @ (Stop::Blocked(_) | Stop::TooBig(_) | Stop::Protocol(..))) => {
                         (Some(opposite(d)), s)
                     }
-                    _ => (Some(d), Stop::Closed),
+                    _ => (Some(meter.closer().unwrap_or(d)), Stop::Closed),
                 }
             }
             other => other,
@@ -319,6 +321,9 @@ where
             return Stop::ByteLimit;
         }
         let close = matches!(msg, Message::Close(_));
+        if close {
+            meter.saw_close(dir);
+        }
         match tx.send(msg).await {
             Ok(()) => meter.count(dir, len, data),
             // The receiver closed first; its own close is on its way.
@@ -472,6 +477,8 @@ struct Meter {
     bytes: [AtomicU64; 2],
     /// [outbound, inbound] data messages.
     messages: [AtomicU64; 2],
+    /// Who sent the first close frame: 0 nobody, 1 client, 2 upstream.
+    first_close: AtomicU8,
     max_bytes: u64,
 }
 
@@ -482,6 +489,7 @@ impl Meter {
             last: AtomicU64::new(0),
             bytes: Default::default(),
             messages: Default::default(),
+            first_close: AtomicU8::new(0),
             max_bytes,
         }
     }
@@ -489,6 +497,25 @@ impl Meter {
     fn touch(&self) {
         let ns = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.last.store(ns, Ordering::Relaxed);
+    }
+
+    fn saw_close(&self, dir: Direction) {
+        let who = match dir {
+            Direction::Outbound => 1,
+            Direction::Inbound => 2,
+        };
+        let _ = self
+            .first_close
+            .compare_exchange(0, who, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// The side that started the close handshake, if any.
+    fn closer(&self) -> Option<Direction> {
+        match self.first_close.load(Ordering::Relaxed) {
+            1 => Some(Direction::Outbound),
+            2 => Some(Direction::Inbound),
+            _ => None,
+        }
     }
 
     fn admits(&self, len: u64) -> bool {
@@ -527,5 +554,559 @@ impl Meter {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::DenyReason;
+    use tokio::io::{duplex, AsyncReadExt, DuplexStream};
+    use tokio::task::JoinHandle;
+
+    const NEEDLE: &str = "SECRET-NEEDLE";
+    const IN_NEEDLE: &str = "INBOUND-SECRET";
+    /// No test may take longer than this.
+    const DEADLINE: Duration = Duration::from_secs(10);
+
+    type Ws = WebSocketStream<DuplexStream>;
+
+    fn scanner() -> Arc<dyn MessageScanner> {
+        Arc::new(|dir: Direction, p: &[u8], _text: bool| {
+            let needle = match dir {
+                Direction::Outbound => NEEDLE,
+                Direction::Inbound => IN_NEEDLE,
+            };
+            if p.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                Err(Deny::new(DenyReason::Dlp, "test rule matched").with_dlp("test-rule", None))
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    /// (raw client end, raw upstream end, relay task).
+    fn rig(limits: RelayLimits) -> (DuplexStream, DuplexStream, JoinHandle<RelayOutcome>) {
+        let (client, relay_client) = duplex(1 << 16);
+        let (relay_upstream, upstream) = duplex(1 << 16);
+        let task = tokio::spawn(relay(relay_client, relay_upstream, scanner(), limits));
+        (client, upstream, task)
+    }
+
+    async fn ws(io: DuplexStream, role: Role) -> Ws {
+        WebSocketStream::from_raw_socket(io, role, None).await
+    }
+
+    /// Reads everything a peer gets until its WebSocket ends (driving the
+    /// close handshake), then shuts its connection.
+    async fn drain(ws: &mut Ws) -> Vec<Message> {
+        let mut seen = Vec::new();
+        while let Some(Ok(m)) = timeout(DEADLINE, ws.next()).await.expect("peer hung") {
+            seen.push(m);
+        }
+        // Like a real peer, close the connection once the close handshake is over.
+        let _ = ws.get_mut().shutdown().await;
+        seen
+    }
+
+    fn close_code(msgs: &[Message]) -> Option<u16> {
+        msgs.iter().find_map(|m| match m {
+            Message::Close(Some(f)) => Some(u16::from(f.code)),
+            _ => None,
+        })
+    }
+
+    fn close_reason(msgs: &[Message]) -> String {
+        msgs.iter()
+            .find_map(|m| match m {
+                Message::Close(Some(f)) => Some(f.reason.to_string()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
+    fn data(msgs: &[Message]) -> Vec<&Message> {
+        msgs.iter()
+            .filter(|m| m.is_text() || m.is_binary() || m.is_ping())
+            .collect()
+    }
+
+    /// A masked client frame with a short payload.
+    fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
+        let key = [0x37, 0xfa, 0x21, 0x3d];
+        assert!(payload.len() < 126);
+        let mut v = vec![first, 0x80 | payload.len() as u8];
+        v.extend(key);
+        v.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        v
+    }
+
+    /// Parses the (masked, short) frames a client-role peer sent: (first byte, payload).
+    fn client_frames(mut raw: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        while !raw.is_empty() {
+            assert!(raw.len() >= 6, "truncated frame {raw:?}");
+            assert_eq!(raw[1] & 0x80, 0x80, "unmasked frame from the relay");
+            let len = usize::from(raw[1] & 0x7f);
+            assert!(
+                len < 126 && raw.len() >= 6 + len,
+                "unexpected frame {raw:?}"
+            );
+            let key = &raw[2..6];
+            let payload = raw[6..6 + len]
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ key[i % 4])
+                .collect();
+            out.push((raw[0], payload));
+            raw = &raw[6 + len..];
+        }
+        out
+    }
+
+    /// Sends raw bytes as the client; returns (what the client got, the raw
+    /// bytes the upstream got, the outcome).
+    async fn raw_client(bytes: &[u8]) -> (Vec<Message>, Vec<u8>, RelayOutcome) {
+        let (mut client, mut upstream, task) = rig(RelayLimits::default());
+        client.write_all(bytes).await.unwrap();
+        let mut client = ws(client, Role::Client).await;
+        let up_raw = async {
+            let mut buf = Vec::new();
+            let _ = timeout(DEADLINE, upstream.read_to_end(&mut buf)).await;
+            buf
+        };
+        let (got, up_raw) = tokio::join!(drain(&mut client), up_raw);
+        let outcome = timeout(DEADLINE, task).await.unwrap().unwrap();
+        (got, up_raw, outcome)
+    }
+
+    /// The upstream got nothing but one close frame with `code`.
+    fn only_close(up_raw: &[u8], code: u16) {
+        let frames = client_frames(up_raw);
+        assert_eq!(frames.len(), 1, "upstream got {frames:?}");
+        assert_eq!(frames[0].0, 0x88, "upstream got {frames:?}");
+        assert_eq!(
+            frames[0].1[..2],
+            code.to_be_bytes(),
+            "upstream got {frames:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn echo_text_and_binary_both_ways() {
+        let (client, upstream, task) = rig(RelayLimits::default());
+        let (mut client, mut upstream) = (
+            ws(client, Role::Client).await,
+            ws(upstream, Role::Server).await,
+        );
+        timeout(DEADLINE, async {
+            client.send(Message::text("hello")).await.unwrap();
+            assert_eq!(
+                upstream.next().await.unwrap().unwrap(),
+                Message::text("hello")
+            );
+            upstream.send(Message::binary(vec![1, 2, 3])).await.unwrap();
+            assert_eq!(
+                client.next().await.unwrap().unwrap(),
+                Message::binary(vec![1, 2, 3])
+            );
+            client
+                .send(Message::Ping(b"p".to_vec().into()))
+                .await
+                .unwrap();
+            assert_eq!(
+                upstream.next().await.unwrap().unwrap(),
+                Message::Ping(b"p".to_vec().into())
+            );
+            // The upstream's pong is forwarded, and the proxy answered the ping too.
+            upstream.flush().await.unwrap();
+            for _ in 0..2 {
+                assert!(client.next().await.unwrap().unwrap().is_pong());
+            }
+            client
+                .send(Message::Close(Some(CloseFrame {
+                    code: CloseCode::Normal,
+                    reason: "bye".into(),
+                })))
+                .await
+                .unwrap();
+            let (c, u) = tokio::join!(drain(&mut client), drain(&mut upstream));
+            assert_eq!(close_code(&u), Some(1000));
+            assert_eq!(close_reason(&u), "bye");
+            assert_eq!(close_code(&c), Some(1000), "client got {c:?}");
+            assert!(data(&c).is_empty(), "client got {c:?}");
+        })
+        .await
+        .unwrap();
+        let o = timeout(DEADLINE, task).await.unwrap().unwrap();
+        assert_eq!(o.end, End::Closed(Direction::Outbound));
+        assert_eq!((o.messages_up, o.messages_down), (1, 1));
+        assert_eq!((o.up, o.down), (5 + 1 + 3, 3 + 1));
+        assert!(o.blocked.is_none() && o.error.is_none(), "{o:?}");
+    }
+
+    #[tokio::test]
+    async fn upstream_close_is_forwarded_to_client() {
+        let (client, upstream, task) = rig(RelayLimits::default());
+        let (mut client, mut upstream) = (
+            ws(client, Role::Client).await,
+            ws(upstream, Role::Server).await,
+        );
+        upstream.send(Message::text("bye soon")).await.unwrap();
+        upstream
+            .send(Message::Close(Some(CloseFrame {
+                code: CloseCode::Away,
+                reason: "restart".into(),
+            })))
+            .await
+            .unwrap();
+        let (c, _u) = tokio::join!(drain(&mut client), drain(&mut upstream));
+        assert_eq!(c[0], Message::text("bye soon"));
+        assert_eq!(close_code(&c), Some(1001));
+        assert_eq!(close_reason(&c), "restart");
+        let o = timeout(DEADLINE, task).await.unwrap().unwrap();
+        assert_eq!(o.end, End::Closed(Direction::Inbound));
+    }
+
+    #[tokio::test]
+    async fn blocked_outbound_message_never_reaches_upstream() {
+        let (client, upstream, task) = rig(RelayLimits::default());
+        let (mut client, mut upstream) = (
+            ws(client, Role::Client).await,
+            ws(upstream, Role::Server).await,
+        );
+        client.send(Message::text("hello")).await.unwrap();
+        client
+            .send(Message::text(format!("token={NEEDLE}")))
+            .await
+            .unwrap();
+        let _ = client.send(Message::text("after")).await;
+        let (c, u) = tokio::join!(drain(&mut client), drain(&mut upstream));
+        assert_eq!(data(&u), [&Message::text("hello")], "upstream got {u:?}");
+        assert_eq!(close_code(&u), Some(1000));
+        assert_eq!(close_code(&c), Some(1008), "client got {c:?}");
+        let reason = close_reason(&c);
+        assert!(
+            reason.contains("dlp") && !reason.contains(NEEDLE),
+            "{reason}"
+        );
+        let o = timeout(DEADLINE, task).await.unwrap().unwrap();
+        assert_eq!(o.end, End::Blocked(Direction::Outbound));
+        let (dir, deny) = o.blocked.expect("blocked");
+        assert_eq!(dir, Direction::Outbound);
+        assert_eq!(deny.rule.as_deref(), Some("test-rule"));
+        assert_eq!(o.messages_up, 1);
+    }
+
+    #[tokio::test]
+    async fn secret_split_across_fragments_is_reassembled_and_blocked() {
+        let (mut client, upstream, task) = rig(RelayLimits::default());
+        let mut upstream = ws(upstream, Role::Server).await;
+        let (a, b) = NEEDLE.split_at(6);
+        // FIN=0 text, then FIN=1 continuation: neither half holds the needle.
+        let mut raw = masked(0x01, format!("token={a}").as_bytes());
+        raw.extend(masked(0x80, format!("{b} tail").as_bytes()));
+        client.write_all(&raw).await.unwrap();
+        let mut client = ws(client, Role::Client).await;
+        let (c, u) = tokio::join!(drain(&mut client), drain(&mut upstream));
+        assert!(data(&u).is_empty(), "upstream got {u:?}");
+        assert_eq!(close_code(&u), Some(1000));
+        assert_eq!(close_code(&c), Some(1008));
+        let o = timeout(DEADLINE, task).await.unwrap().unwrap();
+        assert_eq!(o.end, End::Blocked(Direction::Outbound));
+        assert_eq!(o.up, 0);
+    }
+
+    #[tokio::test]
+    async fn fragments_without_secret_are_reassembled_and_forwarded() {
+        let (mut client, upstream, _task) = rig(RelayLimits::default());
+        let mut upstream = ws(upstream, Role::Server).await;
+        let mut raw = masked(0x01, b"hel");
+        raw.extend(masked(0x89, b"mid")); // a ping between fragments is allowed
+        raw.extend(masked(0x80, b"lo"));
+        client.write_all(&raw).await.unwrap();
+        let got = timeout(DEADLINE, async {
+            let mut got = Vec::new();
+            while got.len() < 2 {
+                got.push(upstream.next().await.unwrap().unwrap());
+            }
+            got
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            got,
+            [
+                Message::Ping(b"mid".to_vec().into()),
+                Message::text("hello")
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn raw_http_after_upgrade_never_reaches_upstream() {
+        let (c, up_raw, o) = raw_client(b"DELETE /private HTTP/1.1\r\nHost: evil\r\n\r\n").await;
+        only_close(&up_raw, 1001);
+        assert_eq!(close_code(&c), Some(1002), "client got {c:?}");
+        assert_eq!(o.end, End::Protocol(Direction::Outbound));
+        assert!(o.error.unwrap().starts_with("client protocol error"));
+        assert_eq!(o.up, 0);
+    }
+
+    #[tokio::test]
+    async fn rsv1_compressed_frame_is_refused() {
+        let (c, up_raw, o) = raw_client(&masked(0xC1, b"hello")).await;
+        only_close(&up_raw, 1001);
+        assert_eq!(close_code(&c), Some(1002));
+        assert!(o.error.unwrap().contains("Reserved bits"));
+    }
+
+    #[tokio::test]
+    async fn unmasked_client_frame_is_refused() {
+        let (c, up_raw, o) = raw_client(b"\x81\x05hello").await;
+        only_close(&up_raw, 1001);
+        assert_eq!(close_code(&c), Some(1002));
+        assert!(o.error.unwrap().contains("unmasked"));
+    }
+
+    #[tokio::test]
+    async fn fragmented_control_frame_is_refused() {
+        let (c, up_raw, o) = raw_client(&masked(0x09, b"x")).await;
+        only_close(&up_raw, 1001);
+        assert_eq!(close_code(&c), Some(1002));
+        assert!(o.error.unwrap().contains("Fragmented control frame"));
+    }
+
+    #[tokio::test]
+    async fn invalid_utf8_text_closes_1007() {
+        let (c, up_raw, o) = raw_client(&masked(0x81, b"ok\xff\xfe")).await;
+        only_close(&up_raw, 1001);
+        assert_eq!(close_code(&c), Some(1007));
+        assert_eq!(o.end, End::Protocol(Direction::Outbound));
+    }
+
+    #[tokio::test]
+    async fn masked_upstream_frame_is_refused() {
+        let (client, mut upstream, task) = rig(RelayLimits::default());
+        let mut client = ws(client, Role::Client).await;
+        // Servers must not mask (RFC 6455 §5.1).
+        upstream.write_all(&masked(0x81, b"hello")).await.unwrap();
+        let mut upstream = ws(upstream, Role::Server).await;
+        let (c, u) = tokio::join!(drain(&mut client), drain(&mut upstream));
+        assert!(data(&c).is_empty(), "client got {c:?}");
+        assert_eq!(close_code(&c), Some(1001));
+        assert_eq!(close_reason(&c), "bottle: upstream protocol error");
+        assert_eq!(close_code(&u), Some(1002));
+        let o = timeout(DEADLINE, task).await.unwrap().unwrap();
+        assert_eq!(o.end, End::Protocol(Direction::Inbound));
+        assert!(o.error.unwrap().starts_with("upstream protocol error"));
+    }
+
+    #[tokio::test]
+    async fn scanner_is_told_text_from_binary() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let scanner: Arc<dyn MessageScanner> =
+            Arc::new(move |dir: Direction, p: &[u8], text: bool| {
+                log.lock().unwrap().push((dir, p.to_vec(), text));
+                Ok(())
+            });
+        let (client, relay_client) = duplex(1 << 16);
+        let (relay_upstream, upstream) = duplex(1 << 16);
+        let task = tokio::spawn(relay(
+            relay_client,
+            relay_upstream,
+            scanner,
+            RelayLimits::default(),
+        ));
+        let (mut client, mut upstream) = (
+            ws(client, Role::Client).await,
+            ws(upstream, Role::Server).await,
+        );
+        client.send(Message::text("t")).await.unwrap();
+        upstream.next().await.unwrap().unwrap();
+        upstream.send(Message::binary(vec![9])).await.unwrap();
+        client.next().await.unwrap().unwrap();
+        client.close(None).await.unwrap();
+        tokio::join!(drain(&mut client), drain(&mut upstream));
+        timeout(DEADLINE, task).await.unwrap().unwrap();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                (Direction::Outbound, b"t".to_vec(), true),
+                (Direction::Inbound, vec![9], false),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn oversize_message_closes_1009() {
+        let limits = RelayLimits {
+            max_message: 1024,
+            ..RelayLimits::default()
+        };
+        for fragmented in [false, true] {
+            let (mut client, upstream, task) = rig(limits);
+            let mut upstream = ws(upstream, Role::Server).await;
+            if fragmented {
+                // Two 100-byte... frames are short; use many small fragments.
+                let mut raw = masked(0x02, &[7; 100]);
+                for _ in 0..11 {
+                    raw.extend(masked(0x00, &[7; 100]));
+                }
+                raw.extend(masked(0x80, &[7; 1]));
+                client.write_all(&raw).await.unwrap();
+            }
+            let mut client = ws(client, Role::Client).await;
+            if !fragmented {
+                client.send(Message::binary(vec![7; 2000])).await.unwrap();
+            }
+            let (c, u) = tokio::join!(drain(&mut client), drain(&mut upstream));
+            assert!(data(&u).is_empty(), "upstream got {u:?}");
+            assert_eq!(close_code(&u), Some(1009));
+            assert_eq!(close_code(&c), Some(1009));
+            let o = timeout(DEADLINE, task).await.unwrap().unwrap();
+            assert_eq!(
+                o.end,
+                End::TooBig(Direction::Outbound),
+                "fragmented: {fragmented}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn inbound_block_closes_client_1008() {
+        let (client, upstream, task) = rig(RelayLimits::default());
+        let (mut client, mut upstream) = (
+            ws(client, Role::Client).await,
+            ws(upstream, Role::Server).await,
+        );
+        upstream
+            .send(Message::text(format!("here: {IN_NEEDLE}")))
+            .await
+            .unwrap();
+        let (c, u) = tokio::join!(drain(&mut client), drain(&mut upstream));
+        assert!(data(&c).is_empty(), "client got {c:?}");
+        assert_eq!(close_code(&c), Some(1008));
+        assert!(!close_reason(&c).contains(IN_NEEDLE));
+        assert_eq!(close_code(&u), Some(1000));
+        let o = timeout(DEADLINE, task).await.unwrap().unwrap();
+        assert_eq!(o.end, End::Blocked(Direction::Inbound));
+        assert_eq!(o.blocked.map(|b| b.0), Some(Direction::Inbound));
+        assert_eq!(o.down, 0);
+    }
+
+    #[tokio::test]
+    async fn ping_and_close_reason_are_scanned() {
+        for msg in [
+            Message::Ping(NEEDLE.as_bytes().to_vec().into()),
+            Message::Pong(NEEDLE.as_bytes().to_vec().into()),
+            Message::Close(Some(CloseFrame {
+                code: CloseCode::Normal,
+                reason: NEEDLE.into(),
+            })),
+        ] {
+            let (client, upstream, task) = rig(RelayLimits::default());
+            let (mut client, mut upstream) = (
+                ws(client, Role::Client).await,
+                ws(upstream, Role::Server).await,
+            );
+            client.send(msg.clone()).await.unwrap();
+            let (c, u) = tokio::join!(drain(&mut client), drain(&mut upstream));
+            assert_eq!(u.len(), 1, "{msg:?}: upstream got {u:?}");
+            assert_eq!(close_code(&u), Some(1000), "{msg:?}");
+            assert!(!close_reason(&u).contains(NEEDLE));
+            if msg.is_close() {
+                // tungstenite has already echoed the client's own close back to it.
+                assert_eq!(c, std::slice::from_ref(&msg), "client got {c:?}");
+            } else {
+                assert_eq!(close_code(&c), Some(1008), "{msg:?}: client got {c:?}");
+            }
+            let o = timeout(DEADLINE, task).await.unwrap().unwrap();
+            assert_eq!(o.end, End::Blocked(Direction::Outbound), "{msg:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn byte_cap_closes_before_crossing() {
+        let limits = RelayLimits {
+            max_bytes: 10,
+            ..RelayLimits::default()
+        };
+        let (client, upstream, task) = rig(limits);
+        let (mut client, mut upstream) = (
+            ws(client, Role::Client).await,
+            ws(upstream, Role::Server).await,
+        );
+        client.send(Message::text("123456")).await.unwrap();
+        client.send(Message::text("abcdef")).await.unwrap();
+        let (c, u) = tokio::join!(drain(&mut client), drain(&mut upstream));
+        assert_eq!(data(&u), [&Message::text("123456")]);
+        assert_eq!(close_code(&u), Some(1008));
+        assert_eq!(close_code(&c), Some(1008));
+        let o = timeout(DEADLINE, task).await.unwrap().unwrap();
+        assert_eq!(o.end, End::ByteLimit);
+        assert_eq!(o.up, 6);
+    }
+
+    #[tokio::test]
+    async fn idle_timeout_closes_both_1001() {
+        let limits = RelayLimits {
+            idle: Duration::from_millis(300),
+            ..RelayLimits::default()
+        };
+        let (client, upstream, task) = rig(limits);
+        let (mut client, mut upstream) = (
+            ws(client, Role::Client).await,
+            ws(upstream, Role::Server).await,
+        );
+        let start = Instant::now();
+        // Traffic keeps it open past one idle period.
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            client.send(Message::text("tick")).await.unwrap();
+            upstream.next().await.unwrap().unwrap();
+        }
+        let (c, u) = tokio::join!(drain(&mut client), drain(&mut upstream));
+        let elapsed = start.elapsed();
+        assert!(elapsed >= Duration::from_millis(700), "{elapsed:?}");
+        assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
+        assert_eq!(close_code(&c), Some(1001));
+        assert_eq!(close_code(&u), Some(1001));
+        let o = timeout(DEADLINE, task).await.unwrap().unwrap();
+        assert_eq!(o.end, End::Idle);
+        assert_eq!(o.messages_up, 3);
+    }
+
+    #[tokio::test]
+    async fn upstream_vanishing_ends_relay_promptly() {
+        let (client, upstream, task) = rig(RelayLimits::default());
+        let mut client = ws(client, Role::Client).await;
+        drop(upstream);
+        let start = Instant::now();
+        let c = drain(&mut client).await;
+        assert_eq!(close_code(&c), Some(1001));
+        let o = timeout(DEADLINE, task).await.unwrap().unwrap();
+        assert!(start.elapsed() < Duration::from_secs(4));
+        assert_eq!(o.end, End::Gone(Direction::Inbound));
+    }
+
+    #[tokio::test]
+    async fn client_vanishing_ends_relay_promptly() {
+        let (client, upstream, task) = rig(RelayLimits::default());
+        let mut upstream = ws(upstream, Role::Server).await;
+        drop(client);
+        let u = drain(&mut upstream).await;
+        assert_eq!(close_code(&u), Some(1001));
+        let o = timeout(DEADLINE, task).await.unwrap().unwrap();
+        assert_eq!(o.end, End::Gone(Direction::Outbound));
+    }
+
+    #[test]
+    fn relay_future_is_send() {
+        fn assert_send<T: Send>(_: &T) {}
+        let (a, b) = duplex(64);
+        let fut = relay(a, b, scanner(), RelayLimits::default());
+        assert_send(&fut);
     }
 }
