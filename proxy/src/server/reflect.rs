@@ -347,3 +347,113 @@ impl Body for Scanned {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use http::HeaderValue;
+
+    const T: &str = "reflect-test-token-Xq7Lm2Vb9Nc4Zk8Wp3";
+
+    fn reflection() -> Reflection {
+        let mut m = std::collections::HashMap::new();
+        m.insert("TOK".to_owned(), T.to_owned());
+        Reflection::new(&Secrets::new(m)).expect("a long enough secret")
+    }
+
+    #[test]
+    fn response_header_reflection_forms() {
+        let r = reflection();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(T);
+        let pct: String = T.bytes().map(|b| format!("%{b:02X}")).collect();
+        let forms = [
+            ("x-echo-auth", format!("Bearer {T}")),
+            ("set-cookie", format!("session={T}; Path=/; HttpOnly")),
+            ("set-cookie", format!("s={b64}")),
+            ("location", format!("https://example.test/cb?token={pct}")),
+            ("location", format!("https://example.test/cb#{T}")),
+            (
+                "www-authenticate",
+                format!("Bearer error=\"invalid\", token=\"{T}\""),
+            ),
+        ];
+        for (name, value) in forms {
+            let mut h = HeaderMap::new();
+            h.insert("content-type", HeaderValue::from_static("text/plain"));
+            h.insert(
+                http::HeaderName::from_static(name),
+                HeaderValue::from_str(&value).unwrap(),
+            );
+            let d = r.headers(&h).expect_err(name);
+            assert_eq!(d.reason, DenyReason::Dlp);
+            assert!(
+                !d.detail.contains(T),
+                "the deny names the secret, not its value"
+            );
+        }
+        let mut clean = HeaderMap::new();
+        clean.insert(
+            "set-cookie",
+            HeaderValue::from_static("session=abc; Path=/"),
+        );
+        clean.insert("location", HeaderValue::from_static("/next"));
+        assert!(r.headers(&clean).is_ok());
+    }
+
+    #[test]
+    fn no_reflection_scanner_without_secrets() {
+        assert!(Reflection::new(&Secrets::default()).is_none());
+    }
+
+    /// A body whose frames split the secret anywhere is cut before the secret's last byte is
+    /// forwarded, and no forwarded prefix holds the whole secret.
+    #[test]
+    fn body_scan_catches_secrets_across_frames() {
+        let r = reflection();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut text = "x".repeat(9000);
+        text.push_str(T);
+        text.push_str(&"y".repeat(100));
+        for split in [1usize, 7, 4096, 9000, 9010, 9020] {
+            for streaming in [false, true] {
+                let bytes = Bytes::from(text.clone());
+                let frames: Vec<Bytes> = bytes.chunks(split).map(Bytes::copy_from_slice).collect();
+                let stream = futures_util::stream::iter(
+                    frames
+                        .into_iter()
+                        .map(|b| Ok::<_, BoxError>(Frame::data(b))),
+                );
+                let body = boxed(http_body_util::StreamBody::new(stream));
+                let hit = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let hit2 = hit.clone();
+                let on_hit: OnHit =
+                    Box::new(move |_| hit2.store(true, std::sync::atomic::Ordering::SeqCst));
+                let mut scanned = Scanned::new(body, r.clone(), streaming, on_hit);
+                let mut forwarded = Vec::new();
+                let mut failed = false;
+                rt.block_on(async {
+                    while let Some(f) = scanned.frame().await {
+                        match f {
+                            Ok(f) => forwarded.extend_from_slice(f.data_ref().unwrap()),
+                            Err(_) => {
+                                failed = true;
+                                break;
+                            }
+                        }
+                    }
+                });
+                assert!(failed, "split {split} streaming {streaming}: not cut");
+                assert!(hit.load(std::sync::atomic::Ordering::SeqCst));
+                let fwd = String::from_utf8_lossy(&forwarded);
+                assert!(!fwd.contains(T), "split {split} streaming {streaming}");
+                if !streaming {
+                    // Hold-back: not even a long prefix of the secret was forwarded.
+                    assert!(!fwd.contains(&T[..T.len() / 2]), "split {split}");
+                }
+            }
+        }
+    }
+}
