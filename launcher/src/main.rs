@@ -527,7 +527,7 @@ fn trust_cmd(path: Option<PathBuf>, list: bool, json: bool) -> Result<i32> {
     let files = trust::files_for(&target)?;
     if files.is_empty() {
         anyhow::bail!(
-            "no agent files (*.md) in {} or its .bottle/agents; name the file to trust",
+            "no agent files in {}/.bottle/agents; name the file to trust (e.g. `bottle trust .bottle/agents/NAME.md`)",
             target.display()
         );
     }
@@ -537,12 +537,16 @@ fn trust_cmd(path: Option<PathBuf>, list: bool, json: bool) -> Result<i32> {
         let bytes =
             std::fs::read(&canon).with_context(|| format!("reading {}", canon.display()))?;
         let sha = trust::sha256_hex(&bytes);
-        store.insert(canon.clone(), sha.clone());
+        let effect = manifest::agent_effect(&String::from_utf8_lossy(&bytes));
         eprintln!(
-            "bottle: trusted {} (sha256 {}); it runs as it is now — any change needs `bottle trust` again",
+            "bottle: trusted {} (sha256 {}; {}); it runs as it is now — any change needs `bottle trust` again",
             termfilter::escape_line(&canon.display().to_string()),
-            trust::short(&sha)
+            trust::short(&sha),
+            effect
+                .as_deref()
+                .unwrap_or("does not parse as an agent: `bottle check` says why")
         );
+        store.insert(canon.clone(), sha.clone(), effect);
     }
     store.save(&state)?;
     Ok(0)

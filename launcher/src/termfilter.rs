@@ -159,7 +159,9 @@ mod tests {
 
     #[test]
     fn table() {
-        let cases: &[(&str, &[&[u8]], &[u8])] = &[
+        // (name, input chunks, expected output)
+        type Case<'a> = (&'a str, &'a [&'a [u8]], &'a [u8]);
+        let cases: &[Case] = &[
             ("plain text", &[b"hello world\n"], b"hello world\n"),
             ("tab kept", &[b"a\tb\n"], b"a\tb\n"),
             ("crlf kept", &[b"a\r\nb"], b"a\r\nb"),

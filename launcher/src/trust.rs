@@ -54,7 +54,7 @@ pub enum TrustError {
         effect: String,
     },
     /// The agent file changed since it was trusted.
-    #[error("the repository agent {path} changed since you trusted it (sha256 {trusted} then, {now} now); it {effect}. Review it, then run `bottle trust {path}` again")]
+    #[error("the repository agent {path} changed since you trusted it (sha256 {trusted} then, {now} now; then it asked for {then}); now it {effect}. Review it, then run `bottle trust {path}` again")]
     Changed {
         /// The agent file.
         path: PathBuf,
@@ -62,6 +62,8 @@ pub enum TrustError {
         trusted: String,
         /// The current hash (shortened).
         now: String,
+        /// What it asked for when trusted.
+        then: String,
         /// What the file would do (bottle, command).
         effect: String,
     },
@@ -76,6 +78,9 @@ pub struct TrustEntry {
     pub sha256: String,
     /// When it was trusted (RFC 3339).
     pub trusted_at: String,
+    /// What the file asked for then (bottle, command), shown when it has changed since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<String>,
 }
 
 /// The trust store file's content.
@@ -180,13 +185,15 @@ impl TrustStore {
         self.agents.iter().find(|e| e.path == path)
     }
 
-    /// Records `path` with `sha256`, replacing an older entry.
-    pub fn insert(&mut self, path: PathBuf, sha256: String) {
+    /// Records `path` with `sha256` (and what it asks for, `effect`), replacing an older
+    /// entry.
+    pub fn insert(&mut self, path: PathBuf, sha256: String, effect: Option<String>) {
         self.agents.retain(|e| e.path != path);
         self.agents.push(TrustEntry {
             path,
             sha256,
             trusted_at: crate::runtime::statedir::now_rfc3339(),
+            effect,
         });
         self.agents.sort_by(|a, b| a.path.cmp(&b.path));
     }
@@ -208,6 +215,7 @@ impl TrustStore {
                 path: canon,
                 trusted: short(&e.sha256),
                 now: short(sha256),
+                then: e.effect.clone().unwrap_or_else(|| "(not recorded)".into()),
                 effect: effect.to_string(),
             }),
             None => Err(TrustError::Untrusted {
@@ -245,7 +253,8 @@ pub fn list(store: &TrustStore) -> Vec<TrustStatus> {
 }
 
 /// The files `bottle trust PATH` means: a file is itself; a directory means its
-/// `.bottle/agents/*.md` (or its own `*.md` when it has no `.bottle/agents`).
+/// `.bottle/agents/*.md` (or its own `*.md` when it is such an `agents` directory); anything
+/// else has none.
 pub fn files_for(path: &Path) -> Result<Vec<PathBuf>, TrustError> {
     let meta = fs::metadata(path).map_err(|e| TrustError::Io {
         what: "reading",
@@ -258,8 +267,10 @@ pub fn files_for(path: &Path) -> Result<Vec<PathBuf>, TrustError> {
     let agents = path.join(".bottle").join("agents");
     let dir = if agents.is_dir() {
         agents
-    } else {
+    } else if path.ends_with(".bottle/agents") {
         path.to_path_buf()
+    } else {
+        return Ok(Vec::new());
     };
     let rd = fs::read_dir(&dir).map_err(|e| TrustError::Io {
         what: "listing",
@@ -292,7 +303,11 @@ mod tests {
             s.check(&agent, &h, "e"),
             Err(TrustError::Untrusted { .. })
         ));
-        s.insert(fs::canonicalize(&agent).unwrap(), h.clone());
+        s.insert(
+            fs::canonicalize(&agent).unwrap(),
+            h.clone(),
+            crate::manifest::agent_effect("+++\nbottle = \"x\"\n+++\n"),
+        );
         s.save(&state).unwrap();
         let mode = fs::metadata(TrustStore::path_in(&state))
             .unwrap()
@@ -304,6 +319,10 @@ mod tests {
         let err = s.check(&agent, &sha256_hex(b"other"), "e").unwrap_err();
         assert!(matches!(err, TrustError::Changed { .. }));
         assert!(err.to_string().contains("bottle trust"));
+        assert!(
+            err.to_string().contains("then it asked for bottle `x`"),
+            "{err}"
+        );
         assert_eq!(list(&s)[0].status, "ok");
         fs::write(&agent, "changed").unwrap();
         assert_eq!(list(&s)[0].status, "changed");

@@ -209,6 +209,11 @@ fn planted_repository_agent_needs_explicit_trust() {
     .unwrap();
     let e = stderr(&s.bottle(&["run", "esc"]));
     assert!(e.contains("changed since you trusted it"), "{e}");
+    assert!(
+        e.contains("then it asked for bottle `dev`, command [\"sh\", \"-c\", \"curl")
+            && e.contains("id_ed25519"),
+        "says what it asked for then and now: {e}"
+    );
     let list = s.bottle(&["trust", "--list", "--json"]);
     let rows: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(rows[0]["status"], "changed", "{rows}");
