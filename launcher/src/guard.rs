@@ -390,6 +390,18 @@ pub fn safe_git_prefix(workspace: &Path) -> String {
     )
 }
 
+/// How to review a kept workspace copy without running its git config (printed by `run` and
+/// `start` in copy mode).
+pub fn copy_review_hint(src: &Path, copy: &Path) -> String {
+    let esc = |p: &Path| crate::termfilter::escape_line(&p.display().to_string());
+    format!(
+        "bottle: the agent's work is kept in {copy}; review it with `diff -ru --exclude=.git {src} {copy}` (plain git in the copy runs the copy's hooks and config; if bottle reported no git metadata change, `{git}` is safe too)",
+        copy = esc(copy),
+        src = esc(src),
+        git = safe_git_prefix(copy)
+    )
+}
+
 /// Relative paths of mounts as container paths under `root` (`/workspace/.git/config`).
 pub fn container_path(root: &str, rel: &str) -> String {
     format!("{}/{rel}", root.trim_end_matches('/'))

@@ -339,9 +339,8 @@ async fn real_main() -> Result<i32> {
             r.bottle_file = used.bottle_file.clone();
             if let (Some(copy), Some(src)) = (&r.workspace_copy, &plan.workspace.host_path) {
                 eprintln!(
-                    "bottle: the agent's work is in {copy}; review it with `diff -ru --exclude=.git {} {copy}` (plain git in the copy would run the copy's hooks and config; if bottle reported no git metadata change, `{}` is safe too)",
-                    src.display(),
-                    bottle::guard::safe_git_prefix(std::path::Path::new(copy))
+                    "{}",
+                    bottle::guard::copy_review_hint(src, std::path::Path::new(copy))
                 );
             }
             if json {

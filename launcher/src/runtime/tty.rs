@@ -63,6 +63,11 @@ pub async fn start(
     if let (Some(g), Some(ws)) = (bottle.git_report(), bottle.workspace_dir()) {
         eprint!("{}", crate::guard::changes_warning(ws, &g.changes));
     }
+    if let (Some(copy), super::spec::WorkspaceSpec::Copy(src)) =
+        (&bottle.workspace_copy, &spec.workspace)
+    {
+        eprintln!("{}", crate::guard::copy_review_hint(src, copy));
+    }
     r
 }
 
