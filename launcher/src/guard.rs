@@ -13,7 +13,8 @@
 //!    under `.git/modules`, `config`, `config.worktree` and `commondir` (when present), `hooks/`
 //!    and `info/` (both created empty when missing). `.git` itself is bind-mounted too (read-write
 //!    when a directory, read-only when it is a worktree's `gitdir:` file) so the agent cannot
-//!    rename it away and plant a new one. Objects, refs, the index and logs stay writable, so
+//!    rename it away and plant a new one. Below the top level, submodule `gitdir:` files and
+//!    nested repositories' `config` and `hooks/` are read-only too. Objects, refs, the index and logs stay writable, so
 //!    `git commit` works in the bottle. What mounts cannot prevent (the agent creating `.git` in a
 //!    workspace that had none, a new `commondir`, a bottle with `protect_git = false`) is found
 //!    by comparing a [`GitSnapshot`] taken before the agent starts with one taken after.
@@ -138,6 +139,57 @@ const GITDIR_FILES: &[&str] = &["config", "config.worktree", "commondir"];
 const GITDIR_DIRS: &[&str] = &["hooks", "info"];
 /// Most submodule gitdirs looked at under `.git/modules`.
 const MAX_GITDIRS: usize = 64;
+/// Most directory entries looked at when searching the workspace for nested `.git` entries.
+const MAX_WALK: usize = 200_000;
+/// Most nested `.git` entries whose config and hooks are mounted read-only (the rest are
+/// only compared after the run).
+const MAX_NESTED_MOUNTED: usize = 32;
+
+/// Every `.git` (file or directory) below the workspace's top level, as relative paths, and
+/// whether the search stopped early ([`MAX_WALK`] entries). Symlinks are not followed and no
+/// `.git` directory is searched.
+pub fn nested_git_entries(workspace: &Path) -> (Vec<String>, bool) {
+    let mut out = Vec::new();
+    let mut seen = 0usize;
+    let mut stack = vec![String::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = if rel.is_empty() {
+            workspace.to_path_buf()
+        } else {
+            workspace.join(&rel)
+        };
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            seen += 1;
+            if seen > MAX_WALK {
+                out.sort();
+                return (out, true);
+            }
+            let Ok(name) = e.file_name().into_string() else {
+                continue;
+            };
+            let child = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let Ok(t) = e.file_type() else { continue };
+            if name == ".git" {
+                if !rel.is_empty() && (t.is_file() || t.is_dir()) {
+                    out.push(child);
+                }
+                continue;
+            }
+            if t.is_dir() {
+                stack.push(child);
+            }
+        }
+    }
+    out.sort();
+    (out, false)
+}
 
 /// The gitdirs inside a workspace's `.git` directory: `.git` itself, then every submodule
 /// gitdir under `.git/modules` (recursively), as paths relative to the workspace.
@@ -188,22 +240,43 @@ fn is_real_dir(p: &Path) -> bool {
 /// [`GitSnapshot`] for what is reported then).
 pub fn git_mounts(workspace: &Path) -> std::io::Result<Vec<GitMount>> {
     let dotgit = workspace.join(".git");
-    let Ok(meta) = std::fs::symlink_metadata(&dotgit) else {
-        return Ok(Vec::new());
-    };
     let mount = |rel: &str, read_only| GitMount {
         host: workspace.join(rel),
         rel: rel.to_string(),
         read_only,
     };
+    let mut out = Vec::new();
+    // Nested repositories and submodule `.git` files below the top level: a submodule's
+    // `gitdir:` file pointed elsewhere, or a nested repository's config, runs on the host
+    // when `git status` recurses into it. Their existing config and hooks are read-only.
+    let (nested, _) = nested_git_entries(workspace);
+    for rel in nested.iter().take(MAX_NESTED_MOUNTED) {
+        let p = workspace.join(rel);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_file() => out.push(mount(rel, true)),
+            Ok(m) if m.is_dir() => {
+                if p.join("config").is_file() {
+                    out.push(mount(&format!("{rel}/config"), true));
+                }
+                if is_real_dir(&p.join("hooks")) {
+                    out.push(mount(&format!("{rel}/hooks"), true));
+                }
+            }
+            _ => {}
+        }
+    }
+    let Ok(meta) = std::fs::symlink_metadata(&dotgit) else {
+        return Ok(out);
+    };
     if meta.is_file() {
         // A worktree's `gitdir: …` file: the agent must not point it elsewhere.
-        return Ok(vec![mount(".git", true)]);
+        out.insert(0, mount(".git", true));
+        return Ok(out);
     }
     if !meta.is_dir() {
-        return Ok(Vec::new());
+        return Ok(out);
     }
-    let mut out = vec![mount(".git", false)];
+    out.insert(0, mount(".git", false));
     for g in gitdirs(workspace) {
         for f in GITDIR_FILES {
             let rel = format!("{g}/{f}");
@@ -239,6 +312,8 @@ pub struct GitChange {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GitSnapshot {
     entries: BTreeMap<String, String>,
+    /// The search for nested repositories stopped early (a very large workspace).
+    pub truncated: bool,
 }
 
 /// Most entries recorded per snapshot (a hooks directory is small).
@@ -248,10 +323,25 @@ const MAX_HASHED: u64 = 64 << 20;
 
 impl GitSnapshot {
     /// Records `.git` (file, directory, symlink or absent) and, for every gitdir, its
-    /// `config`, `config.worktree`, `commondir`, `hooks/` and `info/` (recursively).
+    /// `config`, `config.worktree`, `commondir`, `hooks/` and `info/` (recursively); and every
+    /// nested `.git` below the top level (a submodule's `gitdir:` file, a nested repository's
+    /// config and hooks).
     pub fn take(workspace: &Path) -> GitSnapshot {
         let mut s = GitSnapshot::default();
         s.record(workspace, ".git", false);
+        let (nested, truncated) = nested_git_entries(workspace);
+        if truncated {
+            s.truncated = true;
+        }
+        for rel in nested {
+            s.record(workspace, &rel, false);
+            if is_real_dir(&workspace.join(&rel)) {
+                for f in GITDIR_FILES {
+                    s.record(workspace, &format!("{rel}/{f}"), false);
+                }
+                s.record(workspace, &format!("{rel}/hooks"), true);
+            }
+        }
         for g in gitdirs(workspace) {
             for f in GITDIR_FILES {
                 s.record(workspace, &format!("{g}/{f}"), false);
@@ -452,6 +542,46 @@ mod tests {
         assert!(m
             .iter()
             .any(|m| m.rel == ".git/modules/lib/inner/hooks" && m.read_only));
+    }
+
+    #[test]
+    fn nested_repositories_and_submodule_gitfiles_are_covered() {
+        let d = git_repo();
+        std::fs::create_dir_all(d.path().join("lib/sub")).unwrap();
+        std::fs::write(
+            d.path().join("lib/sub/.git"),
+            "gitdir: ../../.git/modules/sub\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(d.path().join("vendor/x/.git/hooks")).unwrap();
+        std::fs::write(d.path().join("vendor/x/.git/config"), "[core]\n").unwrap();
+        let m = git_mounts(d.path()).unwrap();
+        for rel in [
+            "lib/sub/.git",
+            "vendor/x/.git/config",
+            "vendor/x/.git/hooks",
+        ] {
+            assert!(
+                m.iter().any(|m| m.rel == rel && m.read_only),
+                "{rel}: {m:?}"
+            );
+        }
+        let before = GitSnapshot::take(d.path());
+        // The agent points the submodule elsewhere and plants a nested repository.
+        std::fs::write(d.path().join("lib/sub/.git"), "gitdir: ../../evil\n").unwrap();
+        std::fs::create_dir_all(d.path().join("evilsub/.git")).unwrap();
+        std::fs::write(
+            d.path().join("evilsub/.git/config"),
+            "[core]\nfsmonitor = id\n",
+        )
+        .unwrap();
+        let c = before.changes(&GitSnapshot::take(d.path()));
+        let paths: Vec<&str> = c.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec!["evilsub/.git", "evilsub/.git/config", "lib/sub/.git"],
+            "{c:?}"
+        );
     }
 
     #[test]

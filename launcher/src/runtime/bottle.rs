@@ -911,10 +911,17 @@ impl Bottle {
     /// once the agent has stopped). `None` when the bottle has no workspace.
     pub fn git_report(&self) -> Option<GitReport> {
         let (ws, before) = self.git_before.as_ref()?;
+        let after = GitSnapshot::take(ws);
+        if after.truncated || before.truncated {
+            eprintln!(
+                "bottle: note: {} is too large to search completely for nested repositories; git metadata deeper in it was not compared",
+                ws.display()
+            );
+        }
         Some(GitReport {
             protected: self.protect_git,
             read_only: self.git_read_only.clone(),
-            changes: before.changes(&GitSnapshot::take(ws)),
+            changes: before.changes(&after),
         })
     }
 
