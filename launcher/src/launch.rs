@@ -92,6 +92,24 @@ pub fn check_before_launch(home: &Path, plan: &Plan) -> Result<AgentUse> {
     })
 }
 
+/// For `info` and `start --dry-run` (which run nothing): why `start`/`run` would refuse this
+/// repository agent, if they would.
+pub fn trust_note(plan: &Plan) -> Option<String> {
+    if plan.agent_origin != AgentOrigin::Repo {
+        return None;
+    }
+    let path = plan.agent_file.as_deref()?;
+    let store = crate::trust::TrustStore::load(&crate::trust::state_dir().ok()?).ok()?;
+    store
+        .check(
+            path,
+            plan.agent_sha256.as_deref().unwrap_or(""),
+            &effect_of(plan),
+        )
+        .err()
+        .map(|e| format!("bottle: note: `start`/`run` would refuse this: {e}"))
+}
+
 /// What an agent file makes a launch do, for trust messages (control characters escaped).
 fn effect_of(plan: &Plan) -> String {
     let routes: Vec<String> = plan

@@ -281,6 +281,9 @@ async fn real_main() -> Result<i32> {
                 } else {
                     stdout_text(&termfilter::escape_str(&plan.render_human()))?;
                 }
+                if let Some(note) = launch::trust_note(&plan) {
+                    eprintln!("{note}");
+                }
                 return Ok(0);
             }
             let used = launch::check_before_launch(&home, &plan)?;
@@ -425,6 +428,9 @@ async fn real_main() -> Result<i32> {
                 stdout_text(&format!("{}\n", serde_json::to_string_pretty(&plan)?))?;
             } else {
                 stdout_text(&termfilter::escape_str(&plan.render_human()))?;
+            }
+            if let Some(note) = launch::trust_note(&plan) {
+                eprintln!("{note}");
             }
             Ok(0)
         }
