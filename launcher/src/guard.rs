@@ -464,10 +464,9 @@ pub fn changes_warning(workspace: &Path, changes: &[GitChange]) -> String {
             crate::termfilter::escape_line(&c.path)
         ));
     }
-    s.push_str(&format!(
-        "bottle: do not run git there before reviewing these files (e.g. `cat`, `ls -la`); compare with `diff -ru --exclude=.git`, or run git as `{}`\n",
-        safe_git_prefix(workspace)
-    ));
+    s.push_str(
+        "bottle: review them with `cat` / `ls -la` (not git) and restore or delete them before running any git command there: a changed config runs commands through many keys (core.fsmonitor, core.pager, aliases, filters), so `-c` overrides do not make git safe\n",
+    );
     s
 }
 
