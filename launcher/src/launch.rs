@@ -6,8 +6,9 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use bollard::Docker;
 
+use crate::guard::{check_workspace_location, ProtectedDir};
 use crate::images::{ensure_images, BuildOpts, ImageKind};
-use crate::manifest::{ImageSpec, Plan, RuntimeMode, Template, WorkspaceMode};
+use crate::manifest::{AgentOrigin, ImageSpec, Plan, RuntimeMode, Template, WorkspaceMode};
 use crate::runtime::spec::{LaunchSpec, Limits, RuntimeChoice, WorkspaceSpec};
 
 /// Resolves the plan of `agent` for `repo`, with a `bottle check` hint on errors.
@@ -17,6 +18,146 @@ pub fn plan(home: &Path, repo: &Path, agent: &str) -> Result<Plan> {
         .with_context(|| {
             format!("resolving agent {agent:?} (`bottle check` validates every manifest)")
         })
+}
+
+/// Which agent file and bottle a launch uses: printed as one line on stderr by every
+/// `start`/`run` and carried in `bottle run --json`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AgentUse {
+    /// Agent name.
+    pub agent: String,
+    /// `home`, `repo` or `implicit`.
+    pub agent_origin: AgentOrigin,
+    /// The agent file (`None` for a bottle used directly).
+    pub agent_file: Option<String>,
+    /// SHA-256 of the agent file as read.
+    pub agent_sha256: Option<String>,
+    /// Bottle name.
+    pub bottle: String,
+    /// The bottle's file (or `<built-in …>`).
+    pub bottle_file: Option<String>,
+}
+
+impl AgentUse {
+    /// The stderr line.
+    pub fn line(&self) -> String {
+        let agent = match (&self.agent_file, self.agent_origin) {
+            (Some(f), AgentOrigin::Repo) => format!(
+                "repository agent file {} (trusted, sha256 {})",
+                crate::termfilter::escape_line(f),
+                crate::trust::short(self.agent_sha256.as_deref().unwrap_or(""))
+            ),
+            (Some(f), _) => format!("agent file {}", crate::termfilter::escape_line(f)),
+            (None, _) => "no agent file (the bottle is used directly)".to_string(),
+        };
+        format!(
+            "bottle: agent `{}`: {agent}; bottle `{}` from {}",
+            self.agent,
+            self.bottle,
+            crate::termfilter::escape_line(self.bottle_file.as_deref().unwrap_or("?"))
+        )
+    }
+}
+
+/// The checks `start` and `run` make before anything is created: a repository agent must be
+/// trusted with its current content ([`crate::trust`]), and the workspace must not expose
+/// bottle's own directories ([`crate::guard::check_workspace_location`]). Returns what is used.
+pub fn check_before_launch(home: &Path, plan: &Plan) -> Result<AgentUse> {
+    if plan.agent_origin == AgentOrigin::Repo {
+        let path = plan
+            .agent_file
+            .as_deref()
+            .context("a repository agent without a file")?;
+        let sha = plan.agent_sha256.as_deref().unwrap_or("");
+        let state = crate::trust::state_dir()?;
+        let store = crate::trust::TrustStore::load(&state)?;
+        store.check(path, sha, &effect_of(plan))?;
+    }
+    if plan.workspace.mode != WorkspaceMode::None {
+        if let Some(ws) = &plan.workspace.host_path {
+            check_workspace_location(ws, &protected_dirs(home))?;
+        }
+    }
+    let bottle_file = plan
+        .source_paths
+        .get(usize::from(plan.agent_file.is_some()))
+        .map(|p| p.display().to_string());
+    Ok(AgentUse {
+        agent: plan.agent.clone(),
+        agent_origin: plan.agent_origin,
+        agent_file: plan.agent_file.as_ref().map(|p| p.display().to_string()),
+        agent_sha256: plan.agent_sha256.clone(),
+        bottle: plan.bottle.clone(),
+        bottle_file,
+    })
+}
+
+/// For `info` and `start --dry-run` (which run nothing): why `start`/`run` would refuse this
+/// repository agent, if they would.
+pub fn trust_note(plan: &Plan) -> Option<String> {
+    if plan.agent_origin != AgentOrigin::Repo {
+        return None;
+    }
+    let path = plan.agent_file.as_deref()?;
+    let store = crate::trust::TrustStore::load(&crate::trust::state_dir().ok()?).ok()?;
+    store
+        .check(
+            path,
+            plan.agent_sha256.as_deref().unwrap_or(""),
+            &effect_of(plan),
+        )
+        .err()
+        .map(|e| format!("bottle: note: `start`/`run` would refuse this: {e}"))
+}
+
+/// What an agent file makes a launch do, for trust messages (control characters escaped).
+fn effect_of(plan: &Plan) -> String {
+    let routes: Vec<String> = plan
+        .policy
+        .routes
+        .iter()
+        .map(|r| r.id.clone().unwrap_or_else(|| r.host.clone()))
+        .collect();
+    let mut s = format!(
+        "selects bottle `{}` ({})",
+        plan.bottle,
+        if routes.is_empty() {
+            "no routes".to_string()
+        } else {
+            format!("routes: {}", routes.join(", "))
+        }
+    );
+    if let Some(c) = &plan.command {
+        s.push_str(&format!(" with command {c:?}"));
+    }
+    crate::termfilter::escape_line(&s)
+}
+
+/// bottle's own directories, which no workspace may contain or be inside.
+pub fn protected_dirs(home: &Path) -> Vec<ProtectedDir> {
+    let mut out = vec![ProtectedDir {
+        what: "the config home ($BOTTLE_HOME)".into(),
+        path: home.to_path_buf(),
+    }];
+    if let Ok(d) = crate::trust::state_dir() {
+        out.push(ProtectedDir {
+            what: "the state directory (trusted agents)".into(),
+            path: d,
+        });
+    }
+    if let Ok(d) = crate::runtime::statedir::base_dir() {
+        out.push(ProtectedDir {
+            what: "the runtime directory".into(),
+            path: d,
+        });
+    }
+    if let Ok(d) = crate::runtime::statedir::data_dir() {
+        out.push(ProtectedDir {
+            what: "the data directory (kept workspace copies)".into(),
+            path: d,
+        });
+    }
+    out
 }
 
 /// Builds the launch spec of a plan: images (built when missing) and secret values.
@@ -108,6 +249,7 @@ pub async fn launch_spec(docker: &Docker, plan: &Plan, quiet: bool) -> Result<La
             RuntimeMode::Runsc => RuntimeChoice::Runsc,
         },
         labels: BTreeMap::new(),
+        protect_git: plan.protect_git,
         default_cmd: plan.command.clone().unwrap_or_default(),
     })
 }

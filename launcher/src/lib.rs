@@ -8,8 +8,14 @@
 //! | [`doctor`] | `bottle doctor`: engine, runtimes, images, address pool |
 //! | [`launch`] | plan + images + resolved secrets → [`runtime::spec::LaunchSpec`] |
 //! | [`runtime`] | the Docker objects of a bottle and the verbs on running bottles |
+//! | [`termfilter`] | agent output made safe for the user's terminal |
+//! | [`trust`] | repository agents the user has reviewed (`bottle trust`) |
+//! | [`guard`] | workspace checks: no config/state dir inside it, git metadata read-only |
 pub mod doctor;
+pub mod guard;
 pub mod images;
 pub mod launch;
 pub mod manifest;
 pub mod runtime;
+pub mod termfilter;
+pub mod trust;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use bottle::{doctor, images, launch, manifest, runtime};
+use bottle::{doctor, images, launch, manifest, runtime, termfilter, trust};
 use clap::{Parser, Subcommand};
 
 use bottle::runtime::bottle::{LaunchOptions, Mode};
@@ -17,6 +17,8 @@ const ENV_HELP: &str = "Environment:
                          or `per-bottle`
   BOTTLE_EGRESS_NETWORK  use this existing network as the sidecars' egress network (tests)
   BOTTLE_RUNTIME_DIR     runtime files; default $XDG_RUNTIME_DIR/bottle or ~/.local/state/bottle/run
+  BOTTLE_STATE_DIR       state (trusted repository agents); default $XDG_STATE_HOME/bottle or ~/.local/state/bottle
+  BOTTLE_DATA_DIR        kept workspace copies; default $XDG_DATA_HOME/bottle or ~/.local/share/bottle
   BOTTLE_SIDECAR_IMAGE, BOTTLE_AGENT_IMAGE   run these local images instead of the built ones
   BOTTLE_VERBOSE         print launch steps with timings
   BOTTLE_TRACE_TIMING    print the duration of every launch and teardown phase (stderr)
@@ -41,6 +43,11 @@ struct Cli {
 enum Cmd {
     /// Start an agent in a new bottle with an interactive terminal; the bottle is removed when
     /// the agent exits, on detach, Ctrl-C (outside the agent) or SIGTERM.
+    ///
+    /// A repository agent (<repo>/.bottle/agents/<name>.md) runs only once trusted (`bottle
+    /// trust`); a workspace containing bottle's config home or state is refused; .git/config,
+    /// .git/hooks and .git/info are read-only for the agent unless the bottle says
+    /// `protect_git = false`. The terminal is the agent's, unfiltered.
     Start {
         /// Agent name ($BOTTLE_HOME/agents/<name>.md, <repo>/.bottle/agents/<name>.md, or `shell`).
         agent: String,
@@ -58,6 +65,9 @@ enum Cmd {
         cmd: Vec<String>,
     },
     /// Run an agent unattended (no TTY): streams output and exits with the agent's exit code.
+    ///
+    /// The same checks as `start`. The agent's output is shown with terminal control sequences
+    /// escaped (ESC becomes the text `\x1b`); changes to git metadata are reported at the end.
     Run {
         /// Agent name.
         agent: String,
@@ -89,7 +99,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Print a bottle's agent output, or with --audit the sidecar's audit records.
+    /// Print a bottle's agent output, or with --audit the sidecar's audit records (terminal
+    /// control sequences escaped).
     Logs {
         /// Bottle id (see `bottle list`).
         id: String,
@@ -113,6 +124,27 @@ enum Cmd {
     },
     /// Validate every bottle and agent manifest (config home and this repository).
     Check,
+    /// Trust repository agent files after reviewing them (like `direnv allow`).
+    ///
+    /// Records each file's SHA-256 in the state directory (trusted-agents.json, 0600);
+    /// `start`/`run` refuse a repository agent that is not trusted or changed since.
+    /// PATH is an agent file, or a directory whose .bottle/agents/*.md are meant (default: the
+    /// current directory).
+    Trust {
+        /// Agent file or repository directory.
+        path: Option<PathBuf>,
+        /// List the trusted files and whether they changed, instead.
+        #[arg(long, conflicts_with = "path")]
+        list: bool,
+        /// With --list: JSON output.
+        #[arg(long, requires = "list")]
+        json: bool,
+    },
+    /// Forget a trusted repository agent file.
+    Untrust {
+        /// The agent file (as given to `bottle trust`).
+        path: PathBuf,
+    },
     /// Print the fully resolved plan of an agent (no secret values).
     Info {
         /// Agent name.
@@ -247,10 +279,15 @@ async fn real_main() -> Result<i32> {
                 if json {
                     stdout_text(&format!("{}\n", serde_json::to_string_pretty(&plan)?))?;
                 } else {
-                    stdout_text(&plan.render_human())?;
+                    stdout_text(&termfilter::escape_str(&plan.render_human()))?;
+                }
+                if let Some(note) = launch::trust_note(&plan) {
+                    eprintln!("{note}");
                 }
                 return Ok(0);
             }
+            let used = launch::check_before_launch(&home, &plan)?;
+            eprintln!("{}", used.line());
             let docker = runtime::engine::connect().await?;
             let spec = launch::launch_spec(&docker, &plan, false).await?;
             eprint!(
@@ -274,6 +311,8 @@ async fn real_main() -> Result<i32> {
             let home = config_home()?;
             let repo = std::env::current_dir().context("reading the current directory")?;
             let plan = timed_sync("plan", || launch::plan(&home, &repo, &agent))?;
+            let used = launch::check_before_launch(&home, &plan)?;
+            eprintln!("{}", used.line());
             let docker = timed("engine connect", runtime::engine::connect()).await?;
             // The images (built only when missing), the reap of stale bottles and the engine
             // facts are independent.
@@ -297,7 +336,16 @@ async fn real_main() -> Result<i32> {
             opts.wait_teardown = wait_teardown;
             let r = runtime::run::run(&docker, &facts, &spec, &opts, json).await;
             finish_reap(reaping).await;
-            let r = r?;
+            let mut r = r?;
+            r.agent_file = used.agent_file.clone();
+            r.agent_origin = Some(used.agent_origin);
+            r.bottle_file = used.bottle_file.clone();
+            if let (Some(copy), Some(src)) = (&r.workspace_copy, &plan.workspace.host_path) {
+                eprintln!(
+                    "{}",
+                    bottle::guard::copy_review_hint(src, std::path::Path::new(copy))
+                );
+            }
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             }
@@ -379,8 +427,30 @@ async fn real_main() -> Result<i32> {
             if json {
                 stdout_text(&format!("{}\n", serde_json::to_string_pretty(&plan)?))?;
             } else {
-                stdout_text(&plan.render_human())?;
+                stdout_text(&termfilter::escape_str(&plan.render_human()))?;
             }
+            if let Some(note) = launch::trust_note(&plan) {
+                eprintln!("{note}");
+            }
+            Ok(0)
+        }
+        Cmd::Trust { path, list, json } => trust_cmd(path, list, json),
+        Cmd::Untrust { path } => {
+            let state = trust::state_dir()?;
+            let mut store = trust::TrustStore::load(&state)?;
+            let canon = std::fs::canonicalize(&path).unwrap_or_else(|_| {
+                std::env::current_dir()
+                    .map(|d| d.join(&path))
+                    .unwrap_or(path.clone())
+            });
+            if !store.remove(&canon) {
+                anyhow::bail!(
+                    "{} is not trusted (`bottle trust --list` shows what is)",
+                    canon.display()
+                );
+            }
+            store.save(&state)?;
+            eprintln!("bottle: untrusted {}", canon.display());
             Ok(0)
         }
         Cmd::Images {
@@ -428,6 +498,63 @@ async fn real_main() -> Result<i32> {
             list_rules,
         })),
     }
+}
+
+/// `bottle trust [PATH]` and `bottle trust --list [--json]`.
+fn trust_cmd(path: Option<PathBuf>, list: bool, json: bool) -> Result<i32> {
+    let state = trust::state_dir()?;
+    let mut store = trust::TrustStore::load(&state)?;
+    if list {
+        let rows = trust::list(&store);
+        if json {
+            stdout_text(&format!("{}\n", serde_json::to_string_pretty(&rows)?))?;
+        } else {
+            let mut text = String::new();
+            for r in &rows {
+                text.push_str(&format!(
+                    "{:<8} {}  {}\n",
+                    r.status,
+                    trust::short(&r.entry.sha256),
+                    termfilter::escape_line(&r.entry.path.display().to_string())
+                ));
+            }
+            if rows.is_empty() {
+                text.push_str("no trusted repository agents\n");
+            }
+            stdout_text(&text)?;
+        }
+        return Ok(0);
+    }
+    let target = match path {
+        Some(p) => p,
+        None => std::env::current_dir().context("reading the current directory")?,
+    };
+    let files = trust::files_for(&target)?;
+    if files.is_empty() {
+        anyhow::bail!(
+            "no agent files in {}/.bottle/agents; name the file to trust (e.g. `bottle trust .bottle/agents/NAME.md`)",
+            target.display()
+        );
+    }
+    for f in &files {
+        let canon =
+            std::fs::canonicalize(f).with_context(|| format!("resolving {}", f.display()))?;
+        let bytes =
+            std::fs::read(&canon).with_context(|| format!("reading {}", canon.display()))?;
+        let sha = trust::sha256_hex(&bytes);
+        let effect = manifest::agent_effect(&String::from_utf8_lossy(&bytes));
+        eprintln!(
+            "bottle: trusted {} (sha256 {}; {}); it runs as it is now — any change needs `bottle trust` again",
+            termfilter::escape_line(&canon.display().to_string()),
+            trust::short(&sha),
+            effect
+                .as_deref()
+                .unwrap_or("does not parse as an agent: `bottle check` says why")
+        );
+        store.insert(canon.clone(), sha.clone(), effect);
+    }
+    store.save(&state)?;
+    Ok(0)
 }
 
 /// Writes `text` to stdout and flushes it; a closed pipe (`bottle info --json | head`) is not

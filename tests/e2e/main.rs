@@ -7,6 +7,7 @@
 //!
 //! Run: `cargo test -p bottle --test e2e --release -- --test-threads=2`.
 mod harness;
+mod security_regressions;
 
 use std::fmt::Write;
 use std::process::Stdio;

@@ -39,6 +39,7 @@ const BOTTLE_ONLY_KEYS: &[&str] = &[
     "proxy",
     "image",
     "workspace",
+    "protect_git",
     "resources",
     "runtime",
     "model",
@@ -109,6 +110,9 @@ pub(crate) struct AgentDoc {
     pub command: Option<Vec<String>>,
     pub env: Vec<(String, String, Range<usize>)>,
     pub prompt: String,
+    /// SHA-256 (hex) of the file's bytes as read (set by the loader; empty when parsed from a
+    /// string).
+    pub sha256: String,
 }
 
 impl AgentDoc {
@@ -252,6 +256,7 @@ pub(crate) fn parse_agent(
         command,
         env,
         prompt: body.trim().to_string(),
+        sha256: String::new(),
         src,
     })
 }

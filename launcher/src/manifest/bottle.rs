@@ -190,6 +190,7 @@ struct RawBottle {
     extends: Option<Spanned<String>>,
     image: Option<Spanned<toml::Value>>,
     workspace: Option<WorkspaceMode>,
+    protect_git: Option<bool>,
     runtime: Option<RuntimeMode>,
     resources: Option<RawResources>,
     #[serde(default, rename = "route")]
@@ -249,6 +250,7 @@ pub(crate) struct BottleLayer {
     pub description: Option<String>,
     pub image: Option<ImageSpec>,
     pub workspace: Option<WorkspaceMode>,
+    pub protect_git: Option<bool>,
     pub runtime: Option<RuntimeMode>,
     pub cpus: Option<f64>,
     pub memory: Option<(u64, String)>,
@@ -562,6 +564,7 @@ pub(crate) fn parse_layer(
         description: raw.description,
         image,
         workspace: raw.workspace,
+        protect_git: raw.protect_git,
         runtime: raw.runtime,
         cpus,
         memory,

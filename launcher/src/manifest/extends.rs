@@ -1,7 +1,7 @@
 //! Loading a bottle with its `extends` chain, and the merge rules.
 //!
 //! Merge rules (parent first, each child layered on top):
-//! - scalars (`description`, `image`, `workspace`, `runtime`, `git.author_*`): the child's value
+//! - scalars (`description`, `image`, `workspace`, `protect_git`, `runtime`, `git.author_*`): the child's value
 //!   replaces the parent's when the child sets it;
 //! - `[resources]` and `[proxy]`: merged key by key (child wins); `proxy.extra_roots` is the
 //!   union (parent's first);
@@ -37,6 +37,7 @@ pub(crate) struct MergedBottle {
     pub description: Option<String>,
     pub image: Option<ImageSpec>,
     pub workspace: Option<WorkspaceMode>,
+    pub protect_git: Option<bool>,
     pub runtime: Option<RuntimeMode>,
     pub cpus: Option<f64>,
     pub memory: Option<(u64, String)>,
@@ -273,6 +274,7 @@ pub(crate) fn merge(layers: Vec<BottleLayer>) -> MergedBottle {
         description: None,
         image: None,
         workspace: None,
+        protect_git: None,
         runtime: None,
         cpus: None,
         memory: None,
@@ -291,6 +293,7 @@ pub(crate) fn merge(layers: Vec<BottleLayer>) -> MergedBottle {
         m.image = layer.image.or(m.image);
         m.workspace = layer.workspace.or(m.workspace);
         m.runtime = layer.runtime.or(m.runtime);
+        m.protect_git = layer.protect_git.or(m.protect_git);
         m.cpus = layer.cpus.or(m.cpus);
         m.memory = layer.memory.or(m.memory);
         m.pids = layer.pids.or(m.pids);

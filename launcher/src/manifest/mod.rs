@@ -92,6 +92,26 @@ pub fn bottle_home() -> Option<PathBuf> {
     non_empty("HOME").map(|h| h.join(".config").join("bottle"))
 }
 
+/// What an agent file's text asks for, in one line (`bottle `dev`, command ["sh", …]`), for
+/// trust records and messages; `None` when it does not parse. Control characters are escaped.
+pub fn agent_effect(text: &str) -> Option<String> {
+    let doc = agent::parse_agent(
+        AgentOrigin::Repo,
+        PathBuf::from("<agent>"),
+        "<agent>".into(),
+        text,
+    )
+    .ok()?;
+    let mut s = match &doc.bottle {
+        Some((b, _)) => format!("bottle `{}`", crate::termfilter::escape_line(b)),
+        None => "the bottle named like the agent".to_string(),
+    };
+    if let Some(c) = &doc.command {
+        s.push_str(&format!(", command {c:?}"));
+    }
+    Some(s)
+}
+
 /// Whether `name` is a usable environment variable name (`[A-Za-z_][A-Za-z0-9_]*`).
 pub fn is_valid_env_name(name: &str) -> bool {
     !name.is_empty()

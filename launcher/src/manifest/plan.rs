@@ -54,6 +54,14 @@ pub struct Plan {
     pub image: ImageSpec,
     /// The workspace.
     pub workspace: WorkspacePlan,
+    /// Whether the workspace's git metadata (`.git/config`, `.git/hooks`, …) is mounted
+    /// read-only in the agent (bottle key `protect_git`, default true).
+    pub protect_git: bool,
+    /// The agent file used (`None` for implicit agents).
+    pub agent_file: Option<PathBuf>,
+    /// SHA-256 (hex) of the agent file's content as read for this plan (what `bottle trust`
+    /// records for repository agents).
+    pub agent_sha256: Option<String>,
     /// Resource limits (defaults filled in).
     pub resources: Resources,
     /// OCI runtime choice.
@@ -371,7 +379,9 @@ fn load_agent_file(
         AgentOrigin::Repo => format!(".bottle/agents/{name}.md"),
         _ => format!("agents/{name}.md"),
     };
-    parse_agent(origin, path.to_path_buf(), display, &text)
+    let mut doc = parse_agent(origin, path.to_path_buf(), display, &text)?;
+    doc.sha256 = crate::trust::sha256_hex(text.as_bytes());
+    Ok(doc)
 }
 
 /// Resolves `bottle start <agent>` into a [`Plan`].
@@ -580,6 +590,12 @@ fn plan_for(
             template: Template::Shell,
         }),
         workspace,
+        protect_git: m.protect_git.unwrap_or(true),
+        agent_file: doc.as_ref().map(|d| d.src.path.clone()),
+        agent_sha256: doc
+            .as_ref()
+            .map(|d| d.sha256.clone())
+            .filter(|h| !h.is_empty()),
         resources,
         runtime: m.runtime.unwrap_or_default(),
         policy: part.policy,

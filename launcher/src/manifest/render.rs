@@ -102,6 +102,17 @@ pub(crate) fn render(p: &Plan) -> String {
         (_, None) => "no host directory".to_string(),
     };
     let _ = writeln!(o, "workspace  {ws}");
+    if p.workspace.host_path.is_some() {
+        let _ = writeln!(
+            o,
+            "git meta   {}",
+            if p.protect_git {
+                "read-only for the agent (.git/config, .git/hooks, .git/info)"
+            } else {
+                "WRITABLE by the agent (protect_git = false): hooks and config it plants run when you use git here"
+            }
+        );
+    }
     let r = &p.resources;
     let _ = writeln!(
         o,

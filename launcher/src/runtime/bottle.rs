@@ -44,6 +44,7 @@ use super::spec::{LaunchSpec, RuntimeChoice, WorkspaceSpec};
 use super::statedir::{self, now_rfc3339, SessionRecord, StateDir};
 use super::timing::{timed, timed_sync};
 use super::{ca, gate, roots, subnet};
+use crate::guard::{self, GitChange, GitMount, GitSnapshot};
 
 /// Proxy port of the sidecar.
 pub const PROXY_PORT: u16 = 3128;
@@ -133,6 +134,25 @@ pub struct Bottle {
     pub exit_nonce: Option<String>,
     /// The sidecar's stdin (its lifeline) and audit stream.
     pub link: SidecarLink,
+    /// The workspace's git metadata before the agent started (host path of the workspace the
+    /// agent sees, and the snapshot), compared after the run by [`Bottle::git_report`].
+    git_before: Option<(PathBuf, GitSnapshot)>,
+    /// Workspace-relative paths mounted read-only over the workspace (`.git/config`, …).
+    git_read_only: Vec<String>,
+    /// Whether git protection was asked for (bottle key `protect_git`).
+    protect_git: bool,
+}
+
+/// What happened to the workspace's git metadata during a run (`bottle run --json`: `git`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct GitReport {
+    /// The bottle mounted git metadata read-only (`protect_git`, default true).
+    pub protected: bool,
+    /// Workspace-relative paths mounted read-only.
+    pub read_only: Vec<String>,
+    /// Changes to git metadata found after the run (mounts cannot prevent everything; with
+    /// `protect_git = false` nothing is prevented).
+    pub changes: Vec<GitChange>,
 }
 
 /// An attached container's output stream (stdout and stderr frames).
@@ -184,6 +204,9 @@ impl Bottle {
             agent_output: None,
             exit_nonce: None,
             link: SidecarLink::default(),
+            git_before: None,
+            git_read_only: Vec::new(),
+            protect_git: spec.protect_git,
         };
         match b.build(facts, spec, opts).await {
             Ok(()) => Ok(b),
@@ -281,6 +304,15 @@ impl Bottle {
         }
         if let Ok(f) = &files {
             self.runtime = f.runtime.clone();
+            if let Some(ws) = &f.workspace {
+                self.git_before = Some((ws.clone(), f.git_snapshot.clone()));
+            }
+            self.git_read_only = f
+                .git_mounts
+                .iter()
+                .filter(|m| m.read_only)
+                .map(|m| m.rel.clone())
+                .collect();
         }
         internal.map_err(|e| anyhow!("{e:#}"))?;
         egress?;
@@ -318,11 +350,19 @@ impl Bottle {
     ) -> Result<AgentFiles> {
         let copy_dst = self.workspace_copy.clone();
         let ws = spec.workspace.clone();
+        let protect_git = spec.protect_git;
         // A workspace copy can take a while; it runs beside the engine calls.
         let workspace = async {
-            tokio::task::spawn_blocking(move || prepare_workspace(copy_dst, &ws))
-                .await
-                .context("preparing the workspace")?
+            tokio::task::spawn_blocking(move || {
+                let (src, uid, gid) = prepare_workspace(copy_dst, &ws)?;
+                let (mounts, snapshot) = match &src {
+                    Some(dir) => protect_git_metadata(dir, protect_git)?,
+                    None => (Vec::new(), GitSnapshot::default()),
+                };
+                anyhow::Ok((src, uid, gid, mounts, snapshot))
+            })
+            .await
+            .context("preparing the workspace")?
         };
         let (runtime, files, config, workspace) = tokio::join!(
             timed(
@@ -346,7 +386,7 @@ impl Bottle {
             .with_context(|| format!("inspecting the agent image {}", spec.agent_image))?
             .config
             .unwrap_or_default();
-        let (workspace_src, uid, gid) = workspace?;
+        let (workspace_src, uid, gid, git_mounts, git_snapshot) = workspace?;
         let has_sh = files.pop().flatten().is_some();
         let image_group = files.pop().flatten();
         let image_passwd = files.pop().flatten();
@@ -379,6 +419,8 @@ impl Bottle {
             uid,
             gid,
             workspace: workspace_src,
+            git_mounts,
+            git_snapshot,
             bundle: bundle_path,
             ca: ca_path,
             prompt: prompt_path,
@@ -713,7 +755,18 @@ impl Bottle {
             ),
         ]);
         match &m.workspace {
-            Some(src) => mounts.push(bind(src, "/workspace", false)),
+            Some(src) => {
+                mounts.push(bind(src, "/workspace", false));
+                // Over the workspace: `.git` pinned, its config, hooks and info read-only.
+                // The engine mounts parents before children (it sorts by target depth).
+                for g in &m.git_mounts {
+                    mounts.push(bind(
+                        &g.host,
+                        &guard::container_path("/workspace", &g.rel),
+                        g.read_only,
+                    ));
+                }
+            }
             None => {
                 tmpfs.insert(
                     "/workspace".into(),
@@ -854,6 +907,29 @@ impl Bottle {
         }
     }
 
+    /// Compares the workspace's git metadata with its state before the agent started (call
+    /// once the agent has stopped). `None` when the bottle has no workspace.
+    pub fn git_report(&self) -> Option<GitReport> {
+        let (ws, before) = self.git_before.as_ref()?;
+        let after = GitSnapshot::take(ws);
+        if after.truncated || before.truncated {
+            eprintln!(
+                "bottle: note: {} is too large to search completely for nested repositories; git metadata deeper in it was not compared",
+                ws.display()
+            );
+        }
+        Some(GitReport {
+            protected: self.protect_git,
+            read_only: self.git_read_only.clone(),
+            changes: before.changes(&after),
+        })
+    }
+
+    /// The host directory the agent saw as `/workspace` (the copy in copy mode).
+    pub fn workspace_dir(&self) -> Option<&std::path::Path> {
+        self.git_before.as_ref().map(|(p, _)| p.as_path())
+    }
+
     /// Removes every object of the bottle and its runtime directory; reports but does not
     /// stop on errors. The containers are stopped first, so that their removal and the
     /// networks' removal (which needs no endpoint left) run side by side.
@@ -979,6 +1055,39 @@ fn prepare_workspace(
         }
     }
     Ok((Some(src), uid, gid))
+}
+
+/// The git protection of a workspace directory: the read-only mounts (none when `protect` is
+/// false) and the snapshot to compare with after the run.
+fn protect_git_metadata(
+    dir: &std::path::Path,
+    protect: bool,
+) -> Result<(Vec<GitMount>, GitSnapshot)> {
+    let mounts = if protect {
+        guard::git_mounts(dir).with_context(|| {
+            format!(
+                "preparing the read-only git metadata of {} (set `protect_git = false` in the bottle to skip)",
+                dir.display()
+            )
+        })?
+    } else {
+        if dir.join(".git").exists() {
+            eprintln!(
+                "bottle: warning: protect_git = false: the agent can change {}/.git (config, hooks) and git runs those on this host",
+                dir.display()
+            );
+        }
+        Vec::new()
+    };
+    if protect
+        && std::fs::symlink_metadata(dir.join(".git")).is_ok_and(|m| m.file_type().is_symlink())
+    {
+        eprintln!(
+            "bottle: warning: {}/.git is a symlink, so its metadata is not mounted read-only; changes are reported after the run",
+            dir.display()
+        );
+    }
+    Ok((mounts, GitSnapshot::take(dir)))
 }
 
 /// What [`create_network_in_pool`] creates.
@@ -1133,6 +1242,10 @@ struct AgentFiles {
     uid: u32,
     gid: u32,
     workspace: Option<PathBuf>,
+    /// Bind mounts over the workspace protecting its git metadata.
+    git_mounts: Vec<GitMount>,
+    /// The git metadata before the agent starts.
+    git_snapshot: GitSnapshot,
     bundle: PathBuf,
     ca: PathBuf,
     prompt: Option<PathBuf>,

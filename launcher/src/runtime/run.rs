@@ -18,6 +18,7 @@ use super::engine::EngineFacts;
 use super::gate;
 use super::spec::LaunchSpec;
 use super::timing::{mark, timed};
+use crate::termfilter::TermFilter;
 
 /// The result object of `bottle run --json`.
 #[derive(Debug, Clone, Serialize)]
@@ -44,6 +45,15 @@ pub struct RunResult {
     /// `"done"`: every object was removed before returning; `"background"`: the sidecar was
     /// stopped and a detached `bottle` process removes the objects.
     pub teardown: &'static str,
+    /// The workspace's git metadata: what was read-only, what changed anyway.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub git: Option<super::bottle::GitReport>,
+    /// The agent file used (`None`: a bottle used directly); set by the CLI.
+    pub agent_file: Option<String>,
+    /// Where the agent came from (`home`, `repo`, `implicit`); set by the CLI.
+    pub agent_origin: Option<crate::manifest::AgentOrigin>,
+    /// The bottle's file (or `<built-in …>`); set by the CLI.
+    pub bottle_file: Option<String>,
 }
 
 /// A signal-driven cancellation flag: `Some(name)` once SIGINT, SIGTERM or SIGHUP arrives.
@@ -135,6 +145,13 @@ pub async fn run(
     } else {
         timed("teardown", bottle.teardown()).await;
     }
+    // The agent has stopped (its output ended, or the teardown killed it).
+    if let Ok(r) = &mut result {
+        r.git = bottle.git_report();
+        if let (Some(g), Some(ws)) = (&r.git, bottle.workspace_dir()) {
+            eprint!("{}", crate::guard::changes_warning(ws, &g.changes));
+        }
+    }
     if opts.verbose {
         eprintln!(
             "bottle: agent ran, teardown took {} ms (total {} ms)",
@@ -197,6 +214,9 @@ async fn supervise(
     let mut output_ended = false;
     // The exit code as the gate reported it on stderr (no wait for the engine then).
     let mut gate_exit: Option<i64> = None;
+    // The agent's output is untrusted: no raw escape sequences reach the user's terminal.
+    let mut out_filter = TermFilter::new();
+    let mut err_filter = TermFilter::new();
     loop {
         if let Some(sig) = *cancel.borrow() {
             cancelled_by = Some(sig.to_string());
@@ -215,15 +235,8 @@ async fn supervise(
                             bytes = kept.into();
                         }
                     }
-                    if to_err {
-                        let mut e = std::io::stderr().lock();
-                        let _ = e.write_all(&bytes);
-                        let _ = e.flush();
-                    } else {
-                        let mut o = std::io::stdout().lock();
-                        let _ = o.write_all(&bytes);
-                        let _ = o.flush();
-                    }
+                    let filter = if is_err { &mut err_filter } else { &mut out_filter };
+                    write_to(to_err, &filter.push(&bytes));
                 }
                 Some(Err(e)) => {
                     eprintln!("bottle: warning: agent output stream: {e}");
@@ -241,6 +254,8 @@ async fn supervise(
             _ = cancel.changed() => {}
         }
     }
+    write_to(json, &out_filter.finish());
+    write_to(true, &err_filter.finish());
     mark("agent output until EOF", t);
     drop(out);
     let agent_side = async {
@@ -301,7 +316,28 @@ async fn supervise(
             .as_ref()
             .map(|p| p.display().to_string()),
         teardown: "done",
+        git: None,
+        agent_file: None,
+        agent_origin: None,
+        bottle_file: None,
     })
+}
+
+/// Writes filtered agent output to stderr or stdout (errors ignored: a closed terminal must
+/// not stop the run).
+fn write_to(stderr: bool, bytes: &[u8]) {
+    if bytes.is_empty() {
+        return;
+    }
+    if stderr {
+        let mut e = std::io::stderr().lock();
+        let _ = e.write_all(bytes);
+        let _ = e.flush();
+    } else {
+        let mut o = std::io::stdout().lock();
+        let _ = o.write_all(bytes);
+        let _ = o.flush();
+    }
 }
 
 /// Stops the sidecar (its lifeline) and hands the removal of the bottle's objects to a

@@ -77,6 +77,8 @@ pub struct LaunchSpec {
     pub limits: Limits,
     /// Runtime choice.
     pub runtime: RuntimeChoice,
+    /// Mount the workspace's git metadata read-only ([`crate::guard::git_mounts`]).
+    pub protect_git: bool,
     /// Extra, non-secret labels.
     pub labels: BTreeMap<String, String>,
     /// Default command of the agent (interactive shell or agent CLI); empty = image default.
@@ -211,6 +213,7 @@ mod tests {
             limits: Limits::default(),
             runtime: RuntimeChoice::Auto,
             labels: BTreeMap::new(),
+            protect_git: true,
             default_cmd: vec![],
         };
         let dbg = format!("{spec:?}");

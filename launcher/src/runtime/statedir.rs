@@ -29,23 +29,30 @@ pub fn base_dir() -> Result<PathBuf> {
 /// `$XDG_DATA_HOME/bottle/workspaces/<id>`, else `~/.local/share/bottle/workspaces/<id>`.
 /// The parent directories are created with mode 0700; `<id>` itself is created by the copy.
 pub fn kept_workspace_dir(id: &str) -> Result<PathBuf> {
-    let data = if let Some(d) = std::env::var_os("BOTTLE_DATA_DIR").filter(|d| !d.is_empty()) {
-        PathBuf::from(d)
-    } else if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
-        PathBuf::from(x).join("bottle")
-    } else {
-        let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).context(
-            "neither XDG_DATA_HOME nor HOME is set; set one so bottle has a place to keep the workspace copy",
-        )?;
-        PathBuf::from(home).join(".local/share/bottle")
-    };
-    let dir = data.join("workspaces");
+    let dir = data_dir()?.join("workspaces");
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&dir)
         .with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir.join(id))
+}
+
+/// bottle's data directory (kept workspace copies live in its `workspaces/`):
+/// `$BOTTLE_DATA_DIR`, else `$XDG_DATA_HOME/bottle`, else `~/.local/share/bottle`. Not created.
+pub fn data_dir() -> Result<PathBuf> {
+    Ok(
+        if let Some(d) = std::env::var_os("BOTTLE_DATA_DIR").filter(|d| !d.is_empty()) {
+            PathBuf::from(d)
+        } else if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+            PathBuf::from(x).join("bottle")
+        } else {
+            let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).context(
+            "neither XDG_DATA_HOME nor HOME is set; set one so bottle has a place to keep the workspace copy",
+        )?;
+            PathBuf::from(home).join(".local/share/bottle")
+        },
+    )
 }
 
 /// What `bottle list` and `bottle end` know about a running bottle.

@@ -60,6 +60,14 @@ pub async fn start(
     let r = session(&bottle, &mut cancel, detach_keys).await;
     bottle.teardown().await;
     eprintln!("bottle {}: ended, every object removed", bottle.id);
+    if let (Some(g), Some(ws)) = (bottle.git_report(), bottle.workspace_dir()) {
+        eprint!("{}", crate::guard::changes_warning(ws, &g.changes));
+    }
+    if let (Some(copy), super::spec::WorkspaceSpec::Copy(src)) =
+        (&bottle.workspace_copy, &spec.workspace)
+    {
+        eprintln!("{}", crate::guard::copy_review_hint(src, copy));
+    }
     r
 }
 

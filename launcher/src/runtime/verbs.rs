@@ -136,9 +136,25 @@ pub async fn logs(docker: &Docker, id: &str, audit: bool, follow: bool) -> Resul
         .build();
     let mut s = docker.logs(&c, Some(opts));
     let mut out = std::io::stdout().lock();
+    // Agent output is untrusted (and audit lines quote agent-chosen hosts and paths): escape
+    // terminal control sequences. Stdout and stderr frames have their own filter state.
+    let mut filters = [
+        crate::termfilter::TermFilter::new(),
+        crate::termfilter::TermFilter::new(),
+    ];
     while let Some(item) = s.next().await {
         let chunk = item.context("reading container logs")?;
-        out.write_all(&chunk.into_bytes())?;
+        let f = &mut filters[usize::from(matches!(
+            chunk,
+            bollard::container::LogOutput::StdErr { .. }
+        ))];
+        out.write_all(&f.push(&chunk.into_bytes()))?;
+        if follow {
+            out.flush()?;
+        }
+    }
+    for f in &mut filters {
+        out.write_all(&f.finish())?;
     }
     out.flush()?;
     Ok(())
