@@ -106,13 +106,18 @@ pub fn scan_url(scanner: &Scanner, path_and_query: &str) -> Vec<Finding> {
         Some(i) => (&raw[..i], Some(&raw[i + 1..])),
         None => (raw, None),
     };
+    let mut encoded = Vec::new();
     // Without escapes the path's only version is the raw one, scanned above.
     if decodable(path, false) {
         let start = out.len();
-        for v in decode_rounds(path, false).iter().skip(1) {
+        let versions = decode_rounds(path, false);
+        for v in versions.iter().skip(1) {
             scanner.scan_append(v, &mut out);
         }
         locate(&mut out[start..], "path");
+        scan_encoded_tokens(scanner, versions.last().unwrap(), "path", &mut encoded);
+    } else {
+        scan_encoded_tokens(scanner, path, "path", &mut encoded);
     }
     if let Some(q) = query {
         let mut joined = Vec::new();
@@ -131,14 +136,67 @@ pub fn scan_url(scanner: &Scanner, path_and_query: &str) -> Vec<Finding> {
             }
             if let Some(last) = versions.last() {
                 joined.extend_from_slice(last);
+                if last.len() >= MIN_ENCODED_TOKEN {
+                    scan_encoded_tokens(scanner, last, &format!("query:{name}"), &mut encoded);
+                }
             }
         }
         let start = out.len();
         scanner.scan_append(&joined, &mut out);
         locate(&mut out[start..], "query:*");
     }
+    out.append(&mut encoded);
     super::dedupe(&mut out);
     out
+}
+
+/// Tokens shorter than this are not tried as hex / base64 (a 16-character encoding holds at
+/// most 12 bytes).
+const MIN_ENCODED_TOKEN: usize = 16;
+
+/// The characters of an encoded token: base64 (both alphabets, so hex and base32 too).
+fn token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'_' | b'-')
+}
+
+/// The body decoders for rule patterns, on a (percent-decoded) path or query value: every
+/// token (maximal run of base64 characters, so `sha256:<hex>` gives `sha256` and the digest)
+/// split at `/` into segments, each of at least [`MIN_ENCODED_TOKEN`] bytes decoded as hex,
+/// base64url and base64; standard base64 also from each segment start across later `/`
+/// (its alphabet has `/`). Findings are appended with location `LOC(CODEC)`. Decoded bytes
+/// that are not text (digests, UUIDs) are checked for known secrets only, so they yield no
+/// rule finding.
+pub(crate) fn scan_encoded_tokens(scanner: &Scanner, v: &[u8], loc: &str, out: &mut Vec<Finding>) {
+    use super::codec::{scan_decoded_append, Codec};
+    if v.len() < MIN_ENCODED_TOKEN {
+        return;
+    }
+    let mut buf = Vec::new();
+    for token in v.split(|&b| !token_byte(b)) {
+        if token.len() < MIN_ENCODED_TOKEN {
+            continue;
+        }
+        let mut seg_start = 0;
+        for seg in token.split(|&b| b == b'/') {
+            let rest = &token[seg_start..];
+            seg_start += seg.len() + 1;
+            let mut try_codec = |codec: Codec, c: &[u8]| {
+                let start = out.len();
+                scan_decoded_append(scanner, codec, c, &mut buf, out);
+                if out.len() > start {
+                    locate(&mut out[start..], &format!("{loc}({})", codec.name()));
+                }
+            };
+            if seg.len() >= MIN_ENCODED_TOKEN {
+                for codec in [Codec::Hex, Codec::Base64Url, Codec::Base64] {
+                    try_codec(codec, seg);
+                }
+            }
+            if rest.len() > seg.len() && rest.len() >= MIN_ENCODED_TOKEN {
+                try_codec(Codec::Base64, rest);
+            }
+        }
+    }
 }
 
 /// Values shorter than this (after trimming) are not tried as base64.
@@ -466,9 +524,12 @@ mod reference {
             Some(i) => (&raw[..i], Some(&raw[i + 1..])),
             None => (raw, None),
         };
-        for v in decode_rounds(path, false).iter().skip(1) {
+        let mut encoded = Vec::new();
+        let paths = decode_rounds(path, false);
+        for v in paths.iter().skip(1) {
             out.extend(scanner.scan_located(v, "path"));
         }
+        super::scan_encoded_tokens(scanner, paths.last().unwrap(), "path", &mut encoded);
         if let Some(q) = query {
             let mut joined = Vec::new();
             for (name, versions) in form_pairs(q) {
@@ -480,10 +541,12 @@ mod reference {
                 }
                 if let Some(last) = versions.last() {
                     joined.extend_from_slice(last);
+                    super::scan_encoded_tokens(scanner, last, &loc, &mut encoded);
                 }
             }
             out.extend(scanner.scan_located(&joined, "query:*"));
         }
+        out.extend(encoded);
         crate::decode::dedupe(&mut out);
         out
     }
