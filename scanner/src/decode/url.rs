@@ -860,6 +860,71 @@ keywords = ["keep-alive"]
         assert!(scan_url(s, "/v1/messages").is_empty());
     }
 
+    /// A `ghp_` token hex / base64 / base64url-encoded in a path segment or query value is
+    /// found by the rule set (no known secret involved); ordinary URLs with digests, UUIDs and
+    /// long ids give nothing.
+    #[test]
+    fn encoded_rule_tokens_in_path_and_query() {
+        let s = Scanner::builder().default_rules(true).build().unwrap();
+        let mut rng = Rng::new(17);
+        let b64 = base64::engine::general_purpose::STANDARD_NO_PAD;
+        let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut slashed = 0;
+        for _ in 0..40 {
+            let tok = format!("ghp_{}", rng.chars('a', 36));
+            assert!(scan_url(&s, &format!("/x/{tok}"))
+                .iter()
+                .any(|f| f.rule_id == "github-pat"));
+            let hex = data_encoding::HEXLOWER.encode(tok.as_bytes());
+            // `???` encodes to `Pz8/`: the base64 spans path segments.
+            let std = b64.encode(format!("???token={tok}\n"));
+            slashed += usize::from(std.contains('/'));
+            let cases = [
+                (format!("/x/{hex}"), "path(hex)"),
+                (format!("/x/{}", hex.to_uppercase()), "path(hex)"),
+                (format!("/x/{std}"), "path(base64)"),
+                (format!("/x/{std}/tail.json"), "path(base64)"),
+                (format!("/x/{}", b64url.encode(&tok)), "path(base64"),
+                (format!("/x/sha1:{hex}/y"), "path(hex)"),
+                (format!("/api?q={hex}"), "query:q(hex)"),
+                (format!("/api?a=1&q=v1:{hex}"), "query:q(hex)"),
+                (format!("/api?q={}", b64url.encode(&tok)), "query:q(base64"),
+            ];
+            for (url, loc) in cases {
+                let raw = Scanner::scan(&s, url.as_bytes());
+                assert!(raw.is_empty(), "{url}: raw scan finds it already");
+                let f = scan_url(&s, &url);
+                assert!(
+                    f.iter().any(|f| f.rule_id == "github-pat"
+                        && f.location.as_deref().is_some_and(|l| l.starts_with(loc))),
+                    "{url}: {f:?}"
+                );
+            }
+        }
+        assert!(
+            slashed > 5,
+            "base64 with '/' across path segments exercised: {slashed}"
+        );
+        let digest = data_encoding::HEXLOWER.encode(&rng.bytes(32));
+        let clean = [
+            format!("/v2/library/python/blobs/sha256:{digest}"),
+            format!("/v2/library/python/manifests/sha256:{digest}?ns=docker.io"),
+            "/repos/octo/cat/git/commits/6dcb09b5b57875f334f61aebed695e2e4193db5e".to_string(),
+            "/api/v1/items/123e4567-e89b-12d3-a456-426614174000/versions/7".to_string(),
+            format!("/objects/{}/{}", &digest[..2], &digest[2..]),
+            format!("/download?checksum={digest}&id=5f3c9a7b2e1d4c6a8b0f9e7d"),
+            "/simple/requests/requests-2.32.3-py3-none-any.whl#sha256=70761cfe03c773ceb22aa2f671b4757976145175cdfca038c02654d061d6dcc6".to_string(),
+            "/npm/@types%2Fnode/-/node-20.11.30.tgz".to_string(),
+            "/v1/messages?beta=true".to_string(),
+            "/storage/v1/b/my-bucket/o/path%2Fto%2Fobject.tar.gz?alt=media&generation=1712345678901234".to_string(),
+            "/aGVsbG8gd29ybGQgdGhpcyBpcyBmaW5l/dGV4dA".to_string(),
+        ];
+        for url in clean {
+            let f = scan_url(&s, &url);
+            assert!(f.is_empty(), "{url}: {f:?}");
+        }
+    }
+
     /// `scan_base64_value` (also used by the body decoders) against the reference, on values
     /// around the stack-buffer length, with `=` anywhere.
     #[test]
