@@ -3,6 +3,8 @@
 //! Modes (one JSON object per line on stdout):
 //! - `throughput DIR...`: single-thread MB/s on the files under DIR (clean text), with the full
 //!   default ruleset plus two known secrets; findings per 100 MB and which rules fire.
+//!   `BENCH_FILE=1` scans each file with `decode::scan_file` (what `bottle scan` runs)
+//!   instead of `Scanner::scan`.
 //! - `bodies N`: p50/p90 latency of whole-body scans of LLM-style JSON request bodies of 10 KB
 //!   and 100 KB (also through `decode::scan_body`) and their MB/s.
 //! - `recall DIR`: writes a planted corpus (one file per generated credential) to DIR and
@@ -64,6 +66,11 @@ fn scanner() -> Scanner {
                 format!("sk-ant-oat01-{}AA", rng.chars('w', 93)),
             );
     }
+    // `BENCH_DISABLE=id,id`: leave rules out (to measure what they cost).
+    if let Ok(ids) = std::env::var("BENCH_DISABLE") {
+        let ids: Vec<&str> = ids.split(',').filter(|s| !s.is_empty()).collect();
+        b = b.disable(&ids).expect("disable");
+    }
     b.build().expect("scanner")
 }
 
@@ -85,8 +92,15 @@ fn throughput(dirs: &[String]) {
     let mut findings = 0usize;
     let t = Instant::now();
     let c0 = thread_cpu_secs();
+    // `BENCH_FILE=1`: what `bottle scan` runs on a file (`decode::scan_file`, all decoders).
+    let file_mode = std::env::var_os("BENCH_FILE").is_some();
     for (p, d) in &files {
-        for f in s.scan(d) {
+        let found = if file_mode {
+            bottle_scanner::decode::scan_file(&s, d)
+        } else {
+            s.scan(d)
+        };
+        for f in found {
             findings += 1;
             *per_rule.entry(f.rule_id.clone()).or_default() += 1;
             let ex = examples.entry(f.rule_id.clone()).or_default();

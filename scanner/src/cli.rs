@@ -5,6 +5,11 @@
 //! unreadable path, git failure). Human output is one line per finding,
 //! `path:line:col rule-id preview`; `--json` prints one JSON object per finding
 //! (`{"path","line","col","rule_id","description","preview","offset","len"}`).
+//!
+//! Files, stdin and the added lines of a git range all go through
+//! [`decode::scan_file`](crate::decode::scan_file), i.e. the decoders the proxy runs on request
+//! bodies (JSON strings, forms, base64 values, percent-encoded spans) plus unescaping of
+//! doubly escaped text, so a file, a request and a pushed blob are judged alike.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -98,16 +103,29 @@ fn is_binary(data: &[u8]) -> bool {
     memchr::memchr(0, &data[..data.len().min(8000)]).is_some()
 }
 
+/// Sets the finding's location to `label:line:col`, followed by the decoder's location (JSON
+/// path, `(percent)`, `(unescaped)`) after a space when it has one.
+fn place(mut f: Finding, label: &str, line: usize, col: usize) -> Finding {
+    let at = format!("{label}:{line}:{col}");
+    f.location = Some(match f.location.take() {
+        Some(inner) => format!("{at} {inner}"),
+        None => at,
+    });
+    f
+}
+
+/// Scans one file's contents with [`decode::scan_file`](crate::decode::scan_file): the same
+/// decoders the proxy runs on request bodies.
 fn scan_one(scanner: &Scanner, path: &str, data: &[u8], report: &mut Report) {
     report.files += 1;
     report.bytes += data.len() as u64;
-    for f in scanner.scan(data) {
+    for f in crate::decode::scan_file(scanner, data) {
         let (line, col) = line_col(data, f.offset);
         report.findings.push(FileFinding {
             path: path.to_string(),
             line,
             col,
-            finding: f.at(format!("{path}:{line}:{col}")),
+            finding: place(f, path, line, col),
         });
     }
 }
@@ -232,14 +250,14 @@ pub fn scan_git_range(scanner: &Scanner, repo: &Path, range: &str) -> Result<Rep
         }
         report.files += 1;
         report.bytes += buf.len() as u64;
-        for f in scanner.scan(buf) {
+        for f in crate::decode::scan_file(scanner, buf) {
             let (idx, col) = line_col(buf, f.offset);
             let line = lines.get(idx - 1).copied().unwrap_or(idx);
             report.findings.push(FileFinding {
                 path: label.to_string(),
                 line,
                 col,
-                finding: f.at(format!("{label}:{line}:{col}")),
+                finding: place(f, label, line, col),
             });
         }
         buf.clear();

@@ -511,10 +511,14 @@ impl Scanner {
                 continue;
             }
             let p = prio(&r);
-            if kept
-                .iter()
-                .any(|k| prio(k) > p && r.start < k.end && k.start < r.end)
-            {
+            // Specific beats generic, known beats both; of overlapping generic findings of
+            // different rules only the first (by position) is kept.
+            if kept.iter().any(|k| {
+                let pk = prio(k);
+                (pk > p || (p == 1 && pk == 1 && k.rule != r.rule))
+                    && r.start < k.end
+                    && k.start < r.end
+            }) {
                 continue;
             }
             kept.push(r);

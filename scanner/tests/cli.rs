@@ -124,3 +124,80 @@ fn git_range_scans_added_lines_and_messages() {
     assert!(err.contains("revision range"));
     std::fs::remove_dir_all(&d).ok();
 }
+
+/// `bottle scan` judges a file as the proxy judges a body: a percent-encoded webhook in a
+/// Markdown link, a base64 JSON value and a `\u`-escaped token in a JSON file are found, at
+/// their lines, the same token as in a request body.
+#[test]
+fn files_get_the_body_decoders() {
+    use base64::Engine as _;
+    let d = tmpdir("decoders");
+    let mut rng = Rng::new(9);
+    let hook = format!(
+        "https://hooks.slack.com/services/T{}/B{}/{}",
+        rng.chars('U', 8),
+        rng.chars('U', 8),
+        rng.chars('a', 24)
+    );
+    let enc: String = hook.bytes().map(|b| format!("%{b:02X}")).collect();
+    std::fs::write(
+        d.join("notes.md"),
+        format!("# Notes\n\nSee [hook]({enc}).\n"),
+    )
+    .unwrap();
+    let tok = format!("gh{}_{}", "p", rng.chars('a', 36));
+    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("token={tok}"));
+    std::fs::write(
+        d.join("cfg.json"),
+        format!(
+            "{{\n  \"a\": \"{b64}\",\n  \"b\": \"\\u0067{}\"\n}}\n",
+            &tok[1..]
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run(&ScanArgs {
+        paths: vec![d.clone()],
+        ..Default::default()
+    });
+    assert_eq!(code, 1, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("cfg.json:2:") && l.contains(" github-pat ")),
+        "{out}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("cfg.json:3:") && l.contains(" github-pat ")),
+        "{out}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("notes.md:3:") && l.contains(" slack-webhook-url ")),
+        "{out}"
+    );
+    // The same bytes as a request body: the same rules fire.
+    let s = bottle_scanner::Scanner::builder()
+        .default_rules(true)
+        .build()
+        .unwrap();
+    for f in ["notes.md", "cfg.json"] {
+        let data = std::fs::read(d.join(f)).unwrap();
+        let body =
+            bottle_scanner::decode::scan_body(&s, None, None, &data, &Default::default()).unwrap();
+        let mut want: Vec<String> = body.findings.iter().map(|f| f.rule_id.clone()).collect();
+        let mut got: Vec<String> = bottle_scanner::decode::scan_file(&s, &data)
+            .iter()
+            .map(|f| f.rule_id.clone())
+            .collect();
+        want.sort();
+        want.dedup();
+        got.sort();
+        got.dedup();
+        assert_eq!(got, want, "{f}");
+    }
+    std::fs::remove_dir_all(&d).ok();
+}

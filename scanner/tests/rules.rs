@@ -341,3 +341,96 @@ fn finding_display_never_has_secret() {
     assert_eq!(f[0].preview, format!("ghp_…({})", secret.len()));
     assert_no_leak(&f, &secret);
 }
+
+/// The generic assignment rule on `.env`, shell, YAML and Markdown forms, and none of the
+/// placeholders or identifiers it must leave alone.
+#[test]
+fn generic_assignments_and_placeholders() {
+    let s = scanner();
+    let mut rng = Rng::new(77);
+    let generic = |f: &Finding| f.rule_id.starts_with("generic-");
+    for _ in 0..16 {
+        let v = format!("{}7{}", rng.chars('a', 9), rng.chars('a', 10));
+        let hits = [
+            format!("API_SECRET={v}\n"),
+            format!("export API_SECRET=\"{v}\"\n"),
+            format!("db_password: {v}\n"),
+            format!("auth_token = '{v}'\n"),
+            format!("| `STRIPE_CREDENTIAL` | `{v}` |\n"),
+            format!("- **github_token**: {v}\n"),
+            format!("private_key={v}\n"),
+            format!("set PASSWD={v}\n"),
+        ];
+        for t in hits {
+            let f = s.scan(t.as_bytes());
+            let g: Vec<&Finding> = f.iter().filter(|f| generic(f)).collect();
+            assert_eq!(g.len(), 1, "{t}: {f:?}");
+            assert_eq!(&t[g[0].offset..g[0].offset + g[0].len], v, "{t}");
+        }
+    }
+    let misses = [
+        "API_SECRET=xxxxxxxxxxxxxxxxxxxx\n",
+        "API_SECRET=changeme1234567890x\n",
+        "export API_SECRET=\"${API_SECRET}\"\n",
+        "api_token: <your-token-goes-here>\n",
+        "password: example-pass-9876543\n",
+        "token = tokenize.generate_tokens\n",
+        "auth: AuthenticationProvider\n",
+        "secret_key = settings.SECRET_KEY_V2\n",
+        "PASSWORD_FIELD = PASSWORD_FIELD_NAME_2\n",
+        "auth_url: https://login.example.org/oauth2/v2.0/token\n",
+        "token_file: /var/run/secrets/kubernetes.io/token\n",
+        "auth_host: auth2.internal.corp.net\n",
+        "pwd = os.getcwd(1234567890123456)\n",
+        "token_id = 123e4567-e89b-12d3-a456-426614174000\n",
+        " * @NL80211_ATTR_AUTH_TYPE: AuthenticationType, see\n",
+    ];
+    for t in misses {
+        let f = s.scan(t.as_bytes());
+        assert!(!f.iter().any(generic), "{t}: {f:?}");
+    }
+}
+
+/// Twilio API key SIDs need no `twilio` nearby; account SIDs need auth-token context; a PEM key
+/// whose newlines are escaped twice (`\\n`, a JSON string inside a JSON string) is found.
+#[test]
+fn twilio_and_doubly_escaped_pem() {
+    let s = scanner();
+    let mut rng = Rng::new(5);
+    for _ in 0..8 {
+        let sk = format!("SK{}", rng.chars('h', 32));
+        let f = s.scan(format!("{{\"sid\": \"{sk}\"}}\n").as_bytes());
+        assert!(f.iter().any(|f| f.rule_id == "twilio-api-key"), "{sk}");
+        let f = s.scan(format!("x = MASK{}\n", rng.chars('h', 32)).as_bytes());
+        assert!(!f.iter().any(|f| f.rule_id == "twilio-api-key"));
+        let ac = format!("AC{}", rng.chars('h', 32));
+        for with in [
+            format!("TWILIO_AUTH_TOKEN={}\nsid={ac}\n", rng.chars('h', 32)),
+            format!("{{\"accountSid\": \"{ac}\"}}\n"),
+            format!("client = Client(\"{ac}\", auth_token)\n"),
+        ] {
+            assert!(
+                s.scan(with.as_bytes())
+                    .iter()
+                    .any(|f| f.rule_id == "twilio-account-sid"),
+                "{with}"
+            );
+        }
+        assert!(!s
+            .scan(format!("sid={ac}\n").as_bytes())
+            .iter()
+            .any(|f| f.rule_id == "twilio-account-sid"));
+        let pem = format!(
+            "{{\"cfg\": \"{{\\\"key\\\": \\\"-----BEGIN RSA PRIVATE KEY-----\\\\n{}\\\\n{}\\\\n-----END RSA PRIVATE KEY-----\\\\n\\\"}}\"}}",
+            rng.chars('b', 64),
+            rng.chars('b', 64)
+        );
+        assert!(pem.contains("\\\\n"));
+        assert!(
+            s.scan(pem.as_bytes())
+                .iter()
+                .any(|f| f.rule_id == "private-key-rsa"),
+            "{pem}"
+        );
+    }
+}

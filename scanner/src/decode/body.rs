@@ -144,6 +144,33 @@ pub fn scan_body(
         "",
         &mut budget,
         &mut out,
+        false,
+    )?;
+    super::dedupe(&mut out.findings);
+    Ok(out)
+}
+
+/// [`scan_body`] without content type or encoding, for file contents: findings in top-level
+/// JSON strings get the string's offset in `body` added (their offsets are then positions in
+/// `body`, exact up to the first escape before the secret in its string).
+pub(crate) fn scan_body_at(
+    scanner: &Scanner,
+    body: &[u8],
+    limits: &DecodeLimits,
+) -> Result<BodyScan, DecodeError> {
+    let mut out = BodyScan::default();
+    let mut budget = limits.max_decoded;
+    scan_inner(
+        scanner,
+        None,
+        None,
+        body,
+        limits,
+        0,
+        "",
+        &mut budget,
+        &mut out,
+        true,
     )?;
     super::dedupe(&mut out.findings);
     Ok(out)
@@ -160,6 +187,7 @@ fn scan_inner(
     prefix: &str,
     budget: &mut usize,
     out: &mut BodyScan,
+    abs: bool,
 ) -> Result<(), DecodeError> {
     if depth > limits.max_depth {
         return Err(DecodeError::TooDeep(limits.max_depth));
@@ -189,6 +217,17 @@ fn scan_inner(
         .collect();
     out.findings
         .extend(raw_findings.into_iter().map(|f| f.at(loc_body.clone())));
+    // URL-encoded text (`%XX`-dense spans), as `bottle scan` does for files.
+    if memchr::memchr(b'%', &data).is_some() {
+        let raw = out.findings.len();
+        super::text::percent_spans(
+            scanner,
+            &data,
+            raw,
+            &format!("{loc_body}(percent)"),
+            &mut out.findings,
+        );
+    }
 
     // Undeclared gzip.
     if data.starts_with(&[0x1f, 0x8b]) {
@@ -204,6 +243,7 @@ fn scan_inner(
                 &format!("{prefix}gzip:"),
                 budget,
                 out,
+                false,
             );
         }
     }
@@ -220,6 +260,7 @@ fn scan_inner(
                 &keyword_spans,
                 &known_spans,
                 view_decoded,
+                abs,
                 &mut out.findings,
             );
         } else if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data) {
@@ -269,6 +310,7 @@ fn looks_like_form(data: &[u8]) -> bool {
 /// * known secrets: a string without escapes has the same normalised view as its bytes in the
 ///   raw body, so it can only hold a known secret that the raw scan found overlapping it
 ///   (`known_spans`); strings with escapes are always scanned for known secrets.
+#[allow(clippy::too_many_arguments)]
 fn scan_json_strings(
     scanner: &Scanner,
     data: &[u8],
@@ -276,6 +318,7 @@ fn scan_json_strings(
     keyword_spans: &[KeywordHit],
     known_spans: &[(usize, usize)],
     view_decoded: bool,
+    abs: bool,
     out: &mut Vec<Finding>,
 ) {
     let non_ascii_keywords = (0x80..=0xffu8).any(|b| scanner.is_keyword_byte(b));
@@ -308,6 +351,7 @@ fn scan_json_strings(
         if !(need_rules || need_known || b64 || unescape_anyway) {
             continue;
         }
+        let first_new = out.len();
         let decoded;
         escapes.clear();
         let bytes: &[u8] = if s.escaped {
@@ -342,6 +386,11 @@ fn scan_json_strings(
         }
         if b64 {
             out.extend(scan_base64_value(scanner, bytes, &s.path));
+        }
+        if abs {
+            for f in &mut out[first_new..] {
+                f.offset += s.start;
+            }
         }
     }
 }
@@ -656,6 +705,7 @@ fn scan_part(
         &loc,
         budget,
         out,
+        false,
     )
 }
 
@@ -678,6 +728,8 @@ mod tests {
     /// scanned on its own.
     fn old_json_scan(s: &Scanner, data: &[u8]) -> Vec<Finding> {
         let mut out = s.scan_located(data, "body");
+        let raw = out.len();
+        crate::decode::text::percent_spans(s, data, raw, "body(percent)", &mut out);
         if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
             let mut path = "$".to_string();
             walk_json(s, &v, &mut path, &mut out);

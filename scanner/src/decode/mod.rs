@@ -3,13 +3,19 @@
 //! Every function scans the raw bytes too, so a lying `Content-Type` (or none) never skips the
 //! scan; structure only adds decoded views and locations. Findings get `location` set to
 //! `path`, `query:NAME`, `header:NAME`, a JSON path like `$.messages[0].content`,
-//! `form:NAME`, `multipart:NAME/...` or `body`.
+//! `form:NAME`, `multipart:NAME/...`, `body`, `host` ([`scan_host`]) or, for text decoded
+//! by [`scan_text`], `percent` / `unescaped`.
 
 mod body;
+mod codec;
+mod host;
 mod json;
+mod text;
 mod url;
 
 pub use body::{decode_content_encoding, scan_body, BodyScan, DecodeError, DecodeLimits};
+pub use host::{label_stats, scan_host, LabelStats, MAX_HOST_RUNS};
+pub use text::{scan_file, scan_text};
 pub(crate) use url::common_clean;
 pub use url::{scan_headers, scan_url};
 mod host;

@@ -106,13 +106,18 @@ pub fn scan_url(scanner: &Scanner, path_and_query: &str) -> Vec<Finding> {
         Some(i) => (&raw[..i], Some(&raw[i + 1..])),
         None => (raw, None),
     };
+    let mut encoded = Vec::new();
     // Without escapes the path's only version is the raw one, scanned above.
     if decodable(path, false) {
         let start = out.len();
-        for v in decode_rounds(path, false).iter().skip(1) {
+        let versions = decode_rounds(path, false);
+        for v in versions.iter().skip(1) {
             scanner.scan_append(v, &mut out);
         }
         locate(&mut out[start..], "path");
+        scan_encoded_tokens(scanner, versions.last().unwrap(), "path", &mut encoded);
+    } else {
+        scan_encoded_tokens(scanner, path, "path", &mut encoded);
     }
     if let Some(q) = query {
         let mut joined = Vec::new();
@@ -131,14 +136,67 @@ pub fn scan_url(scanner: &Scanner, path_and_query: &str) -> Vec<Finding> {
             }
             if let Some(last) = versions.last() {
                 joined.extend_from_slice(last);
+                if last.len() >= MIN_ENCODED_TOKEN {
+                    scan_encoded_tokens(scanner, last, &format!("query:{name}"), &mut encoded);
+                }
             }
         }
         let start = out.len();
         scanner.scan_append(&joined, &mut out);
         locate(&mut out[start..], "query:*");
     }
+    out.append(&mut encoded);
     super::dedupe(&mut out);
     out
+}
+
+/// Tokens shorter than this are not tried as hex / base64 (a 16-character encoding holds at
+/// most 12 bytes).
+const MIN_ENCODED_TOKEN: usize = 16;
+
+/// The characters of an encoded token: base64 (both alphabets, so hex and base32 too).
+fn token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'_' | b'-')
+}
+
+/// The body decoders for rule patterns, on a (percent-decoded) path or query value: every
+/// token (maximal run of base64 characters, so `sha256:<hex>` gives `sha256` and the digest)
+/// split at `/` into segments, each of at least [`MIN_ENCODED_TOKEN`] bytes decoded as hex,
+/// base64url and base64; standard base64 also from each segment start across later `/`
+/// (its alphabet has `/`). Findings are appended with location `LOC(CODEC)`. Decoded bytes
+/// that are not text (digests, UUIDs) are checked for known secrets only, so they yield no
+/// rule finding.
+pub(crate) fn scan_encoded_tokens(scanner: &Scanner, v: &[u8], loc: &str, out: &mut Vec<Finding>) {
+    use super::codec::{scan_decoded_append, Codec};
+    if v.len() < MIN_ENCODED_TOKEN {
+        return;
+    }
+    let mut buf = Vec::new();
+    for token in v.split(|&b| !token_byte(b)) {
+        if token.len() < MIN_ENCODED_TOKEN {
+            continue;
+        }
+        let mut seg_start = 0;
+        for seg in token.split(|&b| b == b'/') {
+            let rest = &token[seg_start..];
+            seg_start += seg.len() + 1;
+            let mut try_codec = |codec: Codec, c: &[u8]| {
+                let start = out.len();
+                scan_decoded_append(scanner, codec, c, &mut buf, out);
+                if out.len() > start {
+                    locate(&mut out[start..], &format!("{loc}({})", codec.name()));
+                }
+            };
+            if seg.len() >= MIN_ENCODED_TOKEN {
+                for codec in [Codec::Hex, Codec::Base64Url, Codec::Base64] {
+                    try_codec(codec, seg);
+                }
+            }
+            if rest.len() > seg.len() && rest.len() >= MIN_ENCODED_TOKEN {
+                try_codec(Codec::Base64, rest);
+            }
+        }
+    }
 }
 
 /// Values shorter than this (after trimming) are not tried as base64.
@@ -466,9 +524,12 @@ mod reference {
             Some(i) => (&raw[..i], Some(&raw[i + 1..])),
             None => (raw, None),
         };
-        for v in decode_rounds(path, false).iter().skip(1) {
+        let mut encoded = Vec::new();
+        let paths = decode_rounds(path, false);
+        for v in paths.iter().skip(1) {
             out.extend(scanner.scan_located(v, "path"));
         }
+        super::scan_encoded_tokens(scanner, paths.last().unwrap(), "path", &mut encoded);
         if let Some(q) = query {
             let mut joined = Vec::new();
             for (name, versions) in form_pairs(q) {
@@ -480,10 +541,12 @@ mod reference {
                 }
                 if let Some(last) = versions.last() {
                     joined.extend_from_slice(last);
+                    super::scan_encoded_tokens(scanner, last, &loc, &mut encoded);
                 }
             }
             out.extend(scanner.scan_located(&joined, "query:*"));
         }
+        out.extend(encoded);
         crate::decode::dedupe(&mut out);
         out
     }
@@ -795,6 +858,71 @@ keywords = ["keep-alive"]
         ];
         assert!(scan_headers(s, h).is_empty());
         assert!(scan_url(s, "/v1/messages").is_empty());
+    }
+
+    /// A `ghp_` token hex / base64 / base64url-encoded in a path segment or query value is
+    /// found by the rule set (no known secret involved); ordinary URLs with digests, UUIDs and
+    /// long ids give nothing.
+    #[test]
+    fn encoded_rule_tokens_in_path_and_query() {
+        let s = Scanner::builder().default_rules(true).build().unwrap();
+        let mut rng = Rng::new(17);
+        let b64 = base64::engine::general_purpose::STANDARD_NO_PAD;
+        let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut slashed = 0;
+        for _ in 0..40 {
+            let tok = format!("ghp_{}", rng.chars('a', 36));
+            assert!(scan_url(&s, &format!("/x/{tok}"))
+                .iter()
+                .any(|f| f.rule_id == "github-pat"));
+            let hex = data_encoding::HEXLOWER.encode(tok.as_bytes());
+            // `???` encodes to `Pz8/`: the base64 spans path segments.
+            let std = b64.encode(format!("???token={tok}\n"));
+            slashed += usize::from(std.contains('/'));
+            let cases = [
+                (format!("/x/{hex}"), "path(hex)"),
+                (format!("/x/{}", hex.to_uppercase()), "path(hex)"),
+                (format!("/x/{std}"), "path(base64)"),
+                (format!("/x/{std}/tail.json"), "path(base64)"),
+                (format!("/x/{}", b64url.encode(&tok)), "path(base64"),
+                (format!("/x/sha1:{hex}/y"), "path(hex)"),
+                (format!("/api?q={hex}"), "query:q(hex)"),
+                (format!("/api?a=1&q=v1:{hex}"), "query:q(hex)"),
+                (format!("/api?q={}", b64url.encode(&tok)), "query:q(base64"),
+            ];
+            for (url, loc) in cases {
+                let raw = Scanner::scan(&s, url.as_bytes());
+                assert!(raw.is_empty(), "{url}: raw scan finds it already");
+                let f = scan_url(&s, &url);
+                assert!(
+                    f.iter().any(|f| f.rule_id == "github-pat"
+                        && f.location.as_deref().is_some_and(|l| l.starts_with(loc))),
+                    "{url}: {f:?}"
+                );
+            }
+        }
+        assert!(
+            slashed > 5,
+            "base64 with '/' across path segments exercised: {slashed}"
+        );
+        let digest = data_encoding::HEXLOWER.encode(&rng.bytes(32));
+        let clean = [
+            format!("/v2/library/python/blobs/sha256:{digest}"),
+            format!("/v2/library/python/manifests/sha256:{digest}?ns=docker.io"),
+            "/repos/octo/cat/git/commits/6dcb09b5b57875f334f61aebed695e2e4193db5e".to_string(),
+            "/api/v1/items/123e4567-e89b-12d3-a456-426614174000/versions/7".to_string(),
+            format!("/objects/{}/{}", &digest[..2], &digest[2..]),
+            format!("/download?checksum={digest}&id=5f3c9a7b2e1d4c6a8b0f9e7d"),
+            "/simple/requests/requests-2.32.3-py3-none-any.whl#sha256=70761cfe03c773ceb22aa2f671b4757976145175cdfca038c02654d061d6dcc6".to_string(),
+            "/npm/@types%2Fnode/-/node-20.11.30.tgz".to_string(),
+            "/v1/messages?beta=true".to_string(),
+            "/storage/v1/b/my-bucket/o/path%2Fto%2Fobject.tar.gz?alt=media&generation=1712345678901234".to_string(),
+            "/aGVsbG8gd29ybGQgdGhpcyBpcyBmaW5l/dGV4dA".to_string(),
+        ];
+        for url in clean {
+            let f = scan_url(&s, &url);
+            assert!(f.is_empty(), "{url}: {f:?}");
+        }
     }
 
     /// `scan_base64_value` (also used by the body decoders) against the reference, on values
