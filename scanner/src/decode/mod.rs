@@ -18,8 +18,6 @@ pub use host::{label_stats, scan_host, LabelStats, MAX_HOST_RUNS};
 pub use text::{scan_file, scan_text};
 pub(crate) use url::common_clean;
 pub use url::{scan_headers, scan_url};
-mod host;
-pub use host::scan_host;
 
 use crate::Finding;
 
