@@ -69,6 +69,12 @@ allow_private = ["127.0.0.1/32"]
 auth = { scheme = "Bearer", secret = "TOK" }
 
 [[route]]
+id = "nocap"
+host = "*.nocap.test"
+ports = [{port}]
+label_cap = false
+
+[[route]]
 id = "pushy"
 host = "ws.test"
 ports = [{port}]
