@@ -334,6 +334,25 @@ mod tests {
         assert!(!scan_host(&s, &h).is_empty(), "{h}");
     }
 
+    /// Agent-controlled input: random names (dots, brackets, colons, non-ASCII, empty labels,
+    /// over-long names) never panic and give stats consistent with the labels.
+    #[test]
+    fn random_names_do_not_panic() {
+        let s = scanner();
+        let mut rng = Rng::new(99);
+        let alphabet: Vec<char> = "ab7Z.-_:[]%\u{e9}\u{1F600}".chars().collect();
+        for i in 0..3000 {
+            let n = if i % 100 == 0 { 600 } else { rng.below(80) };
+            let h: String = (0..n)
+                .map(|_| alphabet[rng.below(alphabet.len())])
+                .collect();
+            let _ = scan_host(&s, &h);
+            let st = label_stats(&h);
+            assert!(st.labels >= 1 && st.max_label_len <= h.len(), "{h:?}");
+            assert!(st.max_label_entropy >= 0.0 && st.payload_len <= h.len());
+        }
+    }
+
     #[test]
     fn label_stats_separate_encoded_from_ordinary() {
         let mut rng = Rng::new(2);

@@ -304,6 +304,28 @@ mod tests {
         }
     }
 
+    /// Random text full of `%`, backslashes, quotes and non-UTF-8 bytes never panics, and
+    /// every decoded finding lies inside the input.
+    #[test]
+    fn random_text_does_not_panic() {
+        let s = scanner();
+        let mut rng = Rng::new(31);
+        let parts: [&[u8]; 10] = [
+            b"%", b"%4", b"%41", b"\\\\n", b"\\u0067", b"\"", b" ", b"\n", b"\xff", b"ghp_",
+        ];
+        for _ in 0..2000 {
+            let mut t = Vec::new();
+            for _ in 0..rng.below(60) {
+                t.extend_from_slice(parts[rng.below(parts.len())]);
+                let n = rng.below(5);
+                t.extend(rng.chars('a', n).bytes());
+            }
+            for f in scan_text(&s, &t).into_iter().chain(scan_file(&s, &t)) {
+                assert!(f.offset + f.len <= t.len(), "{f:?}");
+            }
+        }
+    }
+
     /// A PEM key inside a JSON string inside a JSON string (`\\n` newlines) is found.
     #[test]
     fn doubly_escaped_pem_in_json() {
