@@ -20,7 +20,9 @@ fn scanner() -> &'static Scanner {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&sel, rest)) = data.split_first() else { return };
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
     let s = scanner();
     let _ = s.scan(rest);
     // streaming with a split point
@@ -44,7 +46,10 @@ fuzz_target!(|data: &[u8]| {
         4 => Some("zstd"),
         _ => Some("gzip, br"),
     };
-    let lim = DecodeLimits { max_decoded: 1 << 20, max_depth: 4 };
+    let lim = DecodeLimits {
+        max_decoded: 1 << 20,
+        max_depth: 4,
+    };
     let _ = scan_body(s, ct, ce, rest, &lim);
     let text = String::from_utf8_lossy(rest);
     let _ = scan_url(s, &text);
