@@ -1,0 +1,50 @@
+//! Building git child processes with a clean, gate-controlled environment.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use crate::config::GateConfig;
+use crate::credential::{git_config_entries, Credential};
+
+/// A `tokio` command for `git <args>` with the environment cleared except `PATH`, no system or
+/// global config, no terminal prompts, the gate's config entries (credential header included,
+/// through the environment only), killed when dropped.
+pub(crate) fn git(
+    cfg: &GateConfig,
+    cred: Option<&Credential>,
+    git_dir: Option<&Path>,
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(&cfg.git_program);
+    cmd.env_clear();
+    for (k, v) in base_env(cred) {
+        cmd.env(k, v);
+    }
+    if let Some(d) = git_dir {
+        cmd.env("GIT_DIR", d);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// The environment every git child of the gate gets.
+pub(crate) fn base_env(cred: Option<&Credential>) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("GIT_CONFIG_NOSYSTEM".to_string(), "1".to_string()),
+        ("GIT_CONFIG_GLOBAL".to_string(), "/dev/null".to_string()),
+        ("GIT_TERMINAL_PROMPT".to_string(), "0".to_string()),
+        ("LC_ALL".to_string(), "C".to_string()),
+    ];
+    if let Ok(p) = std::env::var("PATH") {
+        env.push(("PATH".to_string(), p));
+    }
+    let entries = git_config_entries(cred);
+    env.push(("GIT_CONFIG_COUNT".to_string(), entries.len().to_string()));
+    for (i, (k, v)) in entries.into_iter().enumerate() {
+        env.push((format!("GIT_CONFIG_KEY_{i}"), k));
+        env.push((format!("GIT_CONFIG_VALUE_{i}"), v));
+    }
+    env
+}
