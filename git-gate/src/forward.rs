@@ -57,6 +57,9 @@ pub fn push_upstream(
 ) -> Forwarded {
     let mut child = match Command::new(git)
         .args(push_args(url, updates))
+        // A local (file://) upstream's receive-pack would inherit it and refuse to update
+        // refs; our own side needs only GIT_OBJECT_DIRECTORY/ALTERNATES to read the objects.
+        .env_remove("GIT_QUARANTINE_PATH")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -44,7 +44,7 @@ mod tests {
 
     #[test]
     fn err_line_is_one_line() {
-        assert_eq!(err_line("bad\nthing"), b"0010ERR bad thing\n".to_vec());
+        assert_eq!(err_line("bad\nthing"), b"0012ERR bad thing\n".to_vec());
     }
 
     #[test]

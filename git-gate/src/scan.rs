@@ -58,7 +58,7 @@ pub struct PushFinding {
     pub rule_id: String,
     /// Where it was.
     pub place: Place,
-    /// The commit (for blobs: the newest pushed commit that introduced the blob, if found).
+    /// The commit (for blobs: the oldest pushed commit that added the blob at a path, if found).
     pub commit: Option<String>,
     /// The file path (blobs and path names) or ref name.
     pub path: Option<String>,
@@ -77,7 +77,7 @@ impl std::fmt::Display for PushFinding {
         match self.place {
             Place::Blob => write!(
                 f,
-                "rule {} in file {path} line {} (commit {commit})",
+                "rule {} in file {path} line {} (added in commit {commit})",
                 self.rule_id, self.line
             ),
             Place::Commit => write!(
@@ -218,7 +218,7 @@ pub fn scan_push(
             continue;
         }
         let out = Command::new(git)
-            .args(["log", "--format=%H", "-1"])
+            .args(["log", "--format=%H", "--reverse"])
             .arg(format!("--find-object={oid}"))
             .args(&tips)
             .args(["--not", "--all", "--"])
@@ -226,7 +226,12 @@ pub fn scan_push(
             .output()
             .ok()
             .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .next()
+                    .map(str::to_string)
+            })
             .filter(|s| !s.is_empty());
         introduced.insert(p.clone(), out);
     }
@@ -338,7 +343,7 @@ mod tests {
         };
         assert_eq!(
             f.to_string(),
-            "rule github-pat in file conf/app.env line 3 (commit 0123456789ab)"
+            "rule github-pat in file conf/app.env line 3 (added in commit 0123456789ab)"
         );
     }
 }
