@@ -1,191 +1,13 @@
 //! End-to-end tests of the git gate with real git clients against a local upstream (a bare
 //! repository reached through `file://`). No network.
 
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::process::Output;
 use std::time::Duration;
 
-use bottle_git_gate::{GateConfig, GitGate, PushPolicy, RemoteConfig};
-
-/// A GitHub classic token shape built at run time (never a literal in the source).
-fn token() -> String {
-    format!("{}{}{}", "gh", "p_", "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5")
-}
-
-struct World {
-    tmp: tempfile::TempDir,
-    upstream: PathBuf,
-    base: String,
-    gate: GitGate,
-    _rt: tokio::runtime::Runtime,
-}
-
-fn git_in(dir: &Path, home: &Path, args: &[&str]) -> Output {
-    Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_AUTHOR_NAME", "Agent")
-        .env("GIT_AUTHOR_EMAIL", "agent@example.com")
-        .env("GIT_COMMITTER_NAME", "Agent")
-        .env("GIT_COMMITTER_EMAIL", "agent@example.com")
-        .output()
-        .expect("run git")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-impl World {
-    fn start(policy: PushPolicy) -> World {
-        Self::start_with(policy, Vec::new(), None)
-    }
-
-    fn start_with(policy: PushPolicy, known: Vec<(String, Vec<u8>)>, url: Option<String>) -> World {
-        let tmp = tempfile::tempdir().unwrap();
-        let home = tmp.path().join("home");
-        std::fs::create_dir_all(&home).unwrap();
-        let upstream = tmp.path().join("upstream.git");
-        let o = git_in(
-            tmp.path(),
-            &home,
-            &[
-                "init",
-                "--bare",
-                "-q",
-                "-b",
-                "main",
-                upstream.to_str().unwrap(),
-            ],
-        );
-        assert!(o.status.success(), "{}", stderr(&o));
-        let seed = tmp.path().join("seed");
-        let o = git_in(
-            tmp.path(),
-            &home,
-            &[
-                "clone",
-                "-q",
-                upstream.to_str().unwrap(),
-                seed.to_str().unwrap(),
-            ],
-        );
-        assert!(o.status.success(), "{}", stderr(&o));
-        std::fs::write(seed.join("README.md"), "hello\n").unwrap();
-        let w = World::partial(tmp, upstream.clone());
-        w.ok(&seed, &["add", "."]);
-        w.ok(&seed, &["commit", "-qm", "initial"]);
-        w.ok(&seed, &["push", "-q", "origin", "HEAD:main"]);
-        let url = url.unwrap_or_else(|| format!("file://{}", upstream.display()));
-        let mut cfg = GateConfig::new(
-            w.tmp.path().join("gate-state"),
-            PathBuf::from(env!("CARGO_BIN_EXE_bottle-git-hook")),
-            vec![RemoteConfig {
-                name: "proj".into(),
-                url,
-                credential: None,
-                policy,
-            }],
-        );
-        cfg.known_secrets = known;
-        cfg.limits.max_request_bytes = 8 << 20;
-        cfg.limits.fetch_timeout = Duration::from_secs(30);
-        cfg.limits.service_timeout = Duration::from_secs(60);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let gate = rt.block_on(GitGate::new(cfg)).expect("gate starts");
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let g = gate.clone();
-        rt.spawn(async move { g.serve(listener).await });
-        World {
-            tmp: w.tmp,
-            upstream,
-            base,
-            gate,
-            _rt: rt,
-        }
-    }
-
-    /// Only the temp dir and upstream (used while seeding).
-    fn partial(tmp: tempfile::TempDir, upstream: PathBuf) -> PartialWorld {
-        PartialWorld { tmp, upstream }
-    }
-
-    fn home(&self) -> PathBuf {
-        self.tmp.path().join("home")
-    }
-
-    fn git(&self, dir: &Path, args: &[&str]) -> Output {
-        git_in(dir, &self.home(), args)
-    }
-
-    fn ok(&self, dir: &Path, args: &[&str]) -> String {
-        let o = self.git(dir, args);
-        assert!(o.status.success(), "git {args:?} failed: {}", stderr(&o));
-        String::from_utf8_lossy(&o.stdout).trim().to_string()
-    }
-
-    fn url(&self) -> String {
-        format!("{}/proj", self.base)
-    }
-
-    /// Clones through the gate into `<tmp>/<name>`.
-    fn clone(&self, name: &str) -> PathBuf {
-        let dir = self.tmp.path().join(name);
-        let o = self.git(
-            self.tmp.path(),
-            &["clone", "-q", &self.url(), dir.to_str().unwrap()],
-        );
-        assert!(
-            o.status.success(),
-            "clone through the gate failed: {}",
-            stderr(&o)
-        );
-        dir
-    }
-
-    fn upstream_ref(&self, name: &str) -> Option<String> {
-        let o = self.git(&self.upstream, &["rev-parse", "--verify", "-q", name]);
-        o.status
-            .success()
-            .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    }
-
-    fn commit_file(&self, repo: &Path, path: &str, content: &str, msg: &str) -> String {
-        let p = repo.join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, content).unwrap();
-        self.ok(repo, &["add", "-A"]);
-        self.ok(repo, &["commit", "-qm", msg]);
-        self.ok(repo, &["rev-parse", "HEAD"])
-    }
-}
-
-struct PartialWorld {
-    tmp: tempfile::TempDir,
-    #[allow(dead_code)]
-    upstream: PathBuf,
-}
-
-impl PartialWorld {
-    fn ok(&self, dir: &Path, args: &[&str]) {
-        let o = git_in(dir, &self.tmp.path().join("home"), args);
-        assert!(o.status.success(), "git {args:?}: {}", stderr(&o));
-    }
-}
+use bottle_git_gate::PushPolicy;
+use common::{raw_request, stderr, token, Opts, World};
 
 #[test]
 fn clone_and_fetch_see_upstream_including_a_fresh_commit() {
@@ -357,11 +179,10 @@ fn a_token_in_a_commit_message_is_rejected() {
 #[test]
 fn the_bottles_known_secret_base64_encoded_is_rejected() {
     let secret = b"bottle-injected-token-0123456789".to_vec();
-    let w = World::start_with(
-        PushPolicy::default(),
-        vec![("API_TOKEN".into(), secret.clone())],
-        None,
-    );
+    let w = World::start_with(Opts {
+        known: vec![("API_TOKEN".into(), secret.clone())],
+        ..Opts::default()
+    });
     let c = w.clone("c");
     let before = w.upstream_ref("main").unwrap();
     use base64::Engine;
@@ -463,23 +284,6 @@ fn enabled_policy_allows_tags_deletes_and_force_in_the_namespace_only() {
     assert!(w.upstream_ref("refs/heads/bottle/wip").is_none());
 }
 
-/// Sends a raw HTTP request and returns the whole response (the server closes or finishes it).
-fn raw_request(base: &str, path: &str, content_type: &str, body: &[u8]) -> String {
-    let addr = base.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    let _ = s.write_all(body);
-    let mut out = Vec::new();
-    let r = s.read_to_end(&mut out);
-    assert!(r.is_ok() || !out.is_empty(), "no answer in time: {r:?}");
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[test]
 fn garbage_bodies_get_errors_not_hangs_and_the_gate_keeps_serving() {
     let w = World::start(PushPolicy::default());
@@ -540,4 +344,93 @@ fn garbage_bodies_get_errors_not_hangs_and_the_gate_keeps_serving() {
     let c = w.clone("c");
     assert!(c.join("README.md").exists());
     assert_eq!(w.upstream_ref("main").as_deref(), Some(before.as_str()));
+}
+
+#[test]
+fn an_upstream_rejection_reaches_the_agent_and_the_mirror_does_not_move() {
+    let w = World::start(PushPolicy::default());
+    let c = w.clone("c");
+    let before = w.upstream_ref("main").unwrap();
+    let hook = w.upstream.join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\necho 'upstream policy says no' >&2\nexit 1\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    w.commit_file(&c, "a.txt", "a\n", "clean change");
+    let o = w.git(&c, &["push", "origin", "HEAD:main"]);
+    let e = stderr(&o);
+    assert!(!o.status.success(), "{e}");
+    assert!(e.contains("upstream policy says no"), "{e}");
+    assert!(e.contains("upstream refused it"), "{e}");
+    assert_eq!(w.upstream_ref("main").as_deref(), Some(before.as_str()));
+    let m = w.gate.mirror("proj").unwrap().dir().to_path_buf();
+    assert_eq!(
+        w.ok(&m, &["rev-parse", "main"]),
+        before,
+        "the mirror claims the ref moved"
+    );
+}
+
+#[test]
+fn a_hanging_upstream_fails_the_fetch_at_the_deadline() {
+    // Accepts connections and never answers.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming() {
+            held.push(s);
+        }
+    });
+    let w = World::start_with(Opts {
+        url: Some(Box::new(move |_| format!("http://{addr}/r.git"))),
+        fetch_timeout: Duration::from_secs(2),
+        ..Opts::default()
+    });
+    let start = std::time::Instant::now();
+    let o = w.git(w.tmp.path(), &["clone", &w.url(), "x"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("did not answer within 2s"), "{e}");
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn a_gzip_protocol_v2_request_is_served() {
+    let w = World::start(PushPolicy::default());
+    let main = w.upstream_ref("main").unwrap();
+    // The advertisement first (refreshes the mirror), then a gzip'd ls-refs.
+    let o = w.git(w.tmp.path(), &["ls-remote", &w.url()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut req = Vec::new();
+    for l in ["command=ls-refs\n"] {
+        req.extend(format!("{:04x}{l}", l.len() + 4).bytes());
+    }
+    req.extend(b"0001");
+    for l in ["peel\n", "ref-prefix refs/heads/\n"] {
+        req.extend(format!("{:04x}{l}", l.len() + 4).bytes());
+    }
+    req.extend(b"0000");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &req).unwrap();
+    let body = gz.finish().unwrap();
+    let r = common::raw_request_with(
+        &w.base,
+        "/proj/git-upload-pack",
+        &[
+            ("Content-Type", "application/x-git-upload-pack-request"),
+            ("Content-Encoding", "gzip"),
+            ("Git-Protocol", "version=2"),
+        ],
+        &body,
+    );
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.contains(&format!("{main} refs/heads/main")), "{r}");
 }
