@@ -434,3 +434,78 @@ fn a_gzip_protocol_v2_request_is_served() {
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     assert!(r.contains(&format!("{main} refs/heads/main")), "{r}");
 }
+
+#[test]
+fn a_token_inside_a_binary_file_is_rejected() {
+    let w = World::start(PushPolicy::default());
+    let c = w.clone("c");
+    let before = w.upstream_ref("main").unwrap();
+    let mut bin = vec![0u8, 159, 146, 150, 0, 0, 1];
+    bin.extend_from_slice(token().as_bytes());
+    bin.extend_from_slice(&[0, 0, 255, 254]);
+    std::fs::write(c.join("blob.bin"), &bin).unwrap();
+    w.ok(&c, &["add", "blob.bin"]);
+    w.ok(&c, &["commit", "-qm", "binary"]);
+    let o = w.git(&c, &["push", "origin", "HEAD:main"]);
+    assert_rejected(&w, &o, &before, &["github-pat", "blob.bin"]);
+}
+
+#[test]
+fn a_multi_ref_push_is_all_or_nothing() {
+    let w = World::start(PushPolicy::default());
+    let c = w.clone("c");
+    let before = w.upstream_ref("main").unwrap();
+    w.commit_file(&c, "ok.txt", "fine\n", "clean");
+    w.ok(&c, &["branch", "clean"]);
+    w.commit_file(&c, "bad.txt", &format!("{}\n", token()), "dirty");
+    let o = w.git(
+        &c,
+        &[
+            "push",
+            "origin",
+            "clean:refs/heads/clean",
+            "HEAD:refs/heads/dirty",
+        ],
+    );
+    assert_rejected(&w, &o, &before, &["bad.txt"]);
+    assert!(
+        w.upstream_ref("refs/heads/clean").is_none(),
+        "the clean ref must not land either"
+    );
+    assert!(w.upstream_ref("refs/heads/dirty").is_none());
+    // Two clean refs land together.
+    let o = w.git(
+        &c,
+        &[
+            "push",
+            "origin",
+            "clean:refs/heads/clean",
+            "clean:refs/heads/clean2",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(w.upstream_ref("refs/heads/clean").is_some());
+    assert!(w.upstream_ref("refs/heads/clean2").is_some());
+}
+
+#[test]
+fn concurrent_fetches_all_get_fresh_refs() {
+    let w = World::start(PushPolicy::default());
+    let main = w.upstream_ref("main").unwrap();
+    let url = w.url();
+    let home = w.home();
+    let dir = w.tmp.path().to_path_buf();
+    let handles: Vec<_> = (0..6)
+        .map(|_| {
+            let (url, home, dir) = (url.clone(), home.clone(), dir.clone());
+            std::thread::spawn(move || {
+                common::git_in(&dir, &home, &["ls-remote", &url, "refs/heads/main"])
+            })
+        })
+        .collect();
+    for h in handles {
+        let o = h.join().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(String::from_utf8_lossy(&o.stdout).starts_with(&main));
+    }
+}
