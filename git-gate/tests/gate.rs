@@ -410,9 +410,7 @@ fn a_gzip_protocol_v2_request_is_served() {
     let o = w.git(w.tmp.path(), &["ls-remote", &w.url()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let mut req = Vec::new();
-    for l in ["command=ls-refs\n"] {
-        req.extend(format!("{:04x}{l}", l.len() + 4).bytes());
-    }
+    req.extend(b"0014command=ls-refs\n");
     req.extend(b"0001");
     for l in ["peel\n", "ref-prefix refs/heads/\n"] {
         req.extend(format!("{:04x}{l}", l.len() + 4).bytes());
