@@ -41,7 +41,7 @@ impl Mirror {
             )
             .await?;
         }
-        let settings: [(&str, String); 10] = [
+        let settings: [(&str, String); 9] = [
             ("core.hooksPath", hooks_dir.display().to_string()),
             ("receive.fsckObjects", "true".into()),
             (
@@ -54,7 +54,6 @@ impl Mirror {
             ("gc.auto", "0".into()),
             ("core.logAllRefUpdates", "false".into()),
             ("uploadpack.allowFilter", "true".into()),
-            ("transfer.hideRefs", "refs/gate/".into()),
         ];
         for (k, v) in settings {
             run_ok(
