@@ -507,3 +507,89 @@ fn concurrent_fetches_all_get_fresh_refs() {
         assert!(String::from_utf8_lossy(&o.stdout).starts_with(&main));
     }
 }
+
+#[test]
+fn shallow_and_partial_clones_work() {
+    let w = World::start(PushPolicy::default());
+    let d = w.tmp.path().join("shallow");
+    w.ok(
+        w.tmp.path(),
+        &["clone", "-q", "--depth", "1", &w.url(), d.to_str().unwrap()],
+    );
+    assert_eq!(w.ok(&d, &["rev-parse", "--is-shallow-repository"]), "true");
+    let p = w.tmp.path().join("partial");
+    w.ok(
+        w.tmp.path(),
+        &[
+            "clone",
+            "-q",
+            "--filter=blob:none",
+            &w.url(),
+            p.to_str().unwrap(),
+        ],
+    );
+    assert!(p.join("README.md").exists());
+}
+
+#[test]
+fn a_blob_over_the_cap_is_refused_not_skipped() {
+    let w = World::start_with(Opts {
+        max_blob_bytes: 4096,
+        ..Opts::default()
+    });
+    let c = w.clone("c");
+    let before = w.upstream_ref("main").unwrap();
+    w.commit_file(&c, "big.dat", &"x".repeat(5000), "big");
+    let o = w.git(&c, &["push", "origin", "HEAD:main"]);
+    assert_rejected(
+        &w,
+        &o,
+        &before,
+        &["big.dat", "5000 bytes", "limit of 4096 bytes"],
+    );
+}
+
+#[test]
+fn secrets_in_a_tag_message_or_a_ref_name_are_rejected() {
+    let policy = PushPolicy {
+        push: vec!["refs/heads/*".into(), "refs/tags/*".into()],
+        allow_tags: true,
+        ..PushPolicy::default()
+    };
+    let w = World::start(policy);
+    let c = w.clone("c");
+    w.ok(
+        &c,
+        &["tag", "-a", "-m", &format!("release key {}", token()), "v2"],
+    );
+    let o = w.git(&c, &["push", "origin", "refs/tags/v2"]);
+    let e = stderr(&o);
+    assert!(!o.status.success(), "{e}");
+    assert!(e.contains("github-pat") && e.contains("tag object"), "{e}");
+    assert!(w.upstream_ref("refs/tags/v2").is_none());
+    let branch = format!("refs/heads/{}", token());
+    let o = w.git(&c, &["push", "origin", &format!("HEAD:{branch}")]);
+    let e = stderr(&o);
+    assert!(!o.status.success(), "{e}");
+    assert!(e.contains("github-pat") && e.contains("ref name"), "{e}");
+    assert!(w.upstream_ref(&branch).is_none());
+}
+
+#[test]
+fn push_options_are_refused() {
+    let w = World::start(PushPolicy::default());
+    let c = w.clone("c");
+    w.commit_file(&c, "a.txt", "a\n", "a");
+    let o = w.git(
+        &c,
+        &[
+            "push",
+            "-o",
+            "secret_push_protection.skip_all",
+            "origin",
+            "HEAD:main",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("push options"), "{}", stderr(&o));
+}

@@ -24,6 +24,7 @@ pub struct Opts {
     pub url: Option<UrlFor>,
     pub credential: Option<Credential>,
     pub fetch_timeout: Duration,
+    pub max_blob_bytes: u64,
 }
 
 impl Default for Opts {
@@ -34,6 +35,7 @@ impl Default for Opts {
             url: None,
             credential: None,
             fetch_timeout: Duration::from_secs(30),
+            max_blob_bytes: 1 << 20,
         }
     }
 }
@@ -83,6 +85,7 @@ impl World {
             url,
             credential,
             fetch_timeout,
+            max_blob_bytes,
         } = opts;
         let tmp = tempfile::tempdir().unwrap();
         let home = tmp.path().join("home");
@@ -135,6 +138,7 @@ impl World {
         cfg.known_secrets = known;
         cfg.limits.max_request_bytes = 8 << 20;
         cfg.limits.fetch_timeout = fetch_timeout;
+        cfg.limits.max_blob_bytes = max_blob_bytes;
         cfg.limits.service_timeout = Duration::from_secs(60);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
