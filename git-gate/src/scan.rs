@@ -105,6 +105,8 @@ pub struct ScanReport {
     pub bytes: u64,
     /// Findings, in object order.
     pub findings: Vec<PushFinding>,
+    /// Findings dropped because the same match was already in the parent version of the path.
+    pub suppressed: usize,
 }
 
 /// Scans every object reachable from `tips` and not from the repository's refs. `tips` must be
@@ -181,7 +183,7 @@ pub fn scan_push(
             _ => {}
         }
     }
-    let mut blob_hits: Vec<PushFinding> = Vec::new();
+    let mut blob_hits: Vec<BlobHit> = Vec::new();
     cat_file(git, "--batch", &wanted, |(oid, kind, _), data| {
         report.objects += 1;
         report.bytes += data.len() as u64;
@@ -192,6 +194,15 @@ pub fn scan_push(
                 "commit" => (Place::Commit, Some(oid.clone()), None),
                 _ => (Place::Tag, Some(oid.clone()), None),
             };
+            // The matched bytes, kept only to compare with the parent version (never shown):
+            // only for raw matches of pattern rules (decoded findings and the bottle's own
+            // secrets are never suppressed).
+            let secret = (place == Place::Blob
+                && f.location.is_none()
+                && f.known_secret.is_none()
+                && f.offset + f.len <= data.len()
+                && f.len > 0)
+                .then(|| data[f.offset..f.offset + f.len].to_vec());
             let finding = PushFinding {
                 rule_id: f.rule_id,
                 place,
@@ -200,26 +211,30 @@ pub fn scan_push(
                 line,
             };
             if place == Place::Blob {
-                blob_hits.push(finding);
+                blob_hits.push(BlobHit {
+                    finding,
+                    blob: oid.clone(),
+                    secret,
+                });
             } else {
                 report.findings.push(finding);
             }
         }
         Ok(())
     })?;
-    // Name the commit that introduced each flagged blob (only for findings: cheap).
+    // Name the commit that added each flagged blob (only for findings: cheap), and drop a
+    // finding whose exact match is already in that commit's first parent at the same path
+    // (a secret already upstream is not re-flagged when the agent edits the file). By
+    // induction this only ever excuses bytes that upstream already had: a parent version
+    // that is itself new was scanned too.
     let mut introduced: HashMap<String, Option<String>> = HashMap::new();
-    for (oid, _, _) in &checks {
-        if blob_hits.is_empty() {
-            break;
-        }
-        let Some(p) = paths.get(oid) else { continue };
-        if !blob_hits.iter().any(|h| h.path.as_deref() == Some(p)) || introduced.contains_key(p) {
+    for h in &blob_hits {
+        if introduced.contains_key(&h.blob) {
             continue;
         }
         let out = Command::new(git)
             .args(["log", "--format=%H", "--reverse"])
-            .arg(format!("--find-object={oid}"))
+            .arg(format!("--find-object={}", h.blob))
             .args(&tips)
             .args(["--not", "--all", "--"])
             .stdin(Stdio::null())
@@ -231,18 +246,63 @@ pub fn scan_push(
                     .lines()
                     .next()
                     .map(str::to_string)
-            })
-            .filter(|s| !s.is_empty());
-        introduced.insert(p.clone(), out);
+            });
+        introduced.insert(h.blob.clone(), out);
     }
+    let mut parents: HashMap<String, Option<Vec<u8>>> = HashMap::new();
     for mut h in blob_hits {
-        h.commit = h
-            .path
-            .as_ref()
-            .and_then(|p| introduced.get(p).cloned().flatten());
-        report.findings.push(h);
+        h.finding.commit = introduced.get(&h.blob).cloned().flatten();
+        if let (Some(c), Some(p), Some(secret)) = (&h.finding.commit, &h.finding.path, &h.secret) {
+            let key = format!("{c}^:{p}");
+            let parent = parents
+                .entry(key.clone())
+                .or_insert_with(|| read_blob(git, &key, max_blob));
+            if parent
+                .as_ref()
+                .is_some_and(|data| memchr::memmem::find(data, secret).is_some())
+            {
+                report.suppressed += 1;
+                continue;
+            }
+        }
+        report.findings.push(h.finding);
     }
     Ok(report)
+}
+
+/// A finding in a blob before its commit is known.
+struct BlobHit {
+    finding: PushFinding,
+    blob: String,
+    secret: Option<Vec<u8>>,
+}
+
+/// The contents of blob `rev` (`<commit>^:<path>`), if it exists and is at most `max` bytes.
+fn read_blob(git: &Path, rev: &str, max: u64) -> Option<Vec<u8>> {
+    let size = Command::new(git)
+        .args(["cat-file", "-s", rev])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })?;
+    if size > max {
+        return None;
+    }
+    Command::new(git)
+        .args(["cat-file", "blob", rev])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| o.stdout)
 }
 
 /// Runs `git cat-file <mode>` over `oids`, returning (oid, type, size) per object and handing

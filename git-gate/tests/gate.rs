@@ -593,3 +593,36 @@ fn push_options_are_refused() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("push options"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_secret_already_upstream_at_the_same_path_is_not_re_flagged_but_a_copy_is() {
+    let w = World::start(PushPolicy::default());
+    // Upstream already holds a token in legacy.env (committed by someone, before the gate).
+    let other = w.tmp.path().join("other");
+    w.ok(
+        w.tmp.path(),
+        &[
+            "clone",
+            "-q",
+            w.upstream.to_str().unwrap(),
+            other.to_str().unwrap(),
+        ],
+    );
+    w.commit_file(
+        &other,
+        "legacy.env",
+        &format!("A=1\nT={}\n", token()),
+        "legacy",
+    );
+    w.ok(&other, &["push", "-q", "origin", "HEAD:main"]);
+    let c = w.clone("c");
+    // Editing another line of that file passes...
+    let edited = w.commit_file(&c, "legacy.env", &format!("A=2\nT={}\n", token()), "edit A");
+    let o = w.git(&c, &["push", "origin", "HEAD:main"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(w.upstream_ref("main").as_deref(), Some(edited.as_str()));
+    // ...copying the token to a new file does not.
+    w.commit_file(&c, "copy.env", &format!("T={}\n", token()), "copy");
+    let o = w.git(&c, &["push", "origin", "HEAD:main"]);
+    assert_rejected(&w, &o, &edited, &["github-pat", "copy.env"]);
+}
