@@ -178,7 +178,13 @@ impl Mirror {
     fn git_failure(&self, stderr: &[u8]) -> String {
         let text = String::from_utf8_lossy(stderr);
         let text = scrub(text.trim(), &self.secrets());
-        let mut short: String = text.lines().take(4).collect::<Vec<_>>().join("; ");
+        let mut short: String = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .take(4)
+            .collect::<Vec<_>>()
+            .join("; ");
         if short.len() > 600 {
             let mut cut = 600;
             while !short.is_char_boundary(cut) {
