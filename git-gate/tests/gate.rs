@@ -626,3 +626,64 @@ fn a_secret_already_upstream_at_the_same_path_is_not_re_flagged_but_a_copy_is() 
     let o = w.git(&c, &["push", "origin", "HEAD:main"]);
     assert_rejected(&w, &o, &edited, &["github-pat", "copy.env"]);
 }
+
+#[test]
+fn a_push_racing_an_upstream_change_is_refused_not_overwritten() {
+    let w = World::start(PushPolicy::default());
+    let c = w.clone("c"); // the mirror now has main = M
+    let m = w.ok(&c, &["rev-parse", "HEAD"]);
+    let n = w.commit_file(&c, "mine.txt", "mine\n", "mine");
+    // Upstream moves after the gate's last advertisement.
+    let other = w.tmp.path().join("other");
+    w.ok(
+        w.tmp.path(),
+        &[
+            "clone",
+            "-q",
+            w.upstream.to_str().unwrap(),
+            other.to_str().unwrap(),
+        ],
+    );
+    let theirs = w.commit_file(&other, "theirs.txt", "theirs\n", "theirs");
+    w.ok(&other, &["push", "-q", "origin", "HEAD:main"]);
+    // A receive-pack request built by hand against the old advertisement (no new GET).
+    let pack = {
+        let mut child = std::process::Command::new("git")
+            .args(["pack-objects", "--stdout", "--revs", "-q"])
+            .current_dir(&c)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{n}\n^{m}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap().stdout
+    };
+    let cmd = format!("{m} {n} refs/heads/main\0report-status side-band-64k\n");
+    let mut body = format!("{:04x}{cmd}0000", cmd.len() + 4).into_bytes();
+    body.extend_from_slice(&pack);
+    let r = raw_request(
+        &w.base,
+        "/proj/git-receive-pack",
+        "application/x-git-receive-pack-request",
+        &body,
+    );
+    assert!(r.contains("ng refs/heads/main"), "{r}");
+    assert!(r.contains("upstream refused it"), "{r}");
+    assert_eq!(
+        w.upstream_ref("main").as_deref(),
+        Some(theirs.as_str()),
+        "upstream was overwritten"
+    );
+    let mirror = w.gate.mirror("proj").unwrap().dir().to_path_buf();
+    assert_eq!(
+        w.ok(&mirror, &["rev-parse", "main"]),
+        m,
+        "the mirror claims the ref moved"
+    );
+}
