@@ -167,8 +167,8 @@ impl GitGate {
     /// status 200, so git clients print them) when the service is known, plain text otherwise.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<GateBody>
     where
-        B: Body<Data = Bytes>,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
     {
         let path = req.uri().path().to_string();
         let query = req.uri().query().unwrap_or("").to_string();
@@ -281,8 +281,8 @@ impl GitGate {
         req: Request<B>,
     ) -> Result<Response<GateBody>, GateError>
     where
-        B: Body<Data = Bytes>,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
     {
         let cfg = &self.inner.cfg;
         let mirror = self.mirror_of(remote)?;
@@ -301,12 +301,24 @@ impl GitGate {
             .get(header::CONTENT_ENCODING)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let input = crate::request_body::read(
-            req.into_body(),
-            encoding.as_deref(),
-            cfg.limits.max_request_bytes,
-        )
-        .await?;
+        let limit_bytes = cfg.limits.max_request_bytes;
+        let declared: Option<u64> = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        if declared.is_some_and(|n| n > limit_bytes) {
+            return Err(GateError::TooLarge { limit: limit_bytes });
+        }
+        // Plain bodies (pushed packs) stream into git, counted against the limit (git enforces
+        // it too: receive.maxInputSize); gzip ones (upload-pack negotiation) are small and
+        // inflated in memory within the limit.
+        let input = match encoding.as_deref().map(str::trim) {
+            None | Some("") | Some("identity") => Input::Stream(Box::pin(req.into_body())),
+            Some(e) => Input::Buffered(
+                crate::request_body::read(req.into_body(), Some(e), limit_bytes).await?,
+            ),
+        };
         let cred = mirror.remote().credential.as_ref();
         let mut cmd = match service {
             // receive-pack's hook pushes upstream: it needs the credential (inherited env).
@@ -337,7 +349,32 @@ impl GitGate {
         tokio::spawn(async move {
             let work = async move {
                 let feed = async move {
-                    let _ = stdin.write_all(&input).await;
+                    match input {
+                        Input::Buffered(b) => {
+                            let _ = stdin.write_all(&b).await;
+                        }
+                        Input::Stream(mut body) => {
+                            let mut total = 0u64;
+                            while let Some(frame) = body.frame().await {
+                                let Ok(frame) = frame else { break };
+                                let Ok(data) = frame.into_data() else {
+                                    continue;
+                                };
+                                total += data.len() as u64;
+                                if total > limit_bytes {
+                                    // Truncated: git fails on the short input (fail closed).
+                                    tracing::warn!(
+                                        limit = limit_bytes,
+                                        "git gate request body over the limit; cut"
+                                    );
+                                    break;
+                                }
+                                if stdin.write_all(&data).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
                     drop(stdin);
                 };
                 let pump = async move {
@@ -385,6 +422,12 @@ impl GitGate {
             ChannelBody { rx }.boxed(),
         ))
     }
+}
+
+/// A request body: streamed into git, or already decoded.
+enum Input<B> {
+    Stream(Pin<Box<B>>),
+    Buffered(Bytes),
 }
 
 /// A response body fed from a channel.

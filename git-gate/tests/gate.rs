@@ -687,3 +687,62 @@ fn a_push_racing_an_upstream_change_is_refused_not_overwritten() {
         "the mirror claims the ref moved"
     );
 }
+
+#[test]
+fn a_multi_megabyte_push_streams_through_and_an_oversized_chunked_body_lands_nothing() {
+    let w = World::start_with(Opts {
+        max_blob_bytes: 6 << 20,
+        ..Opts::default()
+    });
+    let c = w.clone("c");
+    // ~3 MiB of incompressible bytes (the pack is about as large).
+    let mut data = Vec::with_capacity(3 << 20);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while data.len() < 3 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    std::fs::write(c.join("noise.bin"), &data).unwrap();
+    w.ok(&c, &["add", "noise.bin"]);
+    w.ok(&c, &["commit", "-qm", "noise"]);
+    let head = w.ok(&c, &["rev-parse", "HEAD"]);
+    let o = w.git(&c, &["push", "origin", "HEAD:main"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(w.upstream_ref("main").as_deref(), Some(head.as_str()));
+    // A chunked body (no Content-Length) over the 8 MiB limit: answered, no hang, nothing lands
+    // (the gate cuts it at the limit; receive.maxInputSize would refuse it too).
+    let addr = w.base.trim_start_matches("http://").to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    use std::io::{Read, Write};
+    let z = "0".repeat(40);
+    let cmd = format!("{z} {head} refs/heads/big\0report-status\n");
+    let mut first = format!("{:04x}{cmd}0000", cmd.len() + 4).into_bytes();
+    first.extend_from_slice(b"PACK\0\0\0\x02\0\0\x10\0");
+    write!(
+        s,
+        "POST /proj/git-receive-pack HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-git-receive-pack-request\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let chunk = vec![b'z'; 1 << 20];
+    let _ = write!(s, "{:x}\r\n", first.len())
+        .and_then(|_| s.write_all(&first))
+        .and_then(|_| s.write_all(b"\r\n"));
+    for _ in 0..10 {
+        if write!(s, "{:x}\r\n", chunk.len())
+            .and_then(|_| s.write_all(&chunk))
+            .and_then(|_| s.write_all(b"\r\n"))
+            .is_err()
+        {
+            break;
+        }
+    }
+    let _ = s.write_all(b"0\r\n\r\n");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let r = String::from_utf8_lossy(&out);
+    assert!(!r.contains("ok refs/heads/big"), "{r}");
+    assert!(w.upstream_ref("refs/heads/big").is_none());
+}
