@@ -199,3 +199,35 @@ fn is_ancestor(git: &std::path::Path, old: &str, new: &str) -> bool {
         .map(|s| s.success())
         .unwrap_or(false)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_its_configuration_the_hook_rejects() {
+        // No test in this crate sets CONFIG_ENV.
+        assert!(std::env::var_os(CONFIG_ENV).is_none());
+        let mut input: &[u8] = b"";
+        let mut out = Vec::new();
+        assert_eq!(run_pre_receive(&mut input, &mut out), 1);
+        assert!(String::from_utf8_lossy(&out).contains("not configured"));
+    }
+
+    #[test]
+    fn malformed_input_rejects_before_anything_runs() {
+        let cfg = HookConfig {
+            remote: "p".into(),
+            upstream: "file:///nonexistent".into(),
+            policy: PushPolicy::default(),
+            max_blob_bytes: 1,
+            push_timeout_secs: 1,
+            git_program: "/nonexistent/git".into(),
+            known_secrets: Vec::new(),
+        };
+        let mut input: &[u8] = b"--upload-pack=evil x refs/heads/main\n";
+        let mut out = Vec::new();
+        let e = run(&cfg, &mut input, &mut out).unwrap_err();
+        assert!(e[0].contains("malformed hook input line"), "{e:?}");
+    }
+}

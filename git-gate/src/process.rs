@@ -48,3 +48,42 @@ pub(crate) fn base_env(cred: Option<&Credential>) -> Vec<(String, String)> {
     }
     env
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_credential_travels_in_the_environment_never_in_argv() {
+        let cfg = GateConfig::new("/tmp/s".into(), "/bin/true".into(), Vec::new());
+        let cred = Credential::Bearer("tok-abcdef-123456".into());
+        let mut cmd = git(&cfg, Some(&cred), None);
+        cmd.args(["fetch", "--", "https://example.com/r.git"]);
+        let std = cmd.as_std();
+        assert!(std
+            .get_args()
+            .all(|a| !a.to_string_lossy().contains("tok-abcdef")));
+        let envs: Vec<(String, String)> = std
+            .get_envs()
+            .filter_map(|(k, v)| {
+                Some((
+                    k.to_string_lossy().into_owned(),
+                    v?.to_string_lossy().into_owned(),
+                ))
+            })
+            .collect();
+        let key = envs
+            .iter()
+            .find(|(_, v)| v == "http.extraHeader")
+            .map(|(k, _)| k.replace("KEY", "VALUE"))
+            .expect("extraHeader configured");
+        assert!(envs.contains(&(key, "Authorization: Bearer tok-abcdef-123456".into())));
+        assert!(envs.contains(&("GIT_CONFIG_GLOBAL".into(), "/dev/null".into())));
+        // Without a credential there is no header at all.
+        let cmd = git(&cfg, None, None);
+        assert!(cmd
+            .as_std()
+            .get_envs()
+            .all(|(_, v)| v.is_none_or(|v| !v.to_string_lossy().contains("Authorization"))));
+    }
+}
