@@ -410,6 +410,12 @@ impl Scanner {
                     continue;
                 }
             }
+            if self.inner.rules[*ri].assignment {
+                if let Some((ws, we)) = assignment_window(data, start) {
+                    windows.push((*ri, ws, we));
+                }
+                continue;
+            }
             let mut ws = start.saturating_sub(WINDOW_BACK);
             if let Some(nl) = memchr::memchr(b'\n', &data[ws..start]) {
                 ws += nl + 1;
@@ -549,4 +555,106 @@ impl Scanner {
             })
             .collect()
     }
+}
+
+/// A byte of a name in an assignment (`[A-Za-z0-9_.-]`).
+fn name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')
+}
+
+/// A byte of an assigned value (`[A-Za-z0-9+/_.~!@#%^*=-]`).
+fn value_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'+' | b'/'
+                | b'_'
+                | b'.'
+                | b'~'
+                | b'!'
+                | b'@'
+                | b'#'
+                | b'%'
+                | b'^'
+                | b'*'
+                | b'='
+                | b'-'
+        )
+}
+
+/// `\s` without Unicode.
+fn space_byte(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c')
+}
+
+/// The minimum value length of an `assignment` rule.
+const ASSIGNMENT_MIN_VALUE: usize = 16;
+
+/// For a rule with `assignment = true`: the window `(start, end)` its regex needs around the
+/// keyword hit starting at `hit`, or `None` when no match can have the hit in its name. The
+/// shape checked is a superset of what such a rule matches (see `rules.rs`): the name (the
+/// run of name bytes around the hit, starting at most [`WINDOW_BACK`] bytes back), at most two
+/// of `` *`"' ``, whitespace, `=`, `:` or `|` (optionally followed by `=` or `>`),
+/// whitespace, at most one quote, and at least 16 value bytes ending within
+/// [`WINDOW_FWD`] bytes. The window starts 3 bytes before the name (quotes and the byte before
+/// them), not before its line, and ends one byte after the quote and whitespace that follow
+/// the value.
+pub(crate) fn assignment_window(data: &[u8], hit: usize) -> Option<(usize, usize)> {
+    let floor = hit.saturating_sub(WINDOW_BACK);
+    let mut ns = hit;
+    while ns > floor && name_byte(data[ns - 1]) {
+        ns -= 1;
+    }
+    if ns == floor && floor > 0 && name_byte(data[ns - 1]) {
+        return None;
+    }
+    let cap = (hit + WINDOW_FWD).min(data.len());
+    let mut e = hit;
+    while e < cap && name_byte(data[e]) {
+        e += 1;
+    }
+    let mut quotes = 0;
+    while quotes < 2 && e < cap && matches!(data[e], b'*' | b'`' | b'"' | b'\'') {
+        e += 1;
+        quotes += 1;
+    }
+    while e < cap && space_byte(data[e]) {
+        e += 1;
+    }
+    if e >= cap || !matches!(data[e], b'=' | b':' | b'|') {
+        return None;
+    }
+    let value_end = |mut p: usize| -> Option<usize> {
+        while p < cap && space_byte(data[p]) {
+            p += 1;
+        }
+        if p < cap && matches!(data[p], b'`' | b'"' | b'\'') {
+            p += 1;
+        }
+        let v = p;
+        while p < cap && value_byte(data[p]) {
+            p += 1;
+        }
+        (p - v >= ASSIGNMENT_MIN_VALUE && (p < cap || p == data.len())).then_some(p)
+    };
+    let mut end = value_end(e + 1);
+    if end.is_none() && e + 1 < cap && matches!(data[e + 1], b'=' | b'>') {
+        end = value_end(e + 2);
+    }
+    // What may follow the value: a quote, whitespace (also line ends: a Markdown cell's
+    // closing `|` may be on the next line) and one more byte.
+    let mut we = end?;
+    let stop = (we + 256).min(data.len());
+    if we < stop && matches!(data[we], b'`' | b'"' | b'\'') {
+        we += 1;
+    }
+    while we < stop && space_byte(data[we]) {
+        we += 1;
+    }
+    let we = (we + 1).min(data.len());
+    let mut ws = ns.saturating_sub(3);
+    if let Some(nl) = memchr::memrchr(b'\n', &data[ws..ns]) {
+        ws += nl + 1;
+    }
+    Some((ws, we))
 }

@@ -434,3 +434,89 @@ fn twilio_and_doubly_escaped_pem() {
         );
     }
 }
+
+/// `assignment = true` (regex only around hits in a `NAME <op> VALUE` shape, on a window from
+/// just before the name to the end of the value's line) finds what the same rule finds with
+/// the usual wide windows, on random assignment-like text. (Names whose keyword is `auth` or
+/// `pwd` without one of the rule's keyword shapes, e.g. `authorization`, are left out: the
+/// wide windows find those only when another keyword hit's window happens to cover them.)
+#[test]
+fn assignment_windows_same_as_wide_windows() {
+    // The same rules loaded as a user file (`core` is reserved for the built-in set), with
+    // and without `assignment = true`.
+    let toml = bottle_scanner::rules::DEFAULT_RULES_TOML.replace("\ncore = true\n", "\n");
+    let wide_toml = toml.replace("\nassignment = true\n", "\n");
+    assert_ne!(wide_toml, toml);
+    let build = |t: &str| {
+        Scanner::builder()
+            .rules_toml("rules.toml", t)
+            .unwrap()
+            .build()
+            .unwrap()
+    };
+    let (narrow, wide) = (build(&toml), build(&wide_toml));
+    let mut rng = Rng::new(2027);
+    let pick = |rng: &mut Rng, xs: &[&'static str]| xs[rng.below(xs.len())];
+    let names = [
+        "API_SECRET",
+        "db_password",
+        "auth_token",
+        "token",
+        "my.secret-key",
+        "x",
+        "github-credential",
+        "PRIVATE_KEY",
+        "apikey",
+        "tokenizer",
+        "passwd",
+        "x_auth",
+        "pwd_hash",
+    ];
+    let lead = [
+        "", "export ", "set ", "- **", "| `", "\"", "'", " ", "\n", "(", "a", "*`",
+    ];
+    let quote = ["", "\"", "`", "**", "'\"", "\"\"\"", "*"];
+    let space = ["", " ", "  ", "\t", "\n", " \n "];
+    let op = [
+        "=", ":", ":=", "=>", "|", "==", "= ", ": ", "-", " ", "=\"", ":'",
+    ];
+    let tail = [
+        "\n", " ", ";", ",", ")", "|", "\"", "", "`", "'", " |", "\r\n", "(", "\t\n",
+    ];
+    let mut compared = 0;
+    for _ in 0..3000 {
+        let mut t = String::new();
+        for _ in 0..1 + rng.below(6) {
+            t.push_str(pick(&mut rng, &lead));
+            t.push_str(pick(&mut rng, &names));
+            t.push_str(pick(&mut rng, &quote));
+            t.push_str(pick(&mut rng, &space));
+            t.push_str(pick(&mut rng, &op));
+            t.push_str(pick(&mut rng, &space));
+            let n = 10 + rng.below(30);
+            let mut v = rng.chars('a', n);
+            if rng.below(3) == 0 {
+                v.insert(
+                    rng.below(v.len()),
+                    pick(&mut rng, &["=", "/", "-", ".", "'", " "])
+                        .chars()
+                        .next()
+                        .unwrap(),
+                );
+            }
+            t.push_str(&v);
+            t.push_str(pick(&mut rng, &tail));
+        }
+        let gen = |s: &Scanner| -> Vec<(usize, usize)> {
+            s.scan(t.as_bytes())
+                .into_iter()
+                .filter(|f| f.rule_id == "generic-secret-assignment")
+                .map(|f| (f.offset, f.len))
+                .collect()
+        };
+        let (a, b) = (gen(&narrow), gen(&wide));
+        compared += b.len();
+        assert_eq!(a, b, "{t:?}");
+    }
+    assert!(compared > 500, "only {compared} generic findings compared");
+}

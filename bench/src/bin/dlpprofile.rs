@@ -7,7 +7,8 @@
 //! of a `--size`-byte LLM-style JSON body (after one warm-up), printing the mean µs per
 //! inspection and the p50. `--cold-mib N` touches N MiB of other memory before each inspection
 //! (only the inspections are timed), to see what the inspector costs on cold caches (the TLS
-//! and HTTP work between two requests in the proxy evicts its tables). Usage:
+//! and HTTP work between two requests in the proxy evicts its tables). `--path` sets the
+//! request target (default `/v1/messages`), e.g. a clean URL with long path tokens. Usage:
 //! `valgrind --tool=callgrind target/release/dlpprofile --iters 20 --size 10000`.
 #[path = "../shared/llm_body.rs"]
 mod llm_body;
@@ -44,6 +45,9 @@ struct Cli {
     /// only the inspections are timed.
     #[arg(long, default_value_t = 0)]
     cold_mib: usize,
+    /// Request target (path and query) of the inspected request.
+    #[arg(long, default_value = "/v1/messages")]
+    path: String,
 }
 
 use llm_body::body;
@@ -85,7 +89,7 @@ fn main() -> Result<()> {
             port: 443,
             tls: true,
             method: &Method::POST,
-            path_and_query: "/v1/messages",
+            path_and_query: &cli.path,
             headers: &mut headers,
             secrets: &secrets,
             redacted: &mut redacted,
