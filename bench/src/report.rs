@@ -262,6 +262,9 @@ fn render_ws(r: &Results, s: &mut String) {
                         _ => v.cell(),
                     },
                     (None, Some(_)) => "n/a".to_string(),
+                    (None, None) if r.by.contains_key(&(l.clone(), sc.clone())) => {
+                        "failed".to_string()
+                    }
                     (None, None) => "—".to_string(),
                 };
                 let _ = write!(s, " {cell} |");
@@ -291,7 +294,7 @@ fn render_ws(r: &Results, s: &mut String) {
 
     let _ = writeln!(
         s,
-        "\n### WebSocket: scanning vs without (messages/s, median; per round in parentheses)\n"
+        "\n### WebSocket: scanning vs without (ratio of the median messages/s)\n"
     );
     let _ = writeln!(
         s,

@@ -67,6 +67,7 @@ async fn session(
         .await
         .context("writing upgrade")?;
     let mut head = Vec::with_capacity(512);
+    let mut extra = 0;
     let mut chunk = [0u8; 1024];
     loop {
         let n = tls.read(&mut chunk).await.context("reading 101")?;
@@ -75,9 +76,8 @@ async fn session(
         }
         head.extend_from_slice(&chunk[..n]);
         if let Some(p) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-            if p + 4 != head.len() {
-                bail!("data after the upgrade response");
-            }
+            extra = head.len() - (p + 4);
+            head.truncate(p + 4);
             break;
         }
         if head.len() > MAX_HEAD {
@@ -93,6 +93,9 @@ async fn session(
             .map(|l| format!(" ({l})"))
             .unwrap_or_default();
         bail!("upgrade refused: {status}{deny}");
+    }
+    if extra != 0 {
+        bail!("{extra} bytes after the 101 response head ({status})");
     }
     let config = WebSocketConfig::default()
         .max_message_size(Some(16 << 20))
