@@ -14,6 +14,13 @@
 #   BENCH_OUT=bench/out       where certificates, configs, logs and results go
 #   BOTTLE_SIDECAR=path       use this bottle-sidecar binary instead of building it
 #   BENCH_SKIP_DEPS=1         do not call scripts/deps.sh / pip
+#   BENCH_UP_PORT=18443       nginx port (wsecho: +1)
+#   BENCH_PROXY_PORT=13128    bottle port (squid +1, mitmproxy +2, bottle-dlpoff +3, bottle-noscan +4)
+#   BENCH_WS=1                run the WebSocket echo phase (0: skip it)
+#   BENCH_WS_SECONDS=$BENCH_SECONDS   duration of each WebSocket run
+#   BENCH_WS_ROUNDS=3         WebSocket rounds; each round runs every column once per size, alternating
+#   BENCH_WS_CONNS=8          concurrent WebSocket connections
+#   BENCH_WS_SIZES="1024 65536"   message sizes (bytes)
 # Results: bench/out/proxy-results.md (markdown) and bench/out/proxy-results.jsonl (raw).
 set -euo pipefail
 
@@ -26,10 +33,18 @@ NEWCONN_CONNS=${BENCH_NEWCONN_CONNS:-8}
 BULK_MB=${BENCH_BULK_MB:-1024}
 BULK_TIMEOUT=${BENCH_BULK_TIMEOUT:-300}
 HOST=${BENCH_HOST:-localhost}
-UP_PORT=18443
-BOTTLE_PORT=13128
-SQUID_PORT=13129
-MITM_PORT=13130
+WS=${BENCH_WS:-1}
+WS_SECS=${BENCH_WS_SECONDS:-$SECS}
+WS_ROUNDS=${BENCH_WS_ROUNDS:-3}
+WS_CONNS=${BENCH_WS_CONNS:-8}
+WS_SIZES=${BENCH_WS_SIZES:-1024 65536}
+UP_PORT=${BENCH_UP_PORT:-18443}
+WS_UP_PORT=$((UP_PORT + 1))
+BOTTLE_PORT=${BENCH_PROXY_PORT:-13128}
+SQUID_PORT=$((BOTTLE_PORT + 1))
+MITM_PORT=$((BOTTLE_PORT + 2))
+DLPOFF_PORT=$((BOTTLE_PORT + 3))
+NOSCAN_PORT=$((BOTTLE_PORT + 4))
 VENV=$ROOT/bench/.venv
 RESULTS=$OUT/proxy-results.jsonl
 REPORT=$OUT/proxy-results.md
@@ -96,6 +111,8 @@ done
 log "building proxyload (release)"
 cargo build -q --release -p bottle-bench
 LOAD=$ROOT/target/release/proxyload
+WSECHO=$ROOT/target/release/wsecho
+NOSCAN=$ROOT/target/release/noscanproxy
 
 BOTTLE_BIN=${BOTTLE_SIDECAR:-}
 BOTTLE_WHY=""
@@ -167,35 +184,70 @@ NGINX_PID=$!
 PIDS+=("$NGINX_PID")
 wait_port "$UP_PORT" "$NGINX_PID" nginx "$UP/error.log" || die "nginx did not start"
 
+if [ "$WS" != 0 ]; then
+  log "starting wsecho (WebSocket echo upstream) on 127.0.0.1:$WS_UP_PORT"
+  "$WSECHO" --listen "127.0.0.1:$WS_UP_PORT" --cert "$UP/leaf.pem" --key "$UP/leaf.key" >"$UP/wsecho.log" 2>&1 &
+  WSECHO_PID=$!
+  PIDS+=("$WSECHO_PID")
+  wait_port "$WS_UP_PORT" "$WSECHO_PID" wsecho "$UP/wsecho.log" || die "wsecho did not start"
+fi
+
 URL_SMALL="https://$HOST:$UP_PORT/small"
+URL_WS="https://$HOST:$WS_UP_PORT/echo"
 URL_BIG="https://$HOST:$UP_PORT/big"
 : >"$RESULTS"
 
 # ---------------------------------------------------------------- proxies
 # Each start_* sets PROXY_PID, PROXY_ADDR, PROXY_CA, PROXY_LOG or returns 1 (with WHY set).
+# start_bottle [VARIANT [PORT]]: VARIANT is
+#   default  bottle-sidecar host mode as a bottle runs it: DLP inspector (DlpInspector::for_bottle,
+#            installed by host mode), one bottle secret (--secrets-file, 0600) that both routes inject
+#            as `Authorization: Bearer` (so the known-secret pass, credential injection and the
+#            response-reflection check are all active), DLP default (on);
+#   dlpoff   bottle-sidecar, no secrets, both routes `dlp = false` (what a policy can switch off; the
+#            inspector is still installed and still scans WebSocket messages, see the README);
+#   noscan   noscanproxy: the same proxy library with no inspector and no secrets (no per-message
+#            scan at all; frames still parsed and re-framed).
 start_bottle() {
   WHY=""
+  local variant=${1:-default} port=${2:-$BOTTLE_PORT}
   if [ -n "$BOTTLE_WHY" ]; then WHY=$BOTTLE_WHY; return 1; fi
   [ -x "$BOTTLE_BIN" ] || { WHY="no bottle-sidecar binary at $BOTTLE_BIN"; return 1; }
-  local d=$OUT/bottle
+  local d=$OUT/bottle-$variant
   rm -rf "$d"; mkdir -p "$d"
   if ! "$BOTTLE_BIN" gen-ca --out "$d/ca" >"$d/gen-ca.log" 2>&1; then
     WHY="bottle-sidecar gen-ca failed: $(tail -n 3 "$d/gen-ca.log" | tr '\n' ' ')"; return 1
   fi
-  local cert key
+  local cert key extra=""
   cert=$d/ca/ca.pem
   key=$d/ca/ca.key
   [ -s "$cert" ] && [ -s "$key" ] || { WHY="gen-ca did not write ca.pem and ca.key in $d/ca: $(ls "$d/ca" | tr '\n' ' ')"; return 1; }
+  case $variant in
+    default) extra='auth = { scheme = "Bearer", secret = "BENCH_TOKEN" }' ;;
+    dlpoff) extra='dlp = false' ;;
+    noscan) ;;
+    *) WHY="unknown bottle variant $variant"; return 1 ;;
+  esac
   {
     printf '[settings]\nextra_roots = ["""\n%s\n"""]\n\n' "$(cat "$UP/ca.pem")"
-    printf '[[route]]\nid = "bench-upstream"\nhost = "%s"\nports = [%s]\nallow_private = ["127.0.0.1/32", "::1/128"]\n' "$HOST" "$UP_PORT"
+    printf '[[route]]\nid = "bench-upstream"\nhost = "%s"\nports = [%s]\nallow_private = ["127.0.0.1/32", "::1/128"]\n%s\n\n' "$HOST" "$UP_PORT" "$extra"
+    printf '[[route]]\nid = "bench-ws"\nhost = "%s"\nports = [%s]\nallow_private = ["127.0.0.1/32", "::1/128"]\n%s\n' "$HOST" "$WS_UP_PORT" "$extra"
   } >"$d/policy.toml"
+  local args=(--policy "$d/policy.toml" --ca-cert "$cert" --ca-key "$key" --listen "127.0.0.1:$port" --audit "$d/audit.jsonl")
+  local bin=$BOTTLE_BIN
+  if [ "$variant" = default ]; then
+    # A bottle secret for host mode: a 0600 JSON file (never env or argv).
+    (umask 077; printf '{"BENCH_TOKEN": "bench_%s"}\n' "$(openssl rand -hex 20)" >"$d/secrets.json")
+    args+=(--secrets-file "$d/secrets.json")
+  elif [ "$variant" = noscan ]; then
+    [ -x "$NOSCAN" ] || { WHY="no noscanproxy binary at $NOSCAN"; return 1; }
+    bin=$NOSCAN
+  fi
   PROXY_LOG=$d/sidecar.log
-  "$BOTTLE_BIN" --policy "$d/policy.toml" --ca-cert "$cert" --ca-key "$key" \
-    --listen "127.0.0.1:$BOTTLE_PORT" --audit "$d/audit.jsonl" >"$PROXY_LOG" 2>&1 &
+  "$bin" "${args[@]}" >"$PROXY_LOG" 2>&1 &
   PROXY_PID=$!; PIDS+=("$PROXY_PID")
-  PROXY_ADDR=127.0.0.1:$BOTTLE_PORT; PROXY_CA=$cert
-  wait_port "$BOTTLE_PORT" "$PROXY_PID" bottle-sidecar "$PROXY_LOG" || { WHY="bottle-sidecar did not start (see $PROXY_LOG)"; return 1; }
+  PROXY_ADDR=127.0.0.1:$port; PROXY_CA=$cert
+  wait_port "$port" "$PROXY_PID" "bottle ($variant)" "$PROXY_LOG" || { WHY="bottle ($variant) did not start (see $PROXY_LOG)"; return 1; }
 }
 
 start_squid() {
@@ -219,6 +271,7 @@ tls_outgoing_options cafile=$UP/ca.pem
 http_access allow localhost
 http_access deny all
 cache deny all
+${SQUID_EXTRA:-}
 cache_mem 8 MB
 pid_filename $d/squid.pid
 cache_log $d/cache.log
@@ -312,6 +365,49 @@ for label in $PROXIES; do
   esac
 done
 
+# ---------------------------------------------------------------- WebSocket echo phase
+# All columns run at once (idle ones cost nothing) and the runs alternate: each round runs every
+# column once per message size, so load from elsewhere on the box hits all columns alike.
+if [ "$WS" != 0 ]; then
+  declare -A WS_ADDR WS_CA
+  for label in $PROXIES; do
+    case $label in
+      direct) WS_ADDR[direct]=""; WS_CA[direct]=$UP/ca.pem ;;
+      bottle)
+        for v in default dlpoff noscan; do
+          case $v in default) lab=bottle; port=$BOTTLE_PORT ;; dlpoff) lab=bottle-dlpoff; port=$DLPOFF_PORT ;; noscan) lab=bottle-noscan; port=$NOSCAN_PORT ;; esac
+          log "websocket: starting $lab"
+          if start_bottle "$v" "$port"; then WS_ADDR[$lab]=$PROXY_ADDR; WS_CA[$lab]=$PROXY_CA
+          else unavailable "$lab" "$WHY"; fi
+        done ;;
+      squid)
+        log "websocket: starting squid (http_upgrade_request_protocols WebSocket allow all)"
+        if SQUID_EXTRA="http_upgrade_request_protocols WebSocket allow all" start_squid; then
+          WS_ADDR[squid]=$PROXY_ADDR; WS_CA[squid]=$PROXY_CA
+        else unavailable squid-ws "$WHY"; fi ;;
+      mitmproxy)
+        log "websocket: starting mitmproxy"
+        if start_mitmproxy; then WS_ADDR[mitmproxy]=$PROXY_ADDR; WS_CA[mitmproxy]=$PROXY_CA
+        else unavailable mitmproxy-ws "$WHY"; fi ;;
+    esac
+  done
+  WS_LABELS=()
+  for lab in direct bottle bottle-dlpoff bottle-noscan squid mitmproxy; do
+    [ -n "${WS_CA[$lab]+x}" ] && WS_LABELS+=("$lab")
+  done
+  for round in $(seq "$WS_ROUNDS"); do
+    for size in $WS_SIZES; do
+      sc=ws$((size / 1024))k
+      for lab in "${WS_LABELS[@]}"; do
+        args=(--label "$lab" --scenario "$sc" --url "$URL_WS" --ca "${WS_CA[$lab]}" --conns "$WS_CONNS" --seconds "$WS_SECS" --size "$size")
+        [ -n "${WS_ADDR[$lab]}" ] && args+=(--proxy "${WS_ADDR[$lab]}")
+        log "websocket round $round/$WS_ROUNDS: $lab, $WS_CONNS connections, $size-byte messages, ${WS_SECS}s"
+        "$LOAD" ws "${args[@]}" >>"$RESULTS" || log "$lab: scenario $sc could not run"
+      done
+    done
+  done
+fi
+
 # ---------------------------------------------------------------- report
 {
   echo "## Proxy benchmark — $(date -u +%Y-%m-%dT%H:%MZ)"
@@ -323,6 +419,8 @@ done
        "mitmproxy $("$VENV/bin/mitmdump" --version 2>/dev/null | sed -n 's/^Mitmproxy: //p' || echo '?') (default settings)."
   echo "Latency 'paced' = 8 keep-alive connections at $LAT_RATE req/s in total; 'saturated' = the 8-connection keep-alive run." \
        "RSS = VmRSS of the proxy process tree (squid: with its helpers), peak sampled every 50 ms."
+  [ "$WS" != 0 ] && echo "WebSocket: $WS_CONNS connections ping-ponging one text message (LLM-style JSON) at a time with" \
+       "wsecho (Rust, tokio-tungstenite, TLS), ${WS_SECS} s per run, $WS_ROUNDS alternating rounds: median (min–max)."
   echo
   "$LOAD" report --results "$RESULTS"
 } >"$REPORT"

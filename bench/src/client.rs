@@ -118,6 +118,16 @@ impl Target {
         Ok(sender)
     }
 
+    /// The request path (with query) of the URL.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// `host:port` of the URL, as sent in `CONNECT` and `Host`.
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
     /// A GET request for the target path with the right `Host`.
     pub fn request(&self) -> Result<Request<Empty<Bytes>>> {
         Request::get(self.path.as_str())

@@ -61,7 +61,7 @@ pub struct Record {
 }
 
 /// Per-worker counters, merged at the end.
-struct Stats {
+pub(crate) struct Stats {
     hist: Histogram<u64>,
     requests: u64,
     errors: u64,
@@ -70,7 +70,7 @@ struct Stats {
 }
 
 impl Stats {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             // 1 µs .. 10 min, 3 significant digits.
             hist: Histogram::new_with_bounds(1, 600_000_000, 3).expect("static histogram bounds"),
@@ -81,20 +81,20 @@ impl Stats {
         }
     }
 
-    fn ok(&mut self, took: Duration, bytes: u64) {
+    pub(crate) fn ok(&mut self, took: Duration, bytes: u64) {
         self.requests += 1;
         self.bytes += bytes;
         let _ = self.hist.record((took.as_micros() as u64).max(1));
     }
 
-    fn err(&mut self, e: anyhow::Error) {
+    pub(crate) fn err(&mut self, e: anyhow::Error) {
         self.errors += 1;
         if self.first_error.is_none() {
             self.first_error = Some(format!("{e:#}"));
         }
     }
 
-    fn merge(&mut self, other: Stats) {
+    pub(crate) fn merge(&mut self, other: Stats) {
         let _ = self.hist.add(&other.hist);
         self.requests += other.requests;
         self.errors += other.errors;
@@ -146,7 +146,7 @@ pub async fn run(
     Ok(record_from(total, conns, secs))
 }
 
-fn record_from(s: Stats, conns: usize, secs: f64) -> Record {
+pub(crate) fn record_from(s: Stats, conns: usize, secs: f64) -> Record {
     let (p50, p99) = if s.hist.is_empty() {
         (0, 0)
     } else {

@@ -6,9 +6,12 @@
 //! `report` turns a file of such lines into a markdown table.
 
 mod client;
+#[path = "shared/llm_body.rs"]
+mod llm_body;
 mod load;
 mod report;
 mod rss;
+mod ws;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,6 +42,8 @@ enum Cmd {
     Newconn(LoadArgs),
     /// One download of the URL on one connection, measuring MB/s and the peak RSS of --watch-pid.
     Bulk(BulkArgs),
+    /// N WebSocket connections ping-ponging text messages of --size bytes with an echo server.
+    Ws(WsArgs),
     /// Prints the current RSS of a process and its descendants as a record (scenario "idle").
     Rss {
         /// Label of the record (direct, bottle, squid, mitmproxy).
@@ -95,6 +100,21 @@ struct LoadArgs {
 }
 
 #[derive(Args)]
+struct WsArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Concurrent WebSocket connections.
+    #[arg(long, default_value_t = 8)]
+    conns: usize,
+    /// Duration of the run.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Message size in bytes (an LLM-style JSON text message of about this size).
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+}
+
+#[derive(Args)]
 struct BulkArgs {
     #[command(flatten)]
     target: TargetArgs,
@@ -146,6 +166,35 @@ fn run(cli: Cli) -> Result<()> {
             })?;
             rec.label = a.target.label;
             rec.scenario = a.target.scenario.unwrap_or_else(|| "bulk".into());
+            emit(&rec)
+        }
+        Cmd::Ws(a) => {
+            if a.conns == 0 {
+                bail!("--conns must be at least 1");
+            }
+            if !(a.seconds > 0.0 && a.seconds.is_finite()) {
+                bail!("--seconds must be a positive number");
+            }
+            // JSON escaping makes the body longer than asked: shrink the request until it fits.
+            let mut ask = a.size;
+            let mut body = llm_body::body(ask);
+            for _ in 0..32 {
+                if body.len() <= a.size || ask == 0 {
+                    break;
+                }
+                ask = ask.saturating_sub(body.len() - a.size);
+                body = llm_body::body(ask);
+            }
+            let payload = String::from_utf8(body.to_vec()).context("message body is not UTF-8")?;
+            let rt = runtime(a.target.threads)?;
+            let mut rec = rt.block_on(async {
+                let target = Arc::new(
+                    client::Target::new(&a.target.url, a.target.proxy, &a.target.ca).await?,
+                );
+                ws::run(target, a.conns, a.seconds, payload).await
+            })?;
+            rec.label = a.target.label;
+            rec.scenario = a.target.scenario.unwrap_or_else(|| "ws".into());
             emit(&rec)
         }
         Cmd::Rss { label, pid } => {

@@ -47,39 +47,127 @@ struct Metric {
     get: fn(&Results, &str) -> Option<f64>,
 }
 
+/// The order of the WebSocket table's columns; other labels follow in the order first seen.
+const WS_KNOWN: [&str; 6] = [
+    "direct",
+    "bottle",
+    "bottle-dlpoff",
+    "bottle-noscan",
+    "squid",
+    "mitmproxy",
+];
+
+/// Is this a WebSocket scenario (`ws1k`, `ws64k`, ...)?
+fn is_ws(scenario: &str) -> bool {
+    scenario.starts_with("ws")
+}
+
 /// Records indexed by (label, scenario).
 pub struct Results {
+    /// Columns of the HTTP tables.
     labels: Vec<String>,
-    by: BTreeMap<(String, String), Record>,
+    /// Columns of the WebSocket table.
+    ws_labels: Vec<String>,
+    /// WebSocket scenarios in the order first seen.
+    ws_scenarios: Vec<String>,
+    /// Every record of a (label, scenario), in file order (WebSocket runs repeat).
+    by: BTreeMap<(String, String), Vec<Record>>,
     unavailable: BTreeMap<String, String>,
+    /// WebSocket columns that could not run (label → reason); written as label `NAME-ws`.
+    ws_unavailable: BTreeMap<String, String>,
 }
 
 impl Results {
-    /// Indexes records; a later record for the same (label, scenario) wins.
+    /// Indexes records. HTTP figures use the last record of a (label, scenario); WebSocket
+    /// scenarios, which run several alternating rounds, use the median and the range.
     pub fn new(records: Vec<Record>) -> Self {
         let mut labels: Vec<String> = Vec::new();
-        let mut by = BTreeMap::new();
+        let mut ws_labels: Vec<String> = Vec::new();
+        let mut ws_scenarios: Vec<String> = Vec::new();
+        let mut by: BTreeMap<(String, String), Vec<Record>> = BTreeMap::new();
         let mut unavailable = BTreeMap::new();
+        let mut ws_unavailable = BTreeMap::new();
         for r in records {
-            if !labels.contains(&r.label) {
-                labels.push(r.label.clone());
-            }
             if r.scenario == "unavailable" {
-                unavailable.insert(r.label.clone(), r.first_error.clone().unwrap_or_default());
+                let why = r.first_error.clone().unwrap_or_default();
+                if let Some(base) = r.label.strip_suffix("-ws") {
+                    if !ws_labels.iter().any(|l| l == base) {
+                        ws_labels.push(base.to_string());
+                    }
+                    ws_unavailable.insert(base.to_string(), why);
+                } else {
+                    if !r.label.starts_with("bottle-") && !labels.contains(&r.label) {
+                        labels.push(r.label.clone());
+                    }
+                    if !ws_labels.contains(&r.label) {
+                        ws_labels.push(r.label.clone());
+                    }
+                    unavailable.insert(r.label.clone(), why);
+                }
                 continue;
             }
-            by.insert((r.label.clone(), r.scenario.clone()), r);
+            if is_ws(&r.scenario) {
+                if !ws_labels.contains(&r.label) {
+                    ws_labels.push(r.label.clone());
+                }
+                if !ws_scenarios.contains(&r.scenario) {
+                    ws_scenarios.push(r.scenario.clone());
+                }
+            } else if !labels.contains(&r.label) {
+                labels.push(r.label.clone());
+            }
+            by.entry((r.label.clone(), r.scenario.clone()))
+                .or_default()
+                .push(r);
         }
         labels.sort_by_key(|l| KNOWN.iter().position(|k| k == l).unwrap_or(KNOWN.len()));
+        ws_labels.sort_by_key(|l| {
+            WS_KNOWN
+                .iter()
+                .position(|k| k == l)
+                .unwrap_or(WS_KNOWN.len())
+        });
         Self {
             labels,
+            ws_labels,
+            ws_scenarios,
             by,
             unavailable,
+            ws_unavailable,
         }
     }
 
     fn get(&self, label: &str, scenario: &str) -> Option<&Record> {
-        self.by.get(&(label.to_string(), scenario.to_string()))
+        self.by
+            .get(&(label.to_string(), scenario.to_string()))
+            .and_then(|v| v.last())
+    }
+
+    /// Median, minimum and maximum of `f` over the completed runs of a (label, scenario).
+    fn spread(&self, label: &str, scenario: &str, f: fn(&Record) -> f64) -> Option<Spread> {
+        let mut v: Vec<f64> = self
+            .by
+            .get(&(label.to_string(), scenario.to_string()))?
+            .iter()
+            .filter(|r| r.requests > 0)
+            .map(f)
+            .collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Some(Spread {
+            median,
+            min: v[0],
+            max: v[n - 1],
+            runs: n,
+        })
     }
 
     /// A throughput figure, only if the scenario completed requests.
@@ -100,6 +188,143 @@ impl Results {
             return None;
         }
         Some(self.latency(label, scenario, p99)? - self.latency("direct", scenario, p99)?)
+    }
+}
+
+/// Median and range of repeated runs.
+#[derive(Debug, Clone, Copy)]
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+    runs: usize,
+}
+
+impl Spread {
+    fn cell(&self) -> String {
+        if self.runs > 1 {
+            format!(
+                "{} ({}–{})",
+                fmt_num(self.median),
+                fmt_num(self.min),
+                fmt_num(self.max)
+            )
+        } else {
+            fmt_num(self.median)
+        }
+    }
+}
+
+/// Message size named by a WebSocket scenario (`ws64k` → "64 KiB").
+fn ws_size(scenario: &str) -> String {
+    match scenario
+        .strip_prefix("ws")
+        .and_then(|k| k.strip_suffix('k'))
+    {
+        Some(k) => format!("{k} KiB"),
+        None => scenario.to_string(),
+    }
+}
+
+/// The WebSocket section: messages/s and MB/s per column (median and range of the rounds,
+/// median ratio to direct), scanning vs not, and the target.
+fn render_ws(r: &Results, s: &mut String) {
+    if r.ws_scenarios.is_empty() {
+        return;
+    }
+    let labels = &r.ws_labels;
+    let _ = writeln!(
+        s,
+        "\n### WebSocket echo (median (min–max) of the rounds; median ratio to direct)\n"
+    );
+    let _ = write!(s, "| metric |");
+    for l in labels {
+        let _ = write!(s, " {l} |");
+    }
+    let _ = write!(s, "\n|---|");
+    for _ in labels {
+        let _ = write!(s, "---:|");
+    }
+    s.push('\n');
+    let getters: [(&str, fn(&Record) -> f64); 2] =
+        [("messages/s", |x| x.rps), ("MB/s", |x| x.mb_per_s)];
+    for sc in &r.ws_scenarios {
+        for (unit, f) in getters {
+            let _ = write!(s, "| {} messages, {unit} |", ws_size(sc));
+            let direct = r.spread("direct", sc, f);
+            for l in labels {
+                let why = r.ws_unavailable.get(l).or_else(|| r.unavailable.get(l));
+                let cell = match (r.spread(l, sc, f), why) {
+                    (Some(v), _) => match direct {
+                        Some(d) if l != "direct" && d.median > 0.0 => {
+                            format!("{} ({})", v.cell(), fmt_ratio(v.median / d.median))
+                        }
+                        _ => v.cell(),
+                    },
+                    (None, Some(_)) => "n/a".to_string(),
+                    (None, None) if r.by.contains_key(&(l.clone(), sc.clone())) => {
+                        "failed".to_string()
+                    }
+                    (None, None) => "—".to_string(),
+                };
+                let _ = write!(s, " {cell} |");
+            }
+            s.push('\n');
+        }
+        let _ = write!(s, "| {} messages, p50 round trip (ms) |", ws_size(sc));
+        for l in labels {
+            let cell = r
+                .spread(l, sc, |x| x.p50_us as f64 / 1000.0)
+                .map_or("—".to_string(), |v| fmt_num(v.median));
+            let _ = write!(s, " {cell} |");
+        }
+        s.push('\n');
+    }
+    let _ = write!(s, "| errors (all WebSocket runs) |");
+    for l in labels {
+        let errs: u64 =
+            r.by.iter()
+                .filter(|((lab, sc), _)| lab == l && is_ws(sc))
+                .flat_map(|(_, v)| v.iter())
+                .map(|x| x.errors)
+                .sum();
+        let _ = write!(s, " {errs} |");
+    }
+    s.push('\n');
+
+    let _ = writeln!(
+        s,
+        "\n### WebSocket: scanning vs without (ratio of the median messages/s)\n"
+    );
+    let _ = writeln!(
+        s,
+        "| size | bottle (scanning) vs bottle-noscan | bottle-dlpoff vs bottle-noscan | target |\n|---|---:|---:|---|"
+    );
+    for sc in &r.ws_scenarios {
+        let pair = |a: &str| -> String {
+            let (Some(x), Some(y)) = (
+                r.spread(a, sc, |x| x.rps),
+                r.spread("bottle-noscan", sc, |x| x.rps),
+            ) else {
+                return "—".to_string();
+            };
+            fmt_ratio(x.median / y.median)
+        };
+        let verdict = match (
+            r.spread("bottle", sc, |x| x.rps),
+            r.spread("bottle-noscan", sc, |x| x.rps),
+        ) {
+            (Some(x), Some(y)) if x.median / y.median >= 0.5 => "≥ 0.5×: met",
+            (Some(_), Some(_)) => "≥ 0.5×: **MISSED**",
+            _ => "≥ 0.5×: not measured",
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {verdict} |",
+            ws_size(sc),
+            pair("bottle"),
+            pair("bottle-dlpoff")
+        );
     }
 }
 
@@ -331,8 +556,9 @@ pub fn render(r: &Results) -> String {
     for l in labels {
         let errs: u64 =
             r.by.iter()
-                .filter(|((lab, _), _)| lab == l)
-                .map(|(_, x)| x.errors)
+                .filter(|((lab, sc), _)| lab == l && !is_ws(sc))
+                .flat_map(|(_, v)| v.iter())
+                .map(|x| x.errors)
                 .sum();
         let _ = write!(s, " {errs} |");
     }
@@ -389,17 +615,24 @@ pub fn render(r: &Results) -> String {
         }
     }
 
+    render_ws(r, &mut s);
+
     let mut notes = Vec::new();
     for (l, why) in &r.unavailable {
         notes.push(format!("- {l}: not run — {why}"));
     }
-    for ((l, sc), x) in &r.by {
-        if let Some(e) = &x.first_error {
-            notes.push(format!(
-                "- {l} / {sc}: {} error(s){}; first: {e}",
-                x.errors,
-                if x.timed_out { " (timed out)" } else { "" }
-            ));
+    for (l, why) in &r.ws_unavailable {
+        notes.push(format!("- {l} (WebSocket): not run — {why}"));
+    }
+    for ((l, sc), v) in &r.by {
+        for x in v {
+            if let Some(e) = &x.first_error {
+                notes.push(format!(
+                    "- {l} / {sc}: {} error(s){}; first: {e}",
+                    x.errors,
+                    if x.timed_out { " (timed out)" } else { "" }
+                ));
+            }
         }
     }
     if !notes.is_empty() {
@@ -458,6 +691,46 @@ mod tests {
         );
         assert!(
             md.contains("| added p50 latency, 8 conns saturated (ms) | — | 0.20 |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn websocket_medians_and_target() {
+        let ws = |label: &str, rps: f64| Record {
+            label: label.into(),
+            scenario: "ws1k".into(),
+            requests: 10,
+            rps,
+            mb_per_s: rps / 1000.0,
+            ..Record::default()
+        };
+        let r = Results::new(vec![
+            rec("direct", "ka8", 1000.0),
+            ws("direct", 1000.0),
+            ws("bottle", 300.0),
+            ws("bottle-noscan", 500.0),
+            ws("bottle", 400.0),
+            ws("bottle-noscan", 700.0),
+            ws("bottle", 350.0),
+            ws("bottle-noscan", 600.0),
+            Record {
+                label: "squid-ws".into(),
+                scenario: "unavailable".into(),
+                first_error: Some("no upgrade".into()),
+                ..Record::default()
+            },
+        ]);
+        let md = render(&r);
+        assert!(
+            md.contains("| 1 KiB messages, messages/s | 1,000 | 350 (300–400) (0.35×) |"),
+            "{md}"
+        );
+        assert!(md.contains("| 1 KiB | 0.58× | — | ≥ 0.5×: met |"), "{md}");
+        assert!(md.contains("| n/a |"), "{md}");
+        assert!(!md.contains("| metric | direct | bottle-noscan"), "{md}");
+        assert!(
+            md.contains("squid (WebSocket): not run — no upgrade"),
             "{md}"
         );
     }
