@@ -144,7 +144,7 @@ impl Results {
     }
 
     /// Median, minimum and maximum of `f` over the completed runs of a (label, scenario).
-    fn spread(&self, label: &str, scenario: &str, f: fn(&Record) -> f64) -> Option<Spread> {
+    fn spread(&self, label: &str, scenario: &str, f: Getter) -> Option<Spread> {
         let mut v: Vec<f64> = self
             .by
             .get(&(label.to_string(), scenario.to_string()))?
@@ -190,6 +190,9 @@ impl Results {
         Some(self.latency(label, scenario, p99)? - self.latency("direct", scenario, p99)?)
     }
 }
+
+/// Reads one figure from a record.
+type Getter = fn(&Record) -> f64;
 
 /// Median and range of repeated runs.
 #[derive(Debug, Clone, Copy)]
@@ -246,8 +249,7 @@ fn render_ws(r: &Results, s: &mut String) {
         let _ = write!(s, "---:|");
     }
     s.push('\n');
-    let getters: [(&str, fn(&Record) -> f64); 2] =
-        [("messages/s", |x| x.rps), ("MB/s", |x| x.mb_per_s)];
+    let getters: [(&str, Getter); 2] = [("messages/s", |x| x.rps), ("MB/s", |x| x.mb_per_s)];
     for sc in &r.ws_scenarios {
         for (unit, f) in getters {
             let _ = write!(s, "| {} messages, {unit} |", ws_size(sc));

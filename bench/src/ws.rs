@@ -67,23 +67,22 @@ async fn session(
         .await
         .context("writing upgrade")?;
     let mut head = Vec::with_capacity(512);
-    let mut extra = 0;
     let mut chunk = [0u8; 1024];
-    loop {
+    let extra = loop {
         let n = tls.read(&mut chunk).await.context("reading 101")?;
         if n == 0 {
             bail!("connection closed before the upgrade response");
         }
         head.extend_from_slice(&chunk[..n]);
         if let Some(p) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-            extra = head.len() - (p + 4);
+            let extra = head.len() - (p + 4);
             head.truncate(p + 4);
-            break;
+            break extra;
         }
         if head.len() > MAX_HEAD {
             bail!("upgrade response head over {MAX_HEAD} bytes");
         }
-    }
+    };
     let text = String::from_utf8_lossy(&head);
     let status = text.lines().next().unwrap_or_default().to_owned();
     if status.split_whitespace().nth(1) != Some("101") {
