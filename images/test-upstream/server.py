@@ -25,6 +25,7 @@ Log lines (stdout, one JSON object each):
 """
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -153,10 +154,17 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/":
             self.reply(200, b"ok\n", "text/plain")
         elif path == "/echo":
+            # Credentials are echoed as a digest: the proxy never returns the bottle's own
+            # secrets to the agent (a reflection is cut), so the raw value cannot come back.
             doc = {
                 "method": self.command,
                 "path": self.path,
-                "headers": [[k, v] for k, v in self.headers.items()],
+                "headers": [
+                    [k, "sha256:" + hashlib.sha256(v.encode()).hexdigest()]
+                    if k.lower() in ("authorization", "proxy-authorization", "x-api-key")
+                    else [k, v]
+                    for k, v in self.headers.items()
+                ],
                 "body_len": len(body),
                 "body": body[:BODY_LOG_LIMIT].decode("utf-8", errors="replace"),
             }

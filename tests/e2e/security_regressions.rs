@@ -13,7 +13,9 @@ use crate::require_engine;
 /// `git init` in the workspace on the host, owned by the agent's uid (1000 when we are root).
 fn host_repo(ws: &Path) {
     let git = |args: &[&str]| {
+        // The workspace belongs to the agent's uid, not ours: tell git it is safe.
         let o = Command::new("git")
+            .args(["-c", "safe.directory=*"])
             .args(args)
             .current_dir(ws)
             .output()
@@ -90,7 +92,14 @@ fn git_config_and_hooks_are_read_only_but_commits_work() {
     assert!(!h.workspace.join(".git/hooks/post-commit").exists());
     assert!(h.workspace.join(".git").is_dir() && !h.workspace.join(".git-old").exists());
     let log = Command::new("git")
-        .args(["-c", "core.fsmonitor=false", "log", "--format=%s"])
+        .args([
+            "-c",
+            "safe.directory=*",
+            "-c",
+            "core.fsmonitor=false",
+            "log",
+            "--format=%s",
+        ])
         .current_dir(&h.workspace)
         .output()
         .unwrap();
