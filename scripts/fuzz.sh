@@ -60,13 +60,17 @@ for t in "${targets[@]}"; do
   log="$logdir/$t.log"
   echo "== fuzzing '$t' for ${secs}s (log: $log)"
   set +e
-  (cd fuzz && cargo "${toolchain[@]}" fuzz run "$t" "$corpus" "seeds/$t" -- \
+  # Seeds are optional: a target without fuzz/seeds/<target> starts from an empty corpus.
+  dirs=("$corpus")
+  if [[ -d "fuzz/seeds/$t" ]]; then dirs+=("seeds/$t"); fi
+  (cd fuzz && cargo "${toolchain[@]}" fuzz run "$t" "${dirs[@]}" -- \
     -max_total_time="$secs" -print_final_stats=1 -max_len=4096 -timeout=10 -rss_limit_mb=2048) \
     >"$log" 2>&1
   rc=$?
   set -e
-  execs="$(grep -E '^stat::number_of_executed_units:' "$log" | tail -1 | awk '{print $2}')"
-  rate="$(grep -E '^stat::average_exec_per_sec:' "$log" | tail -1 | awk '{print $2}')"
+  # (`|| true`: a run that died before its final stats has no such lines.)
+  execs="$(grep -E '^stat::number_of_executed_units:' "$log" | tail -1 | awk '{print $2}' || true)"
+  rate="$(grep -E '^stat::average_exec_per_sec:' "$log" | tail -1 | awk '{print $2}' || true)"
   units="$(find "$corpus" -type f | wc -l)"
   if [[ $rc -ne 0 ]]; then
     status=1

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use bollard::Docker;
 
 use crate::guard::{check_workspace_location, ProtectedDir};
@@ -162,21 +162,6 @@ pub fn protected_dirs(home: &Path) -> Vec<ProtectedDir> {
 
 /// Builds the launch spec of a plan: images (built when missing) and secret values.
 pub async fn launch_spec(docker: &Docker, plan: &Plan, quiet: bool) -> Result<LaunchSpec> {
-    let agent_kind = match &plan.image {
-        ImageSpec::Template { template: Template::Shell } => ImageKind::AgentShell,
-        ImageSpec::Template { template } if image_override("BOTTLE_AGENT_IMAGE").is_none() => bail!(
-            "bottle {}: the `{}` template has no offline image yet; build images/agent-{}/Dockerfile with a registry and set BOTTLE_AGENT_IMAGE to its tag",
-            plan.bottle,
-            template.name(),
-            template.name()
-        ),
-        ImageSpec::Dockerfile { dockerfile, .. } if image_override("BOTTLE_AGENT_IMAGE").is_none() => bail!(
-            "bottle {}: custom Dockerfile images are not built by this version; run `docker build -f {}` yourself and set BOTTLE_AGENT_IMAGE to the tag",
-            plan.bottle,
-            dockerfile.display()
-        ),
-        _ => ImageKind::AgentShell,
-    };
     let opts = BuildOpts {
         quiet,
         ..Default::default()
@@ -184,12 +169,16 @@ pub async fn launch_spec(docker: &Docker, plan: &Plan, quiet: bool) -> Result<La
     // Images given explicitly are used as they are; the others are built when missing.
     let sidecar_override = image_override("BOTTLE_SIDECAR_IMAGE");
     let agent_override = image_override("BOTTLE_AGENT_IMAGE");
+    let template_kind = match &plan.image {
+        ImageSpec::Template { template } => Some(crate::images::usage::template_kind(*template)),
+        _ => None,
+    };
     let mut kinds = Vec::new();
     if sidecar_override.is_none() {
         kinds.push(ImageKind::Sidecar);
     }
-    if agent_override.is_none() {
-        kinds.push(agent_kind);
+    if let (None, Some(k)) = (&agent_override, template_kind) {
+        kinds.push(k);
     }
     let mut refs = if kinds.is_empty() {
         Vec::new()
@@ -201,9 +190,19 @@ pub async fn launch_spec(docker: &Docker, plan: &Plan, quiet: bool) -> Result<La
         Some(i) => i,
         None => refs.next().context("the sidecar image was not built")?.tag,
     };
-    let agent_image = match agent_override {
-        Some(i) => i,
-        None => refs.next().context("the agent image was not built")?.tag,
+    let agent_image = match (agent_override, &plan.image) {
+        (Some(i), _) => i,
+        (None, ImageSpec::Template { .. }) => {
+            refs.next().context("the agent image was not built")?.tag
+        }
+        (None, ImageSpec::Tag { tag }) => crate::images::ensure_tag(docker, tag, quiet)
+            .await
+            .with_context(|| format!("bottle {}: the agent image", plan.bottle))?,
+        (None, ImageSpec::Dockerfile { dockerfile, context }) => {
+            crate::images::ensure_dockerfile(docker, &plan.bottle, dockerfile, context, quiet)
+                .await
+                .with_context(|| format!("bottle {}: the agent image", plan.bottle))?
+        }
     };
     let secrets = plan
         .resolve_secrets()
@@ -260,12 +259,34 @@ pub fn prompt_command(plan: &Plan, prompt: &str) -> Vec<String> {
         ImageSpec::Template {
             template: Template::Claude,
         } => {
-            vec!["claude".into(), "-p".into(), prompt.into()]
+            // The bottle is the sandbox: Claude Code's own permission prompts would block an
+            // unattended run, so they are skipped (the preflight line says so).
+            [
+                "claude",
+                "-p",
+                "--output-format",
+                "json",
+                "--dangerously-skip-permissions",
+                "--",
+                prompt,
+            ]
+            .map(String::from)
+            .to_vec()
         }
         ImageSpec::Template {
             template: Template::Codex,
         } => {
-            vec!["codex".into(), "exec".into(), prompt.into()]
+            [
+                "codex",
+                "exec",
+                "--json",
+                "--skip-git-repo-check",
+                "--dangerously-bypass-approvals-and-sandbox",
+                "--",
+                prompt,
+            ]
+            .map(String::from)
+            .to_vec()
         }
         _ => vec!["bash".into(), "-lc".into(), prompt.into()],
     }

@@ -11,6 +11,7 @@
 //! | [`termfilter`] | agent output made safe for the user's terminal |
 //! | [`trust`] | repository agents the user has reviewed (`bottle trust`) |
 //! | [`guard`] | workspace checks: no config/state dir inside it, git metadata read-only |
+pub mod agent_result;
 pub mod doctor;
 pub mod guard;
 pub mod images;

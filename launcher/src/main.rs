@@ -199,14 +199,29 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum ImagesCmd {
-    /// Build the images that are missing (or all with --force).
+    /// Build the images that are missing (or the named ones again with --force).
+    ///
+    /// Without IMAGE: the sidecar, agent-shell and the image of every agent in the config home
+    /// and repository (templates, and `image = { dockerfile = … }` builds). The claude and
+    /// codex templates are built offline from the pinned PyPI wheels in
+    /// images/agent-*/wheel.txt (cached in $BOTTLE_CACHE_DIR/wheels).
     Build {
+        /// Images to build: sidecar, agent-shell, agent-claude, agent-codex, test-upstream (or
+        /// the templates shell, claude, codex).
+        #[arg(value_name = "IMAGE")]
+        images: Vec<String>,
         /// Rebuild even if up to date.
         #[arg(long)]
         force: bool,
         /// Also build the end-to-end test upstream image.
         #[arg(long)]
         test: bool,
+    },
+    /// Show the built-in images (built or missing, size, tag) and the image each agent runs.
+    List {
+        /// JSON output: {"images": [...], "agents": [...]}.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -340,6 +355,9 @@ async fn real_main() -> Result<i32> {
             r.agent_file = used.agent_file.clone();
             r.agent_origin = Some(used.agent_origin);
             r.bottle_file = used.bottle_file.clone();
+            if let (Some(_), manifest::ImageSpec::Template { template }) = (&prompt, &plan.image) {
+                r.agent_result = bottle::agent_result::parse(*template, &r.stdout_tail);
+            }
             if let (Some(copy), Some(src)) = (&r.workspace_copy, &plan.workspace.host_path) {
                 eprintln!(
                     "{}",
@@ -454,24 +472,23 @@ async fn real_main() -> Result<i32> {
             Ok(0)
         }
         Cmd::Images {
-            cmd: ImagesCmd::Build { force, test },
+            cmd: ImagesCmd::Build {
+                images: names,
+                force,
+                test,
+            },
+        } => images_build(names, force, test).await,
+        Cmd::Images {
+            cmd: ImagesCmd::List { json },
         } => {
+            let home = config_home()?;
+            let repo = std::env::current_dir().context("reading the current directory")?;
             let docker = runtime::engine::connect().await?;
-            let mut kinds = vec![images::ImageKind::Sidecar, images::ImageKind::AgentShell];
-            if test {
-                kinds.push(images::ImageKind::TestUpstream);
-            }
-            let refs = images::ensure_images(
-                &docker,
-                &kinds,
-                &images::BuildOpts {
-                    force,
-                    ..Default::default()
-                },
-            )
-            .await?;
-            for r in refs {
-                println!("{r}");
+            let r = images::usage::report(&docker, &home, &repo).await;
+            if json {
+                stdout_text(&format!("{}\n", serde_json::to_string_pretty(&r)?))?;
+            } else {
+                stdout_text(&termfilter::escape_str(&images::usage::render(&r)))?;
             }
             Ok(0)
         }
@@ -498,6 +515,60 @@ async fn real_main() -> Result<i32> {
             list_rules,
         })),
     }
+}
+
+/// `bottle images build [IMAGE…] [--force] [--test]`.
+async fn images_build(names: Vec<String>, force: bool, test: bool) -> Result<i32> {
+    use images::ImageKind;
+    let docker = runtime::engine::connect().await?;
+    let mut kinds = Vec::new();
+    let mut dockerfiles = Vec::new();
+    for n in &names {
+        kinds.push(images::usage::parse_kind(n).map_err(anyhow::Error::msg)?);
+    }
+    if names.is_empty() {
+        kinds.extend([ImageKind::Sidecar, ImageKind::AgentShell]);
+        let home = config_home()?;
+        let repo = std::env::current_dir().context("reading the current directory")?;
+        for (agent, spec) in images::usage::agent_specs(&home, &repo) {
+            match spec {
+                Ok((_, manifest::ImageSpec::Template { template })) => {
+                    kinds.push(images::usage::template_kind(template))
+                }
+                Ok((bottle, manifest::ImageSpec::Dockerfile { dockerfile, context })) => {
+                    dockerfiles.push((bottle, dockerfile, context))
+                }
+                Ok((_, manifest::ImageSpec::Tag { .. })) => {}
+                Err(e) => eprintln!(
+                    "bottle: warning: agent `{agent}` is skipped: {}",
+                    e.lines().next().unwrap_or_default()
+                ),
+            }
+        }
+    }
+    if test {
+        kinds.push(ImageKind::TestUpstream);
+    }
+    kinds.sort();
+    kinds.dedup();
+    let refs = images::ensure_images(
+        &docker,
+        &kinds,
+        &images::BuildOpts {
+            force,
+            ..Default::default()
+        },
+    )
+    .await?;
+    for r in refs {
+        println!("{r}");
+    }
+    dockerfiles.sort();
+    dockerfiles.dedup();
+    for (bottle, df, ctx) in dockerfiles {
+        println!("{}", images::ensure_dockerfile(&docker, &bottle, &df, &ctx, false).await?);
+    }
+    Ok(0)
 }
 
 /// `bottle trust [PATH]` and `bottle trust --list [--json]`.

@@ -2,7 +2,7 @@
 //! through bollard's classic builder, and child processes whose stderr feeds a spinner.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use anyhow::{bail, Context as _};
@@ -73,18 +73,54 @@ pub async fn build_image(
     context: Vec<u8>,
     step: &Step,
 ) -> anyhow::Result<()> {
+    build_with(docker, r, Body::Memory(context), "Dockerfile", step).await
+}
+
+/// Like [`build_image`] with the context tar streamed from the file `context`, and the
+/// Dockerfile at `dockerfile` inside it. The classic builder pulls a missing `FROM` image
+/// (only registry Dockerfiles name one).
+pub async fn build_image_file(
+    docker: &Docker,
+    r: &ImageRef,
+    context: &Path,
+    dockerfile: &str,
+    step: &Step,
+) -> anyhow::Result<()> {
+    let file = tokio::fs::File::open(context)
+        .await
+        .with_context(|| format!("opening {}", context.display()))?;
+    build_with(docker, r, Body::File(file), dockerfile, step).await
+}
+
+/// A build context: in memory, or streamed from a file.
+enum Body {
+    Memory(Vec<u8>),
+    File(tokio::fs::File),
+}
+
+async fn build_with(
+    docker: &Docker,
+    r: &ImageRef,
+    body: Body,
+    dockerfile: &str,
+    step: &Step,
+) -> anyhow::Result<()> {
     let labels = HashMap::from([
         (IMAGE_LABEL.to_string(), r.kind.name().to_string()),
         (HASH_LABEL.to_string(), r.hash.clone()),
     ]);
     let opts = BuildImageOptionsBuilder::default()
-        .dockerfile("Dockerfile")
+        .dockerfile(dockerfile)
         .t(&r.tag)
         .rm(true)
         .forcerm(true)
         .labels(&labels)
         .build();
-    let mut stream = docker.build_image(opts, None, Some(bollard::body_full(context.into())));
+    let body = match body {
+        Body::Memory(v) => bollard::body_full(v.into()),
+        Body::File(f) => bollard::body_try_stream(tokio_util::io::ReaderStream::new(f)),
+    };
+    let mut stream = docker.build_image(opts, None, Some(body));
     let mut last = String::new();
     while let Some(item) = stream.next().await {
         let info = item.with_context(|| format!("docker build of {} failed", r.tag))?;
@@ -102,20 +138,78 @@ pub async fn build_image(
     Ok(())
 }
 
-/// Runs `cmd`, showing its stderr lines on `step`. On failure the error holds the last stderr lines.
+/// One entry of a build context written to disk by [`file_context`].
+pub enum ContextSource<'a> {
+    /// `(path in the context, contents, mode)`.
+    Bytes(&'a str, &'a [u8], u32),
+    /// `(path in the context, host file streamed in, mode)`.
+    File(&'a str, &'a Path, u32),
+}
+
+/// Writes a build context tar of `entries` to `path` (for contexts too large for memory, such
+/// as a 400 MB agent binary) and returns `path`.
+pub fn file_context(path: &Path, entries: &[ContextSource<'_>]) -> anyhow::Result<PathBuf> {
+    let out = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut ar = tar::Builder::new(std::io::BufWriter::new(out));
+    for e in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_mtime(0);
+        match *e {
+            ContextSource::Bytes(name, data, mode) => {
+                header.set_size(data.len() as u64);
+                header.set_mode(mode);
+                header.set_cksum();
+                ar.append_data(&mut header, name, data)
+            }
+            ContextSource::File(name, src, mode) => {
+                let f = std::fs::File::open(src)
+                    .with_context(|| format!("opening {}", src.display()))?;
+                header.set_size(f.metadata()?.len());
+                header.set_mode(mode);
+                header.set_cksum();
+                ar.append_data(&mut header, name, f)
+            }
+        }
+        .with_context(|| format!("writing the build context {}", path.display()))?;
+    }
+    ar.into_inner()
+        .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+        .with_context(|| format!("finishing the build context {}", path.display()))?;
+    Ok(path.to_path_buf())
+}
+
+/// Runs `cmd`, showing its output lines (stderr and stdout) on `step`. On failure the error
+/// holds the last lines.
 pub async fn run_logged(
     mut cmd: tokio::process::Command,
     what: &str,
     step: &Step,
 ) -> anyhow::Result<()> {
     cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().with_context(|| format!("starting {what}"))?;
     let stderr = child.stderr.take().context("no stderr pipe")?;
-    let mut lines = BufReader::new(stderr).lines();
+    let stdout = child.stdout.take().context("no stdout pipe")?;
+    // Both streams feed one channel, which closes when both have ended.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    fn pump<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+        r: R,
+        tx: tokio::sync::mpsc::UnboundedSender<String>,
+    ) {
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(r).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    pump(stderr, tx.clone());
+    pump(stdout, tx);
     let mut tail: std::collections::VecDeque<String> = Default::default();
-    while let Some(line) = lines.next_line().await.unwrap_or(None) {
+    while let Some(line) = rx.recv().await {
         step.message(&line);
         if tail.len() == 15 {
             tail.pop_front();

@@ -15,20 +15,20 @@ const SCHEME: &str = "bottle-images-v1";
 pub const SIDECAR_CRATES: [&str; 3] = ["sidecar", "proxy", "scanner"];
 
 /// A length-prefixed SHA-256 accumulator (so `("ab","c")` and `("a","bc")` differ).
-struct Hasher(Sha256);
+pub(super) struct Hasher(Sha256);
 
 impl Hasher {
-    fn new(kind: &str) -> Self {
+    pub(super) fn new(kind: &str) -> Self {
         let mut h = Hasher(Sha256::new());
         h.field(SCHEME.as_bytes());
         h.field(kind.as_bytes());
         h
     }
-    fn field(&mut self, bytes: &[u8]) {
+    pub(super) fn field(&mut self, bytes: &[u8]) {
         self.0.update((bytes.len() as u64).to_le_bytes());
         self.0.update(bytes);
     }
-    fn finish(self) -> String {
+    pub(super) fn finish(self) -> String {
         self.0
             .finalize()
             .iter()
@@ -68,7 +68,7 @@ pub fn prebuilt_sidecar(opts: &BuildOpts) -> Option<PathBuf> {
 }
 
 /// Every file under `dir` except `target/` and hidden entries, sorted, as paths relative to `root`.
-fn tree_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+pub(super) fn tree_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     let entries =
         std::fs::read_dir(dir).with_context(|| format!("reading directory {}", dir.display()))?;
     for e in entries {
@@ -159,6 +159,18 @@ pub fn test_upstream_hash(base_tag: &str) -> String {
     h.field(base_tag.as_bytes());
     h.field(recipe::UPSTREAM_DOCKERFILE.as_bytes());
     h.field(recipe::UPSTREAM_SERVER.as_bytes());
+    h.finish()
+}
+
+/// Hash of an agent CLI image: base tag, both Dockerfiles, the init script and the wheel pin.
+pub fn agent_cli_hash(base_tag: &str, cli: &recipe::AgentCli) -> String {
+    let mut h = Hasher::new(&format!("agent-{}", cli.name));
+    h.field(base_tag.as_bytes());
+    h.field(cli.dockerfile.as_bytes());
+    h.field(cli.registry_dockerfile.as_bytes());
+    h.field(recipe::AGENT_INIT.as_bytes());
+    h.field(cli.wheel_txt.as_bytes());
+    h.field(cli.member.as_bytes());
     h.finish()
 }
 

@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | [`ImageKind::Sidecar`] | `bottle/sidecar:<hash12>` | `cargo build` of a statically linked `bottle-sidecar` (glibc `crt-static`), then `FROM scratch` via the classic builder |
 //! | [`ImageKind::AgentShell`] | `bottle/agent-shell:<hash12>` | `mmdebstrap --variant=apt bookworm` with `images/agent-shell/packages.txt`, then `docker import` |
+//! | [`ImageKind::AgentClaude`], [`ImageKind::AgentCodex`] | `bottle/agent-claude:<hash12>`, … | the agent CLI binary from its pinned PyPI wheel (`images/agent-*/wheel.txt`) layered over agent-shell |
 //! | [`ImageKind::TestUpstream`] | `bottle/test-upstream:<hash12>` | `images/test-upstream/server.py` layered over the agent-shell image |
 //!
 //! The hash covers every input of a build (recipe text, package list, and for the sidecar the
@@ -11,13 +12,16 @@
 //! up to date and is reused. Every image is labelled `io.bottle.image=<kind>` and
 //! `io.bottle.hash=<hash>`.
 
+mod agent;
 mod build;
+mod custom;
 mod debian;
 mod hash;
 mod progress;
 mod recipe;
 mod sidecar;
 mod upstream;
+pub mod usage;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -40,15 +44,27 @@ pub enum ImageKind {
     /// The agent base ("shell" template): Debian bookworm rootfs with git, curl, python3, node, …
     /// Runs as root by default; the launcher picks the uid.
     AgentShell,
+    /// Claude Code ("claude" template): agent-shell plus `claude` from the pinned wheel.
+    AgentClaude,
+    /// OpenAI Codex ("codex" template): agent-shell plus `codex` from the pinned wheel.
+    AgentCodex,
     /// The e2e tests' fake upstream (HTTPS + git smart HTTP, logs every request as JSON on stdout).
     TestUpstream,
+    /// A bottle's own `image = { dockerfile = … }` (tag `bottle/custom-<bottle>:<hash12>`; not
+    /// in [`ImageKind::ALL`]: it is built per manifest by [`ensure_dockerfile`]).
+    Custom,
 }
+
+pub use agent::wheel_cache_dir;
+pub use custom::{dockerfile_ref, ensure_dockerfile, ensure_tag};
 
 impl ImageKind {
     /// Every kind, in build order (dependencies first).
-    pub const ALL: [ImageKind; 3] = [
+    pub const ALL: [ImageKind; 5] = [
         ImageKind::Sidecar,
         ImageKind::AgentShell,
+        ImageKind::AgentClaude,
+        ImageKind::AgentCodex,
         ImageKind::TestUpstream,
     ];
 
@@ -57,7 +73,10 @@ impl ImageKind {
         match self {
             ImageKind::Sidecar => "sidecar",
             ImageKind::AgentShell => "agent-shell",
+            ImageKind::AgentClaude => "agent-claude",
+            ImageKind::AgentCodex => "agent-codex",
             ImageKind::TestUpstream => "test-upstream",
+            ImageKind::Custom => "custom",
         }
     }
 
@@ -66,7 +85,10 @@ impl ImageKind {
         match self {
             ImageKind::Sidecar => "bottle/sidecar",
             ImageKind::AgentShell => "bottle/agent-shell",
+            ImageKind::AgentClaude => "bottle/agent-claude",
+            ImageKind::AgentCodex => "bottle/agent-codex",
             ImageKind::TestUpstream => "bottle/test-upstream",
+            ImageKind::Custom => "bottle/custom",
         }
     }
 
@@ -77,8 +99,19 @@ impl ImageKind {
 
     fn deps(self) -> &'static [ImageKind] {
         match self {
-            ImageKind::TestUpstream => &[ImageKind::AgentShell],
+            ImageKind::TestUpstream | ImageKind::AgentClaude | ImageKind::AgentCodex => {
+                &[ImageKind::AgentShell]
+            }
             _ => &[],
+        }
+    }
+
+    /// The agent CLI recipe of the `agent-claude`/`agent-codex` kinds.
+    fn agent_cli(self) -> Option<&'static recipe::AgentCli> {
+        match self {
+            ImageKind::AgentClaude => Some(&recipe::CLAUDE),
+            ImageKind::AgentCodex => Some(&recipe::CODEX),
+            _ => None,
         }
     }
 }
@@ -127,10 +160,16 @@ impl fmt::Display for ImageRef {
 pub fn image_ref(kind: ImageKind, opts: &BuildOpts) -> anyhow::Result<ImageRef> {
     let hash = match kind {
         ImageKind::Sidecar => hash::sidecar_hash(opts)?,
+        ImageKind::Custom => anyhow::bail!("custom images are tagged per manifest (dockerfile_ref)"),
         ImageKind::AgentShell => hash::agent_shell_hash(),
         ImageKind::TestUpstream => {
             let base = image_ref(ImageKind::AgentShell, opts)?;
             hash::test_upstream_hash(&base.tag)
+        }
+        ImageKind::AgentClaude | ImageKind::AgentCodex => {
+            let base = image_ref(ImageKind::AgentShell, opts)?;
+            let cli = kind.agent_cli().expect("agent kinds have a recipe");
+            hash::agent_cli_hash(&base.tag, cli)
         }
     };
     Ok(ImageRef {
@@ -224,10 +263,16 @@ pub async fn ensure_images(
             let started = std::time::Instant::now();
             match kind {
                 ImageKind::Sidecar => sidecar::build(docker, &r, opts, &ui).await,
+                ImageKind::Custom => unreachable!("image_ref refused the custom kind"),
                 ImageKind::AgentShell => debian::build(docker, &r, &ui).await,
                 ImageKind::TestUpstream => {
                     let base = image_ref(ImageKind::AgentShell, opts)?;
                     upstream::build(docker, &r, &base, &ui).await
+                }
+                ImageKind::AgentClaude | ImageKind::AgentCodex => {
+                    let base = image_ref(ImageKind::AgentShell, opts)?;
+                    let cli = kind.agent_cli().expect("agent kinds have a recipe");
+                    agent::build(docker, &r, &base, cli, &ui).await
                 }
             }
             .with_context(|| format!("building image {} ({})", r.tag, kind))?;
@@ -297,7 +342,7 @@ mod tests {
             .await
             .unwrap();
         eprintln!("first ensure_images: {:.1}s", t.elapsed().as_secs_f64());
-        assert_eq!(refs.len(), 3);
+        assert_eq!(refs.len(), ImageKind::ALL.len());
         for r in &refs {
             assert!(image_exists(&docker, r).await.unwrap(), "{r} missing");
             let img = docker.inspect_image(&r.tag).await.unwrap();

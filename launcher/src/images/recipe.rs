@@ -10,6 +10,111 @@ pub const UPSTREAM_DOCKERFILE: &str =
 /// `images/test-upstream/server.py`.
 pub const UPSTREAM_SERVER: &str = include_str!("../../../images/test-upstream/server.py");
 
+/// `images/agent-init/bottle-agent-init`: the agent images' entrypoint (pre-answers first-run prompts).
+pub const AGENT_INIT: &str = include_str!("../../../images/agent-init/bottle-agent-init");
+
+/// An agent CLI shipped as a native binary inside a PyPI wheel, and the image around it.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentCli {
+    /// The template name (`claude`, `codex`).
+    pub name: &'static str,
+    /// `images/agent-<name>/wheel.txt`: one pip requirement with `--hash=sha256:…`.
+    pub wheel_txt: &'static str,
+    /// The binary's path inside the wheel.
+    pub member: &'static str,
+    /// The binary's name in the image (`/usr/local/bin/<bin>`).
+    pub bin: &'static str,
+    /// `images/agent-<name>/Dockerfile.offline` (`{{BASE}}` is replaced by the agent-shell tag).
+    pub dockerfile: &'static str,
+    /// `images/agent-<name>/Dockerfile`: the registry build (context: `images/`).
+    pub registry_dockerfile: &'static str,
+}
+
+/// Claude Code, from the `claude-agent-sdk` wheel.
+pub const CLAUDE: AgentCli = AgentCli {
+    name: "claude",
+    wheel_txt: include_str!("../../../images/agent-claude/wheel.txt"),
+    member: "claude_agent_sdk/_bundled/claude",
+    bin: "claude",
+    dockerfile: include_str!("../../../images/agent-claude/Dockerfile.offline"),
+    registry_dockerfile: include_str!("../../../images/agent-claude/Dockerfile"),
+};
+
+/// OpenAI Codex, from the `openai-codex-cli-bin` wheel.
+pub const CODEX: AgentCli = AgentCli {
+    name: "codex",
+    wheel_txt: include_str!("../../../images/agent-codex/wheel.txt"),
+    member: "codex_cli_bin/bin/codex",
+    bin: "codex",
+    dockerfile: include_str!("../../../images/agent-codex/Dockerfile.offline"),
+    registry_dockerfile: include_str!("../../../images/agent-codex/Dockerfile"),
+};
+
+/// A pinned wheel: `name==version --hash=sha256:<hex>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WheelPin {
+    /// The distribution name as written (`claude-agent-sdk`).
+    pub name: String,
+    /// The exact version.
+    pub version: String,
+    /// The wheel's SHA-256, lower-case hex.
+    pub sha256: String,
+}
+
+impl WheelPin {
+    /// The requirement line pip is given (with `--require-hashes`).
+    pub fn requirement(&self) -> String {
+        format!("{}=={} --hash=sha256:{}", self.name, self.version, self.sha256)
+    }
+
+    /// The prefix of the wheel's file name (`claude_agent_sdk-0.2.189-`).
+    pub fn file_prefix(&self) -> String {
+        format!("{}-{}-", self.name.replace(['-', '.'], "_"), self.version)
+    }
+}
+
+/// Parses a `wheel.txt`: exactly one `name==version --hash=sha256:<64 hex>` line (comments and
+/// blank lines ignored). `what` names the file in errors.
+pub fn parse_wheel_pin(text: &str, what: &str) -> Result<WheelPin, String> {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let [line] = lines[..] else {
+        return Err(format!(
+            "{what}: expected exactly one `name==version --hash=sha256:<hex>` line, found {}",
+            lines.len()
+        ));
+    };
+    let mut parts = line.split_whitespace();
+    let req = parts.next().unwrap_or_default();
+    let (name, version) = req
+        .split_once("==")
+        .filter(|(n, v)| !n.is_empty() && !v.is_empty())
+        .ok_or_else(|| format!("{what}: `{req}` must pin an exact version (`name==version`)"))?;
+    let sha256 = parts
+        .next()
+        .and_then(|h| h.strip_prefix("--hash=sha256:"))
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| format!("{what}: `{line}` needs `--hash=sha256:<64 hex digits>`"))?;
+    if parts.next().is_some() {
+        return Err(format!("{what}: unexpected text after the hash in `{line}`"));
+    }
+    let ok_name = |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !ok_name(name) || !ok_name(version) {
+        return Err(format!("{what}: `{req}` is not a plain `name==version`"));
+    }
+    Ok(WheelPin {
+        name: name.to_string(),
+        version: version.to_string(),
+        sha256: sha256.to_ascii_lowercase(),
+    })
+}
+
+/// The pip platform of the agent wheels (the images are x86_64 Linux).
+pub const WHEEL_PLATFORM: &str = "manylinux_2_17_x86_64";
+
 /// The Debian suite of the agent base image.
 pub const DEBIAN_SUITE: &str = "bookworm";
 /// The apt sources mmdebstrap uses (main, updates, security).
@@ -74,5 +179,42 @@ mod tests {
     #[test]
     fn upstream_dockerfile_has_base_placeholder() {
         assert!(UPSTREAM_DOCKERFILE.contains("FROM {{BASE}}"));
+        for cli in [CLAUDE, CODEX] {
+            assert!(cli.dockerfile.contains("FROM {{BASE}}"), "{}", cli.name);
+            assert!(cli.dockerfile.contains(&format!("COPY {} ", cli.bin)));
+            assert!(cli.registry_dockerfile.contains(cli.member));
+        }
+    }
+
+    #[test]
+    fn shipped_wheel_pins_parse() {
+        for cli in [CLAUDE, CODEX] {
+            let p = parse_wheel_pin(cli.wheel_txt, cli.name).unwrap();
+            assert_eq!(p.sha256.len(), 64);
+            assert!(p.requirement().contains("--hash=sha256:"));
+        }
+        let p = parse_wheel_pin("claude-agent-sdk==0.2.189 --hash=sha256:".to_string().as_str(), "w");
+        assert!(p.unwrap_err().contains("64 hex"));
+    }
+
+    #[test]
+    fn bad_wheel_pins_say_what_is_wrong() {
+        let h = "a".repeat(64);
+        let cases = [
+            ("", "exactly one"),
+            ("a==1 --hash=sha256:X\nb==2 --hash=sha256:Y", "found 2"),
+            (&format!("claude-agent-sdk>=1 --hash=sha256:{h}"), "exact version"),
+            ("claude-agent-sdk==1", "--hash=sha256"),
+            (&format!("x==1 --hash=md5:{h}"), "--hash=sha256"),
+            (&format!("x==1 --hash=sha256:{h} extra"), "unexpected text"),
+            (&format!("x;rm==1 --hash=sha256:{h}"), "plain"),
+        ];
+        for (text, want) in cases {
+            let e = parse_wheel_pin(text, "wheel.txt").unwrap_err();
+            assert!(e.contains(want) && e.starts_with("wheel.txt"), "{text:?}: {e}");
+        }
+        let p = parse_wheel_pin(&format!("# c\n\nmy.pkg==1.0 --hash=sha256:{}\n", h.to_uppercase()), "w").unwrap();
+        assert_eq!(p.file_prefix(), "my_pkg-1.0-");
+        assert_eq!(p.sha256, h);
     }
 }

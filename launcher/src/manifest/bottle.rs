@@ -65,7 +65,7 @@ impl Template {
     }
 }
 
-/// The agent image: a shipped template or a user Dockerfile.
+/// The agent image: a shipped template, a local (or pullable) image tag, or a user Dockerfile.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum ImageSpec {
@@ -73,6 +73,12 @@ pub enum ImageSpec {
     Template {
         /// The template.
         template: Template,
+    },
+    /// `image = "bottle/agent-claude:local"`: any image reference with a `/` or `:` (used as
+    /// is when the engine has it, pulled otherwise).
+    Tag {
+        /// The image reference.
+        tag: String,
     },
     /// `image = { dockerfile = "path", context = "dir" }` (paths relative to `$BOTTLE_HOME`).
     Dockerfile {
@@ -665,6 +671,70 @@ fn is_git_url(url: &str) -> bool {
     false
 }
 
+/// Why `s` is not a Docker image reference (`[host[:port]/]path[:tag][@sha256:digest]`), if it
+/// is not: checked here so a typo fails in `bottle check`, not at the engine.
+fn image_reference_problem(s: &str) -> Option<&'static str> {
+    if s.len() > 255 {
+        return Some("longer than 255 characters");
+    }
+    let (name, digest) = match s.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (s, None),
+    };
+    if let Some(d) = digest {
+        let Some(hex) = d.strip_prefix("sha256:") else {
+            return Some("a digest must be sha256: and 64 hex digits");
+        };
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Some("a digest must be sha256: and 64 hex digits");
+        }
+    }
+    // A tag is what follows the last `:` after the last `/` (a registry port comes before it).
+    let last = name.rsplit('/').next().unwrap_or(name);
+    let (repo, tag) = match last.rsplit_once(':') {
+        Some((_, t)) => (&name[..name.len() - t.len() - 1], Some(t)),
+        None => (name, None),
+    };
+    if let Some(t) = tag {
+        let ok = !t.is_empty()
+            && t.len() <= 128
+            && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+            && !t.starts_with(['.', '-']);
+        if !ok {
+            return Some("a tag is 1-128 of [A-Za-z0-9_.-], not starting with . or -");
+        }
+    }
+    if repo.is_empty() || repo.starts_with('/') || repo.ends_with('/') || repo.contains("//") {
+        return Some("the repository part is empty or has an empty path component");
+    }
+    let mut parts = repo.split('/');
+    let first = parts.next().unwrap_or_default();
+    let has_registry = repo.contains('/') && (first.contains(['.', ':']) || first == "localhost");
+    if has_registry
+        && !first
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b))
+    {
+        return Some("the registry host has characters a host name cannot have");
+    }
+    let path: Vec<&str> = if has_registry {
+        parts.collect()
+    } else {
+        repo.split('/').collect()
+    };
+    let component_ok = |c: &str| {
+        !c.is_empty()
+            && c.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+            && c.as_bytes()[0].is_ascii_alphanumeric()
+            && c.as_bytes()[c.len() - 1].is_ascii_alphanumeric()
+    };
+    if path.is_empty() || !path.iter().all(|c| component_ok(c)) {
+        return Some("repository names are lower-case letters, digits and . _ - between / (e.g. ghcr.io/acme/agent:1.2)");
+    }
+    None
+}
+
 /// Converts `image = …` into an [`ImageSpec`].
 fn parse_image(
     src: &Arc<SourceFile>,
@@ -676,10 +746,19 @@ fn parse_image(
     match v.into_inner() {
         toml::Value::String(s) => match Template::ALL.iter().find(|(n, _)| *n == s) {
             Some((_, t)) => Ok(ImageSpec::Template { template: *t }),
+            None if s.contains(['/', ':']) => match image_reference_problem(&s) {
+                None => Ok(ImageSpec::Tag { tag: s }),
+                Some(why) => Err(ManifestError::Invalid {
+                    loc: l,
+                    key: "image".into(),
+                    message: format!("`{s}` is not a valid image reference: {why}"),
+                    suggestion: None,
+                }),
+            },
             None => Err(ManifestError::Invalid {
                 loc: l,
                 key: "image".into(),
-                message: format!("`{s}` is not a template; use \"shell\", \"claude\", \"codex\" or {{ dockerfile = \"path\" }}"),
+                message: format!("`{s}` is not a template; use \"shell\", \"claude\", \"codex\", an image tag such as \"bottle/agent-claude:local\", or {{ dockerfile = \"path\" }}"),
                 suggestion: did_you_mean(&s, Template::ALL.iter().map(|(n, _)| *n)),
             }),
         },

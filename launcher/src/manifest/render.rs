@@ -77,6 +77,7 @@ pub(crate) fn render(p: &Plan) -> String {
     let _ = writeln!(o, "files      {}", p.sources.join(", "));
     let image = match &p.image {
         ImageSpec::Template { template } => format!("template {}", template.name()),
+        ImageSpec::Tag { tag } => format!("image {tag}"),
         ImageSpec::Dockerfile {
             dockerfile,
             context,

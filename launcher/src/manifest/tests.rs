@@ -727,6 +727,35 @@ fn dockerfile_images_models_and_remotes() {
     env.bottle("d", "image = { dockerfil = \"x\" }\n");
     assert!(env.err("d").contains("did you mean `dockerfile`?"));
 
+    // Any image reference with a `/` or `:` is a tag; bare words must be templates.
+    for tag in [
+        "bottle/agent-claude:local",
+        "ghcr.io/acme/agent:1.2",
+        "localhost:5000/team/agent",
+        "debian:bookworm-slim",
+        "acme/agent@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    ] {
+        env.bottle("t", &format!("image = \"{tag}\"\n"));
+        assert_eq!(env.plan("t").unwrap().image, ImageSpec::Tag { tag: tag.into() }, "{tag}");
+    }
+    for (bad, why) in [
+        ("Bottle/Agent:1", "lower-case"),
+        ("acme/agent:", "a tag is"),
+        ("acme//agent", "empty path component"),
+        ("acme/agent@md5:00", "digest"),
+        ("acme/agent:-x", "a tag is"),
+    ] {
+        env.bottle("t", &format!("image = \"{bad}\"\n"));
+        let e = env.err("t");
+        assert!(
+            e.starts_with("bottles/t.toml:1: ") && e.contains("not a valid image reference") && e.contains(why),
+            "{bad}: {e}"
+        );
+    }
+    env.bottle("t", "image = \"claud\"\n");
+    let e = env.err("t");
+    assert!(e.contains("not a template") && e.contains("did you mean `claude`?"), "{e}");
+
     env.bottle(
         "m",
         "[[model]]\nname = \"coder\"\nengine = \"vllm\"\nmodel = \"Qwen/Qwen2.5-Coder-7B-Instruct\"\n\n[[model]]\nname = \"small\"\nengine = \"ollama\"\nmodel = \"qwen2.5:0.5b\"\nport = 11434\n",

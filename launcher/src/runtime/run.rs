@@ -54,6 +54,14 @@ pub struct RunResult {
     pub agent_origin: Option<crate::manifest::AgentOrigin>,
     /// The bottle's file (or `<built-in …>`); set by the CLI.
     pub bottle_file: Option<String>,
+    /// The agent's own result (Claude Code's JSON result, Codex's summarised events) of a
+    /// `--prompt` run with the `claude` or `codex` template; set by the CLI.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_result: Option<serde_json::Value>,
+    /// The tail of the agent's stdout (at most [`crate::agent_result::STDOUT_CAP`] bytes), for
+    /// `agent_result`; never serialised.
+    #[serde(skip)]
+    pub stdout_tail: Vec<u8>,
 }
 
 /// A signal-driven cancellation flag: `Some(name)` once SIGINT, SIGTERM or SIGHUP arrives.
@@ -217,6 +225,7 @@ async fn supervise(
     // The agent's output is untrusted: no raw escape sequences reach the user's terminal.
     let mut out_filter = TermFilter::new();
     let mut err_filter = TermFilter::new();
+    let mut stdout_tail = Vec::new();
     loop {
         if let Some(sig) = *cancel.borrow() {
             cancelled_by = Some(sig.to_string());
@@ -234,6 +243,9 @@ async fn supervise(
                             gate_exit = Some(code);
                             bytes = kept.into();
                         }
+                    }
+                    if !is_err {
+                        crate::agent_result::keep_tail(&mut stdout_tail, &bytes);
                     }
                     let filter = if is_err { &mut err_filter } else { &mut out_filter };
                     write_to(to_err, &filter.push(&bytes));
@@ -320,6 +332,8 @@ async fn supervise(
         agent_file: None,
         agent_origin: None,
         bottle_file: None,
+        agent_result: None,
+        stdout_tail,
     })
 }
 
