@@ -101,6 +101,10 @@ def make_git_repo(root, name="repo.git"):
     run(git + ["symbolic-ref", "HEAD", "refs/heads/main"])
 
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fake_llm  # noqa: E402  (the scripted model-provider APIs)
+
+
 class Handler(BaseHTTPRequestHandler):
     """Logs every request, then dispatches on the path."""
 
@@ -151,7 +155,9 @@ class Handler(BaseHTTPRequestHandler):
             "body": body[:BODY_LOG_LIMIT].decode("utf-8", errors="replace"),
         })
         path = self.path.split("?", 1)[0]
-        if path == "/":
+        if fake_llm.handle(self, path, body, log):
+            pass
+        elif path == "/":
             self.reply(200, b"ok\n", "text/plain")
         elif path == "/echo":
             # Credentials are echoed as a digest: the proxy never returns the bottle's own

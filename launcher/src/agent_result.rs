@@ -25,20 +25,17 @@ pub fn keep_tail(buf: &mut Vec<u8>, chunk: &[u8]) {
 /// message>, "is_error", "usage", "events"}` built from its event lines.
 pub fn parse(template: Template, stdout: &[u8]) -> Option<Value> {
     let text = String::from_utf8_lossy(stdout);
-    let objects = text
+    let mut objects = text
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
         .filter(Value::is_object);
     match template {
-        Template::Claude => objects
-            .filter(|v| v["type"] == "result")
-            .last()
-            .or_else(|| {
-                // Pretty-printed (not one line): the whole output is the object.
-                serde_json::from_str::<Value>(text.trim())
-                    .ok()
-                    .filter(|v| v["type"] == "result")
-            }),
+        Template::Claude => objects.rfind(|v| v["type"] == "result").or_else(|| {
+            // Pretty-printed (not one line): the whole output is the object.
+            serde_json::from_str::<Value>(text.trim())
+                .ok()
+                .filter(|v| v["type"] == "result")
+        }),
         Template::Codex => codex(objects),
         Template::Shell => None,
     }

@@ -198,11 +198,15 @@ pub async fn launch_spec(docker: &Docker, plan: &Plan, quiet: bool) -> Result<La
         (None, ImageSpec::Tag { tag }) => crate::images::ensure_tag(docker, tag, quiet)
             .await
             .with_context(|| format!("bottle {}: the agent image", plan.bottle))?,
-        (None, ImageSpec::Dockerfile { dockerfile, context }) => {
-            crate::images::ensure_dockerfile(docker, &plan.bottle, dockerfile, context, quiet)
-                .await
-                .with_context(|| format!("bottle {}: the agent image", plan.bottle))?
-        }
+        (
+            None,
+            ImageSpec::Dockerfile {
+                dockerfile,
+                context,
+            },
+        ) => crate::images::ensure_dockerfile(docker, &plan.bottle, dockerfile, context, quiet)
+            .await
+            .with_context(|| format!("bottle {}: the agent image", plan.bottle))?,
     };
     let secrets = plan
         .resolve_secrets()
@@ -253,6 +257,23 @@ pub async fn launch_spec(docker: &Docker, plan: &Plan, quiet: bool) -> Result<La
     })
 }
 
+/// What a template does that a user should know before it starts (printed by `start`/`run`).
+pub fn template_note(plan: &Plan) -> Option<&'static str> {
+    match plan.image {
+        ImageSpec::Template {
+            template: Template::Claude,
+        } => Some(
+            "bottle: claude runs with --dangerously-skip-permissions: the bottle is its sandbox              (no route but the bottle's, no real credential inside), and its first-run prompts              are pre-answered in the bottle's tmpfs home",
+        ),
+        ImageSpec::Template {
+            template: Template::Codex,
+        } => Some(
+            "bottle: codex runs with approvals off and its own sandbox bypassed              (--dangerously-bypass-approvals-and-sandbox): the bottle is its sandbox",
+        ),
+        _ => None,
+    }
+}
+
 /// The agent command for an unattended run with a prompt, by image template.
 pub fn prompt_command(plan: &Plan, prompt: &str) -> Vec<String> {
     match &plan.image {
@@ -275,19 +296,17 @@ pub fn prompt_command(plan: &Plan, prompt: &str) -> Vec<String> {
         }
         ImageSpec::Template {
             template: Template::Codex,
-        } => {
-            [
-                "codex",
-                "exec",
-                "--json",
-                "--skip-git-repo-check",
-                "--dangerously-bypass-approvals-and-sandbox",
-                "--",
-                prompt,
-            ]
-            .map(String::from)
-            .to_vec()
-        }
+        } => [
+            "codex",
+            "exec",
+            "--json",
+            "--skip-git-repo-check",
+            "--dangerously-bypass-approvals-and-sandbox",
+            "--",
+            prompt,
+        ]
+        .map(String::from)
+        .to_vec(),
         _ => vec!["bash".into(), "-lc".into(), prompt.into()],
     }
 }

@@ -303,6 +303,9 @@ async fn real_main() -> Result<i32> {
             }
             let used = launch::check_before_launch(&home, &plan)?;
             eprintln!("{}", used.line());
+            if let Some(note) = launch::template_note(&plan) {
+                eprintln!("{note}");
+            }
             let docker = runtime::engine::connect().await?;
             let spec = launch::launch_spec(&docker, &plan, false).await?;
             eprint!(
@@ -328,6 +331,9 @@ async fn real_main() -> Result<i32> {
             let plan = timed_sync("plan", || launch::plan(&home, &repo, &agent))?;
             let used = launch::check_before_launch(&home, &plan)?;
             eprintln!("{}", used.line());
+            if let Some(note) = launch::template_note(&plan) {
+                eprintln!("{note}");
+            }
             let docker = timed("engine connect", runtime::engine::connect()).await?;
             // The images (built only when missing), the reap of stale bottles and the engine
             // facts are independent.
@@ -472,11 +478,12 @@ async fn real_main() -> Result<i32> {
             Ok(0)
         }
         Cmd::Images {
-            cmd: ImagesCmd::Build {
-                images: names,
-                force,
-                test,
-            },
+            cmd:
+                ImagesCmd::Build {
+                    images: names,
+                    force,
+                    test,
+                },
         } => images_build(names, force, test).await,
         Cmd::Images {
             cmd: ImagesCmd::List { json },
@@ -535,9 +542,13 @@ async fn images_build(names: Vec<String>, force: bool, test: bool) -> Result<i32
                 Ok((_, manifest::ImageSpec::Template { template })) => {
                     kinds.push(images::usage::template_kind(template))
                 }
-                Ok((bottle, manifest::ImageSpec::Dockerfile { dockerfile, context })) => {
-                    dockerfiles.push((bottle, dockerfile, context))
-                }
+                Ok((
+                    bottle,
+                    manifest::ImageSpec::Dockerfile {
+                        dockerfile,
+                        context,
+                    },
+                )) => dockerfiles.push((bottle, dockerfile, context)),
                 Ok((_, manifest::ImageSpec::Tag { .. })) => {}
                 Err(e) => eprintln!(
                     "bottle: warning: agent `{agent}` is skipped: {}",
@@ -566,7 +577,10 @@ async fn images_build(names: Vec<String>, force: bool, test: bool) -> Result<i32
     dockerfiles.sort();
     dockerfiles.dedup();
     for (bottle, df, ctx) in dockerfiles {
-        println!("{}", images::ensure_dockerfile(&docker, &bottle, &df, &ctx, false).await?);
+        println!(
+            "{}",
+            images::ensure_dockerfile(&docker, &bottle, &df, &ctx, false).await?
+        );
     }
     Ok(0)
 }

@@ -234,7 +234,7 @@ pub fn world() -> &'static World {
 }
 
 /// A /24 for the test network outside the bottle pool, not used by another network.
-fn free_test_subnet() -> String {
+pub fn free_test_subnet() -> String {
     let used = docker_ok(&[
         "network",
         "inspect",

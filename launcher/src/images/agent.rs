@@ -22,18 +22,27 @@ use super::ImageRef;
 /// Where downloaded wheels are kept: `$BOTTLE_CACHE_DIR/wheels`, else
 /// `$XDG_CACHE_HOME/bottle/wheels`, else `~/.cache/bottle/wheels`.
 pub fn wheel_cache_dir() -> anyhow::Result<PathBuf> {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     let base = env("BOTTLE_CACHE_DIR")
         .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("bottle")))
         .or_else(|| env("HOME").map(|d| d.join(".cache/bottle")))
-        .context("none of BOTTLE_CACHE_DIR, XDG_CACHE_HOME and HOME is set; set BOTTLE_CACHE_DIR")?;
+        .context(
+            "none of BOTTLE_CACHE_DIR, XDG_CACHE_HOME and HOME is set; set BOTTLE_CACHE_DIR",
+        )?;
     Ok(base.join("wheels"))
 }
 
 /// The pinned wheel of `cli` (an error names the file when the pin is malformed).
 pub fn pin(cli: &AgentCli) -> anyhow::Result<WheelPin> {
-    recipe::parse_wheel_pin(cli.wheel_txt, &format!("images/agent-{}/wheel.txt", cli.name))
-        .map_err(anyhow::Error::msg)
+    recipe::parse_wheel_pin(
+        cli.wheel_txt,
+        &format!("images/agent-{}/wheel.txt", cli.name),
+    )
+    .map_err(anyhow::Error::msg)
 }
 
 /// SHA-256 of a file, lower-case hex.
@@ -42,7 +51,9 @@ fn file_sha256(path: &Path) -> anyhow::Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -76,7 +87,12 @@ fn cached_wheel(dir: &Path, pin: &WheelPin) -> anyhow::Result<Option<PathBuf>> {
 pub async fn fetch_wheel(pin: &WheelPin, ui: &Ui) -> anyhow::Result<PathBuf> {
     let dir = wheel_cache_dir()?;
     if let Some(p) = cached_wheel(&dir, pin)? {
-        ui.note(&format!("{}=={} wheel is cached ({})", pin.name, pin.version, p.display()));
+        ui.note(&format!(
+            "{}=={} wheel is cached ({})",
+            pin.name,
+            pin.version,
+            p.display()
+        ));
         return Ok(p);
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -86,8 +102,18 @@ pub async fn fetch_wheel(pin: &WheelPin, ui: &Ui) -> anyhow::Result<PathBuf> {
     let python = std::env::var("BOTTLE_PYTHON").unwrap_or_else(|_| "python3".into());
     let mut cmd = tokio::process::Command::new(&python);
     cmd.args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
-        .args(["--platform", recipe::WHEEL_PLATFORM, "--python-version", "3.11"])
-        .args(["--require-hashes", "--progress-bar", "off", "--disable-pip-version-check"])
+        .args([
+            "--platform",
+            recipe::WHEEL_PLATFORM,
+            "--python-version",
+            "3.11",
+        ])
+        .args([
+            "--require-hashes",
+            "--progress-bar",
+            "off",
+            "--disable-pip-version-check",
+        ])
         .arg("-r")
         .arg(&req)
         .arg("-d")
@@ -241,8 +267,16 @@ async fn build_registry(
             &[
                 ContextSource::Bytes(&df, cli.registry_dockerfile.as_bytes(), 0o644),
                 ContextSource::Bytes(&wheel, cli.wheel_txt.as_bytes(), 0o644),
-                ContextSource::Bytes("agent-shell/packages.txt", recipe::AGENT_PACKAGES.as_bytes(), 0o644),
-                ContextSource::Bytes("agent-init/bottle-agent-init", recipe::AGENT_INIT.as_bytes(), 0o755),
+                ContextSource::Bytes(
+                    "agent-shell/packages.txt",
+                    recipe::AGENT_PACKAGES.as_bytes(),
+                    0o644,
+                ),
+                ContextSource::Bytes(
+                    "agent-init/bottle-agent-init",
+                    recipe::AGENT_INIT.as_bytes(),
+                    0o755,
+                ),
             ],
         )?;
         let step = ui.spinner(&format!("agent-{} image (registry Dockerfile)", cli.name));
@@ -276,10 +310,16 @@ mod tests {
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(&dest).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o755);
-        let e = format!("{:#}", extract_member(&wheel, "pkg/bin/other", &dest).unwrap_err());
+        let e = format!(
+            "{:#}",
+            extract_member(&wheel, "pkg/bin/other", &dest).unwrap_err()
+        );
         assert!(e.contains("has no pkg/bin/other"), "{e}");
         std::fs::write(&wheel, b"not a zip").unwrap();
-        let e = format!("{:#}", extract_member(&wheel, "pkg/bin/tool", &dest).unwrap_err());
+        let e = format!(
+            "{:#}",
+            extract_member(&wheel, "pkg/bin/tool", &dest).unwrap_err()
+        );
         assert!(e.contains("is not a wheel"), "{e}");
     }
 
@@ -287,13 +327,18 @@ mod tests {
     fn cached_wheels_with_the_wrong_hash_are_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let good = b"wheel bytes";
-        let sha: String = Sha256::digest(good).iter().map(|b| format!("{b:02x}")).collect();
+        let sha: String = Sha256::digest(good)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let pin = WheelPin {
             name: "claude-agent-sdk".into(),
             version: "1.0".into(),
             sha256: sha,
         };
-        let p = dir.path().join("claude_agent_sdk-1.0-py3-none-manylinux_2_17_x86_64.whl");
+        let p = dir
+            .path()
+            .join("claude_agent_sdk-1.0-py3-none-manylinux_2_17_x86_64.whl");
         std::fs::write(&p, b"tampered").unwrap();
         assert_eq!(cached_wheel(dir.path(), &pin).unwrap(), None);
         assert!(!p.exists(), "a wheel with the wrong hash is removed");

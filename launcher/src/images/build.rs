@@ -149,7 +149,8 @@ pub enum ContextSource<'a> {
 /// Writes a build context tar of `entries` to `path` (for contexts too large for memory, such
 /// as a 400 MB agent binary) and returns `path`.
 pub fn file_context(path: &Path, entries: &[ContextSource<'_>]) -> anyhow::Result<PathBuf> {
-    let out = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let out =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut ar = tar::Builder::new(std::io::BufWriter::new(out));
     for e in entries {
         let mut header = tar::Header::new_gnu();

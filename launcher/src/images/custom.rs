@@ -68,7 +68,13 @@ pub fn dockerfile_ref(bottle: &str, dockerfile: &Path, context: &Path) -> anyhow
     let hash = h.finish();
     let name: String = bottle
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
     Ok(ImageRef {
         kind: ImageKind::Custom,
@@ -79,7 +85,9 @@ pub fn dockerfile_ref(bottle: &str, dockerfile: &Path, context: &Path) -> anyhow
 
 fn file_mode(p: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt as _;
-    std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777).unwrap_or(0o644)
+    std::fs::metadata(p)
+        .map(|m| m.permissions().mode() & 0o777)
+        .unwrap_or(0o644)
 }
 
 /// Builds (or reuses) the Dockerfile image of a manifest and returns its tag.
@@ -96,7 +104,11 @@ pub async fn ensure_dockerfile(
         ui.note(&format!("{} is up to date", r.tag));
         return Ok(r.tag);
     }
-    let work = std::env::temp_dir().join(format!("bottle-custom-{}-{}", &r.hash[..12], std::process::id()));
+    let work = std::env::temp_dir().join(format!(
+        "bottle-custom-{}-{}",
+        &r.hash[..12],
+        std::process::id()
+    ));
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let result = async {
         let df = std::fs::read(dockerfile)
@@ -146,6 +158,9 @@ mod tests {
         std::fs::write(d.path().join("target/x"), "junk").unwrap();
         assert_eq!(r2, dockerfile_ref("My Bottle", &df, d.path()).unwrap());
         std::fs::write(&df, "FROM scratch\n").unwrap();
-        assert_ne!(r2.tag, dockerfile_ref("My Bottle", &df, d.path()).unwrap().tag);
+        assert_ne!(
+            r2.tag,
+            dockerfile_ref("My Bottle", &df, d.path()).unwrap().tag
+        );
     }
 }

@@ -159,6 +159,7 @@ pub fn test_upstream_hash(base_tag: &str) -> String {
     h.field(base_tag.as_bytes());
     h.field(recipe::UPSTREAM_DOCKERFILE.as_bytes());
     h.field(recipe::UPSTREAM_SERVER.as_bytes());
+    h.field(recipe::UPSTREAM_FAKE_LLM.as_bytes());
     h.finish()
 }
 

@@ -160,7 +160,9 @@ impl fmt::Display for ImageRef {
 pub fn image_ref(kind: ImageKind, opts: &BuildOpts) -> anyhow::Result<ImageRef> {
     let hash = match kind {
         ImageKind::Sidecar => hash::sidecar_hash(opts)?,
-        ImageKind::Custom => anyhow::bail!("custom images are tagged per manifest (dockerfile_ref)"),
+        ImageKind::Custom => {
+            anyhow::bail!("custom images are tagged per manifest (dockerfile_ref)")
+        }
         ImageKind::AgentShell => hash::agent_shell_hash(),
         ImageKind::TestUpstream => {
             let base = image_ref(ImageKind::AgentShell, opts)?;

@@ -9,6 +9,8 @@ pub const UPSTREAM_DOCKERFILE: &str =
     include_str!("../../../images/test-upstream/Dockerfile.offline");
 /// `images/test-upstream/server.py`.
 pub const UPSTREAM_SERVER: &str = include_str!("../../../images/test-upstream/server.py");
+/// `images/test-upstream/fake_llm.py`: the scripted Anthropic / OpenAI API fake.
+pub const UPSTREAM_FAKE_LLM: &str = include_str!("../../../images/test-upstream/fake_llm.py");
 
 /// `images/agent-init/bottle-agent-init`: the agent images' entrypoint (pre-answers first-run prompts).
 pub const AGENT_INIT: &str = include_str!("../../../images/agent-init/bottle-agent-init");
@@ -64,7 +66,10 @@ pub struct WheelPin {
 impl WheelPin {
     /// The requirement line pip is given (with `--require-hashes`).
     pub fn requirement(&self) -> String {
-        format!("{}=={} --hash=sha256:{}", self.name, self.version, self.sha256)
+        format!(
+            "{}=={} --hash=sha256:{}",
+            self.name, self.version, self.sha256
+        )
     }
 
     /// The prefix of the wheel's file name (`claude_agent_sdk-0.2.189-`).
@@ -99,9 +104,14 @@ pub fn parse_wheel_pin(text: &str, what: &str) -> Result<WheelPin, String> {
         .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
         .ok_or_else(|| format!("{what}: `{line}` needs `--hash=sha256:<64 hex digits>`"))?;
     if parts.next().is_some() {
-        return Err(format!("{what}: unexpected text after the hash in `{line}`"));
+        return Err(format!(
+            "{what}: unexpected text after the hash in `{line}`"
+        ));
     }
-    let ok_name = |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    let ok_name = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    };
     if !ok_name(name) || !ok_name(version) {
         return Err(format!("{what}: `{req}` is not a plain `name==version`"));
     }
@@ -193,7 +203,12 @@ mod tests {
             assert_eq!(p.sha256.len(), 64);
             assert!(p.requirement().contains("--hash=sha256:"));
         }
-        let p = parse_wheel_pin("claude-agent-sdk==0.2.189 --hash=sha256:".to_string().as_str(), "w");
+        let p = parse_wheel_pin(
+            "claude-agent-sdk==0.2.189 --hash=sha256:"
+                .to_string()
+                .as_str(),
+            "w",
+        );
         assert!(p.unwrap_err().contains("64 hex"));
     }
 
@@ -203,7 +218,10 @@ mod tests {
         let cases = [
             ("", "exactly one"),
             ("a==1 --hash=sha256:X\nb==2 --hash=sha256:Y", "found 2"),
-            (&format!("claude-agent-sdk>=1 --hash=sha256:{h}"), "exact version"),
+            (
+                &format!("claude-agent-sdk>=1 --hash=sha256:{h}"),
+                "exact version",
+            ),
             ("claude-agent-sdk==1", "--hash=sha256"),
             (&format!("x==1 --hash=md5:{h}"), "--hash=sha256"),
             (&format!("x==1 --hash=sha256:{h} extra"), "unexpected text"),
@@ -211,9 +229,16 @@ mod tests {
         ];
         for (text, want) in cases {
             let e = parse_wheel_pin(text, "wheel.txt").unwrap_err();
-            assert!(e.contains(want) && e.starts_with("wheel.txt"), "{text:?}: {e}");
+            assert!(
+                e.contains(want) && e.starts_with("wheel.txt"),
+                "{text:?}: {e}"
+            );
         }
-        let p = parse_wheel_pin(&format!("# c\n\nmy.pkg==1.0 --hash=sha256:{}\n", h.to_uppercase()), "w").unwrap();
+        let p = parse_wheel_pin(
+            &format!("# c\n\nmy.pkg==1.0 --hash=sha256:{}\n", h.to_uppercase()),
+            "w",
+        )
+        .unwrap();
         assert_eq!(p.file_prefix(), "my_pkg-1.0-");
         assert_eq!(p.sha256, h);
     }

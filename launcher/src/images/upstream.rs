@@ -21,6 +21,11 @@ pub async fn build(docker: &Docker, r: &ImageRef, base: &ImageRef, ui: &Ui) -> a
             data: recipe::UPSTREAM_SERVER.as_bytes(),
             mode: 0o755,
         },
+        ContextFile {
+            path: "fake_llm.py",
+            data: recipe::UPSTREAM_FAKE_LLM.as_bytes(),
+            mode: 0o644,
+        },
     ])?;
     let step = ui.spinner("test-upstream image");
     build_image(docker, r, ctx, &step).await?;

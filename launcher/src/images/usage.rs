@@ -77,14 +77,23 @@ pub struct ImagesReport {
 }
 
 /// The image source of `spec`: `(source, reference)`.
-fn spec_image(bottle: &str, spec: &ImageSpec, opts: &BuildOpts) -> (&'static str, Result<String, String>) {
+fn spec_image(
+    bottle: &str,
+    spec: &ImageSpec,
+    opts: &BuildOpts,
+) -> (&'static str, Result<String, String>) {
     match spec {
         ImageSpec::Template { template } => (
             "template",
-            image_ref(template_kind(*template), opts).map(|r| r.tag).map_err(|e| format!("{e:#}")),
+            image_ref(template_kind(*template), opts)
+                .map(|r| r.tag)
+                .map_err(|e| format!("{e:#}")),
         ),
         ImageSpec::Tag { tag } => ("tag", Ok(tag.clone())),
-        ImageSpec::Dockerfile { dockerfile, context } => (
+        ImageSpec::Dockerfile {
+            dockerfile,
+            context,
+        } => (
             "dockerfile",
             super::dockerfile_ref(bottle, dockerfile, context)
                 .map(|r| r.tag)
@@ -93,8 +102,11 @@ fn spec_image(bottle: &str, spec: &ImageSpec, opts: &BuildOpts) -> (&'static str
     }
 }
 
+/// An agent's name and its `(bottle, image)`, or why it does not resolve.
+pub type AgentSpec = (String, Result<(String, ImageSpec), String>);
+
 /// The images every agent of `home` and `repo` would run (unresolvable agents carry their error).
-pub fn agent_specs(home: &Path, repo: &Path) -> Vec<(String, Result<(String, ImageSpec), String>)> {
+pub fn agent_specs(home: &Path, repo: &Path) -> Vec<AgentSpec> {
     crate::manifest::list_agents(home, repo)
         .into_iter()
         .map(|a| {
@@ -166,15 +178,37 @@ pub async fn report(docker: &Docker, home: &Path, repo: &Path) -> ImagesReport {
 pub fn render(r: &ImagesReport) -> String {
     let mut o = String::from("IMAGE          STATUS    SIZE      TAG\n");
     for i in &r.images {
-        let status = if i.exists { "built" } else if i.error.is_some() { "error" } else { "missing" };
-        let size = i.size.map(|s| format!("{} MiB", s >> 20)).unwrap_or_else(|| "-".into());
-        let tag = i.tag.clone().or_else(|| i.error.clone()).unwrap_or_default();
-        o.push_str(&format!("{:<14} {:<9} {:<9} {}\n", i.image, status, size, tag));
+        let status = if i.exists {
+            "built"
+        } else if i.error.is_some() {
+            "error"
+        } else {
+            "missing"
+        };
+        let size = i
+            .size
+            .map(|s| format!("{} MiB", s >> 20))
+            .unwrap_or_else(|| "-".into());
+        let tag = i
+            .tag
+            .clone()
+            .or_else(|| i.error.clone())
+            .unwrap_or_default();
+        o.push_str(&format!(
+            "{:<14} {:<9} {:<9} {}\n",
+            i.image, status, size, tag
+        ));
     }
     if !r.agents.is_empty() {
         o.push_str("\nAGENT          BOTTLE         STATUS    IMAGE\n");
         for a in &r.agents {
-            let status = if a.exists { "ready" } else if a.error.is_some() { "error" } else { "missing" };
+            let status = if a.exists {
+                "ready"
+            } else if a.error.is_some() {
+                "error"
+            } else {
+                "missing"
+            };
             let what = match (&a.image, &a.error) {
                 (Some(i), _) => format!("{i} ({})", a.source.unwrap_or("?")),
                 (None, Some(e)) => e.lines().next().unwrap_or_default().to_string(),
@@ -211,6 +245,9 @@ mod tests {
         assert_eq!(parse_kind("sidecar"), Ok(ImageKind::Sidecar));
         let e = parse_kind("claud").unwrap_err();
         assert!(e.contains("agent-claude") && e.contains("templates"), "{e}");
-        assert!(parse_kind("custom").is_err(), "custom images are per manifest");
+        assert!(
+            parse_kind("custom").is_err(),
+            "custom images are per manifest"
+        );
     }
 }

@@ -698,7 +698,8 @@ fn image_reference_problem(s: &str) -> Option<&'static str> {
     if let Some(t) = tag {
         let ok = !t.is_empty()
             && t.len() <= 128
-            && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
             && !t.starts_with(['.', '-']);
         if !ok {
             return Some("a tag is 1-128 of [A-Za-z0-9_.-], not starting with . or -");

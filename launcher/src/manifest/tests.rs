@@ -736,7 +736,11 @@ fn dockerfile_images_models_and_remotes() {
         "acme/agent@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
     ] {
         env.bottle("t", &format!("image = \"{tag}\"\n"));
-        assert_eq!(env.plan("t").unwrap().image, ImageSpec::Tag { tag: tag.into() }, "{tag}");
+        assert_eq!(
+            env.plan("t").unwrap().image,
+            ImageSpec::Tag { tag: tag.into() },
+            "{tag}"
+        );
     }
     for (bad, why) in [
         ("Bottle/Agent:1", "lower-case"),
@@ -748,13 +752,18 @@ fn dockerfile_images_models_and_remotes() {
         env.bottle("t", &format!("image = \"{bad}\"\n"));
         let e = env.err("t");
         assert!(
-            e.starts_with("bottles/t.toml:1: ") && e.contains("not a valid image reference") && e.contains(why),
+            e.starts_with("bottles/t.toml:1: ")
+                && e.contains("not a valid image reference")
+                && e.contains(why),
             "{bad}: {e}"
         );
     }
     env.bottle("t", "image = \"claud\"\n");
     let e = env.err("t");
-    assert!(e.contains("not a template") && e.contains("did you mean `claude`?"), "{e}");
+    assert!(
+        e.contains("not a template") && e.contains("did you mean `claude`?"),
+        "{e}"
+    );
 
     env.bottle(
         "m",
