@@ -19,6 +19,11 @@ const ENV_HELP: &str = "Environment:
   BOTTLE_RUNTIME_DIR     runtime files; default $XDG_RUNTIME_DIR/bottle or ~/.local/state/bottle/run
   BOTTLE_STATE_DIR       state (trusted repository agents); default $XDG_STATE_HOME/bottle or ~/.local/state/bottle
   BOTTLE_DATA_DIR        kept workspace copies; default $XDG_DATA_HOME/bottle or ~/.local/share/bottle
+  BOTTLE_CACHE_DIR       downloaded agent wheels (wheels/); default $XDG_CACHE_HOME/bottle or ~/.cache/bottle
+  BOTTLE_PYTHON          the Python whose pip downloads the pinned agent wheels; default python3
+  PIP_INDEX_URL          a PyPI mirror for those wheels (read by pip)
+  BOTTLE_SRC_DIR         the bottle checkout the sidecar image is built from
+  BOTTLE_SIDECAR_BIN     a prebuilt static bottle-sidecar to package instead of running cargo
   BOTTLE_SIDECAR_IMAGE, BOTTLE_AGENT_IMAGE   run these local images instead of the built ones
   BOTTLE_VERBOSE         print launch steps with timings
   BOTTLE_TRACE_TIMING    print the duration of every launch and teardown phase (stderr)
