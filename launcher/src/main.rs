@@ -572,6 +572,7 @@ async fn images_build(names: Vec<String>, force: bool, test: bool) -> Result<i32
         &kinds,
         &images::BuildOpts {
             force,
+            report_current: true,
             ..Default::default()
         },
     )

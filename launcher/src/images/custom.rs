@@ -101,7 +101,6 @@ pub async fn ensure_dockerfile(
     let r = dockerfile_ref(bottle, dockerfile, context)?;
     let ui = Ui::new(quiet);
     if super::image_exists(docker, &r).await? {
-        ui.note(&format!("{} is up to date", r.tag));
         return Ok(r.tag);
     }
     let work = std::env::temp_dir().join(format!(

@@ -129,6 +129,9 @@ pub struct BuildOpts {
     pub force: bool,
     /// No progress output at all (errors are still returned).
     pub quiet: bool,
+    /// Also say "… is up to date" for images that exist (`bottle images build`; `start`/`run`
+    /// stay silent about images they did not have to build).
+    pub report_current: bool,
     /// The bottle source checkout (holds `Cargo.lock`, `sidecar/`, `images/`). Default: `$BOTTLE_SRC_DIR`,
     /// else the checkout this binary was built from.
     pub source_dir: Option<PathBuf>,
@@ -255,7 +258,9 @@ pub async fn ensure_images(
         let r = image_ref(kind, opts)?;
         let forced = opts.force && which.contains(&kind);
         if !forced && image_exists(docker, &r).await? {
-            ui.note(&format!("{} is up to date", r.tag));
+            if opts.report_current {
+                ui.note(&format!("{} is up to date", r.tag));
+            }
         } else {
             // With --force the old image loses its tag; remember it so it does not linger dangling.
             let replaced = match docker.inspect_image(&r.tag).await {
