@@ -331,8 +331,11 @@ async fn engine_checks(docker: &Docker, report: &mut Report, findings: &mut Vec<
         findings.push(Finding {
             level: Level::Warn,
             what: format!("images not built yet: {}", missing.join(", ")),
-            fix: "run `bottle images build` (about a minute; `bottle start` also builds on first use)"
-                .into(),
+            // Name exactly what is missing, so the command builds what the warning lists.
+            fix: format!(
+                "run `bottle images build {}` (`bottle start` also builds what its agent needs on first use)",
+                missing.join(" ")
+            ),
         });
     }
 
