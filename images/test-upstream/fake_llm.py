@@ -43,6 +43,25 @@ def handles(path):
     return path in ("/v1/messages", "/v1/messages/count_tokens", "/v1/responses", "/v1/models")
 
 
+def decode(encoding, body):
+    """Undoes a request Content-Encoding (gzip, deflate, zstd when a module for it exists)."""
+    enc = encoding.strip().lower()
+    if not enc or enc == "identity":
+        return body
+    import zlib
+    if enc in ("gzip", "x-gzip"):
+        return zlib.decompress(body, 16 + zlib.MAX_WBITS)
+    if enc == "deflate":
+        return zlib.decompress(body)
+    if enc == "zstd":
+        try:
+            import zstandard
+            return zstandard.ZstdDecompressor().decompressobj().decompress(body)
+        except ImportError:
+            pass
+    return body
+
+
 def sse(events):
     out = []
     for name, data in events:
@@ -62,6 +81,13 @@ def handle(handler, path, body, log):
     """Answers one request; returns True when it was a fake-provider path."""
     if not handles(path):
         return False
+    if path == "/v1/responses" and handler.command == "GET":
+        # Codex tries a WebSocket transport first; the fake speaks HTTPS (SSE) only.
+        log({"event": "llm", "api": "openai", "path": path, "websocket": True, "auth_ok": True,
+             "credential": digest(credential(handler.headers)), "turn": None})
+        handler.reply(404, b'{"error":{"message":"no websocket transport"}}', "application/json")
+        return True
+    body = decode(handler.headers.get("Content-Encoding", ""), body)
     want = os.environ.get("FAKE_LLM_KEY", "")
     got = credential(handler.headers)
     ok = bool(want) and got == want
@@ -71,6 +97,7 @@ def handle(handler, path, body, log):
         req = {}
     api = "openai" if path in ("/v1/responses", "/v1/models") else "anthropic"
     entry = {"event": "llm", "api": api, "path": path, "auth_ok": ok, "credential": digest(got),
+             "encoding": handler.headers.get("Content-Encoding"), "parsed": bool(req),
              "stream": bool(req.get("stream")), "model": req.get("model"),
              "tools": [t.get("name") or t.get("type") for t in req.get("tools") or [] if isinstance(t, dict)]}
     if not ok:
@@ -92,7 +119,7 @@ def handle(handler, path, body, log):
     else:
         turn, last = openai_turn(req)
     steps = script()
-    step = steps[min(turn, len(steps) - 1)] if req.get("tools") else {"text": "ok"}
+    step = steps[min(turn, len(steps) - 1)] if offers_tools(req) else {"text": "ok"}
     if "text" in step:
         step = {"text": step["text"].replace("{last_tool_result}", last or "")}
     log(dict(entry, turn=turn, step=step, last_tool_result=(last or "")[:2000]))
@@ -101,6 +128,16 @@ def handle(handler, path, body, log):
     else:
         openai_reply(handler, req, step, turn)
     return True
+
+
+def offers_tools(req):
+    """Whether a request is an agent turn: tools at the top level, or (Codex >= 0.16x) in an
+    `additional_tools` input item."""
+    if req.get("tools"):
+        return True
+    items = req.get("input")
+    return any(isinstance(i, dict) and i.get("type") == "additional_tools" for i in items or []) \
+        if isinstance(items, list) else False
 
 
 # --- Anthropic Messages API ---------------------------------------------------------------
