@@ -51,7 +51,12 @@ fn codex(events: impl Iterator<Item = Value>) -> Option<Value> {
             "item.completed" if e["item"]["type"] == "agent_message" => {
                 result = e["item"].get("text").cloned()
             }
-            "turn.completed" => usage = e.get("usage").cloned(),
+            // Codex reports transient trouble (transport retries) as `error` events; a turn
+            // that completes afterwards succeeded.
+            "turn.completed" => {
+                usage = e.get("usage").cloned();
+                error = None;
+            }
             "turn.failed" | "error" => {
                 error = e
                     .get("error")
@@ -105,6 +110,16 @@ mod tests {
         assert_eq!(v["is_error"], false);
         assert_eq!(v["usage"]["output_tokens"], 2);
         assert_eq!(v["events"], 5);
+        let retried = br#"{"type":"thread.started","thread_id":"t"}
+{"type":"error","message":"Reconnecting... 2/5"}
+{"type":"item.completed","item":{"id":"i1","type":"agent_message","text":"fine"}}
+{"type":"turn.completed","usage":{}}
+"#;
+        let v = parse(Template::Codex, retried).unwrap();
+        assert_eq!(
+            (v["is_error"].clone(), v["result"].clone()),
+            (json!(false), json!("fine"))
+        );
         let failed = br#"{"type":"thread.started","thread_id":"t"}
 {"type":"turn.failed","error":{"message":"403 denied"}}
 "#;
