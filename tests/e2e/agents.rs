@@ -196,6 +196,19 @@ CODEX_DISABLE_UPDATE_CHECK = "1"
     std::fs::write(h.home.join(format!("bottles/{name}.toml")), toml).unwrap();
 }
 
+/// Bottle `claude` as shipped in manifests/: the key injected as `x-api-key` on the provider.
+fn claude_home(h: &Home, p: &Provider) {
+    agent_home(
+        h,
+        "claude",
+        "claude",
+        p,
+        "api.anthropic.com",
+        "ANTHROPIC_API_KEY",
+        r#"{ header = "x-api-key", secret = "ANTHROPIC_API_KEY" }"#,
+    );
+}
+
 /// `bottle run --json <agent> --prompt <prompt>` in `h`, on the provider's network, with
 /// the agent image `image`.
 fn run_prompt(h: &Home, p: &Provider, agent: &str, image: &str, prompt: &str) -> Run {
@@ -246,15 +259,7 @@ fn claude_code_answers_through_the_sidecar_with_the_injected_key() {
         &h.secret,
         &json!([{"text": "hello from the fake model"}]),
     );
-    agent_home(
-        &h,
-        "claude",
-        "claude",
-        &p,
-        "api.anthropic.com",
-        "ANTHROPIC_API_KEY",
-        r#"{ header = "x-api-key", secret = "ANTHROPIC_API_KEY" }"#,
-    );
+    claude_home(&h, &p);
     let r = run_prompt(&h, &p, "claude", claude, "say hi");
     assert_eq!(r.code, 0, "claude -p failed: {}\n{}", r.stderr, r.result);
     let res = &r.result["agent_result"];
@@ -293,15 +298,7 @@ fn claude_code_tool_calls_are_refused_by_the_proxy() {
         {"text": "REPORT: {last_tool_result}"}
     ]);
     let p = Provider::start("api.anthropic.com", &h.secret, &script);
-    agent_home(
-        &h,
-        "claude",
-        "claude",
-        &p,
-        "api.anthropic.com",
-        "ANTHROPIC_API_KEY",
-        r#"{ header = "x-api-key", secret = "ANTHROPIC_API_KEY" }"#,
-    );
+    claude_home(&h, &p);
     let r = run_prompt(&h, &p, "claude", claude, "check the network");
     assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.result);
     let report = r.result["agent_result"]["result"]
