@@ -60,7 +60,7 @@ mod tests {
     use std::io::Write;
 
     fn gz(data: &[u8]) -> Bytes {
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         e.write_all(data).unwrap();
         Bytes::from(e.finish().unwrap())
     }
