@@ -4,7 +4,7 @@ set -euo pipefail
 what="${1:-run}"
 pkgs=(curl ca-certificates mmdebstrap)
 case "$what" in
-  test) pkgs+=(iproute2 tcpdump git) ;;  # e2e: `ip` lists host addresses, tcpdump watches DNS leave the host; git-gate tests run real git clients and `git http-backend`
+  test) pkgs+=(iproute2 tcpdump git tmux) ;;  # e2e: `ip` lists host addresses, tcpdump watches DNS leave the host; git-gate tests run real git clients and `git http-backend`; tmux reads the agent TUIs
   bench) pkgs+=(nginx squid-openssl wrk hyperfine) ;;
 esac
 missing=()

@@ -99,7 +99,7 @@ def handle(handler, path, body, log):
     entry = {"event": "llm", "api": api, "path": path, "auth_ok": ok, "credential": digest(got),
              "encoding": handler.headers.get("Content-Encoding"), "parsed": bool(req),
              "stream": bool(req.get("stream")), "model": req.get("model"),
-             "tools": [t.get("name") or t.get("type") for t in req.get("tools") or [] if isinstance(t, dict)]}
+             "tools": sorted(offered_tools(req))}
     if not ok:
         log(dict(entry, turn=None))
         err = {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}
@@ -119,7 +119,7 @@ def handle(handler, path, body, log):
     else:
         turn, last = openai_turn(req)
     steps = script()
-    step = steps[min(turn, len(steps) - 1)] if offers_tools(req) else {"text": "ok"}
+    step = steps[min(turn, len(steps) - 1)] if offered_tools(req) else {"text": "ok"}
     if "text" in step:
         step = {"text": step["text"].replace("{last_tool_result}", last or "")}
     log(dict(entry, turn=turn, step=step, last_tool_result=(last or "")[:2000]))
@@ -128,16 +128,6 @@ def handle(handler, path, body, log):
     else:
         openai_reply(handler, req, step, turn)
     return True
-
-
-def offers_tools(req):
-    """Whether a request is an agent turn: tools at the top level, or (Codex >= 0.16x) in an
-    `additional_tools` input item."""
-    if req.get("tools"):
-        return True
-    items = req.get("input")
-    return any(isinstance(i, dict) and i.get("type") == "additional_tools" for i in items or []) \
-        if isinstance(items, list) else False
 
 
 # --- Anthropic Messages API ---------------------------------------------------------------
@@ -195,14 +185,47 @@ def openai_turn(req):
         if isinstance(it, dict) and it.get("type") in ("function_call_output", "custom_tool_call_output"):
             n += 1
             out = it.get("output", "")
+            if isinstance(out, list):  # content items, e.g. code mode's input_text parts
+                out = "".join(c.get("text", "") for c in out if isinstance(c, dict))
             last = out if isinstance(out, str) else json.dumps(out)
     return n, last
 
 
+def offered_tools(req):
+    """Every tool a Responses request offers, by name: the top-level `tools` and the members of
+    the namespaces in `additional_tools` input items (Codex >= 0.16x)."""
+    out = {}
+
+    def walk(tools, namespace):
+        for t in tools or []:
+            if not isinstance(t, dict):
+                continue
+            if t.get("type") == "namespace":
+                walk(t.get("tools"), t.get("name"))
+            elif t.get("name"):
+                out[t["name"]] = dict(t, namespace=namespace)
+
+    walk(req.get("tools"), None)
+    items = req.get("input")
+    for it in items if isinstance(items, list) else []:
+        if isinstance(it, dict) and it.get("type") == "additional_tools":
+            walk(it.get("tools"), None)
+    return out
+
+
 def codex_tool_call(req, command, turn):
-    names = {t.get("name"): t for t in req.get("tools") or [] if isinstance(t, dict)}
-    call = {"type": "function_call", "id": "fc_fake_%d" % turn, "call_id": "call_fake_%d" % turn,
-            "status": "completed"}
+    """A tool call that makes Codex run `command` in a shell, in whichever form it offers: code
+    mode's JavaScript `exec` (calling the nested `exec_command`), or a classic shell function."""
+    names = offered_tools(req)
+    call = {"id": "fc_fake_%d" % turn, "call_id": "call_fake_%d" % turn, "status": "completed"}
+    if names.get("exec", {}).get("type") == "custom":
+        js = ("const r = await tools.exec_command({cmd: %s, tty: false, yield_time_ms: 30000});\n"
+              "text(typeof r === 'string' ? r : (r.output ?? JSON.stringify(r)));\n") % json.dumps(command)
+        item = dict(call, type="custom_tool_call", name="exec", input=js)
+        if names["exec"].get("namespace"):
+            item["namespace"] = names["exec"]["namespace"]
+        return item
+    call["type"] = "function_call"
     if "exec_command" in names:
         return dict(call, name="exec_command", arguments=json.dumps({"cmd": command}))
     if "shell_command" in names:

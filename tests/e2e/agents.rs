@@ -301,6 +301,29 @@ fn claude_code_tool_calls_are_refused_by_the_proxy() {
     claude_home(&h, &p);
     let r = run_prompt(&h, &p, "claude", claude, "check the network");
     assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.result);
+    assert_attack_refused(&r);
+    let calls = assert_real_key_only(&p, &h.secret);
+    assert!(
+        calls.iter().any(|c| c["turn"] == 1),
+        "the agent sent the tool result back: {calls:?}"
+    );
+}
+
+/// Bottle `codex` as shipped in manifests/: the key injected as a Bearer token on the provider.
+fn codex_home(h: &Home, p: &Provider) {
+    agent_home(
+        h,
+        "codex",
+        "codex",
+        p,
+        "api.openai.com",
+        "OPENAI_API_KEY",
+        r#"{ scheme = "Bearer", secret = "OPENAI_API_KEY" }"#,
+    );
+}
+
+/// The agent reported both refusals, and the audit counted them.
+fn assert_attack_refused(r: &Run) {
     let report = r.result["agent_result"]["result"]
         .as_str()
         .unwrap_or_default()
@@ -324,11 +347,6 @@ fn claude_code_tool_calls_are_refused_by_the_proxy() {
         "{}",
         r.result
     );
-    let calls = assert_real_key_only(&p, &h.secret);
-    assert!(
-        calls.iter().any(|c| c["turn"] == 1),
-        "the agent sent the tool result back: {calls:?}"
-    );
 }
 
 #[test]
@@ -338,15 +356,7 @@ fn codex_exec_answers_through_the_sidecar_with_the_injected_key() {
     let h = home("codex-hi");
     let script = json!([{"text": "hello from the fake model"}]);
     let p = Provider::start("api.openai.com", &h.secret, &script);
-    agent_home(
-        &h,
-        "codex",
-        "codex",
-        &p,
-        "api.openai.com",
-        "OPENAI_API_KEY",
-        r#"{ scheme = "Bearer", secret = "OPENAI_API_KEY" }"#,
-    );
+    codex_home(&h, &p);
     let r = run_prompt(&h, &p, "codex", codex, "say hi");
     let logs = docker_ok(&["logs", &p.container]);
     assert_eq!(r.code, 0, "{}\n{}\nprovider: {logs}", r.stderr, r.result);
@@ -371,4 +381,204 @@ fn codex_exec_answers_through_the_sidecar_with_the_injected_key() {
         !r.stderr.contains(&h.secret),
         "the key never reaches the output"
     );
+}
+
+/// Codex runs the provider's tool call (code mode's JavaScript `exec` calling `exec_command`)
+/// inside the bottle, and the proxy refuses both the exfiltration and the planted token.
+#[test]
+fn codex_tool_calls_are_refused_by_the_proxy() {
+    require_engine!();
+    let (_, codex) = agent_images();
+    let h = home("codex-tool");
+    let script = json!([
+        {"bash": attack("api.openai.com", "OPENAI_API_KEY")},
+        {"text": "REPORT: {last_tool_result}"}
+    ]);
+    let p = Provider::start("api.openai.com", &h.secret, &script);
+    codex_home(&h, &p);
+    let r = run_prompt(&h, &p, "codex", codex, "check the network");
+    let logs = docker_ok(&["logs", &p.container]);
+    assert_eq!(r.code, 0, "{}\n{}\nprovider: {logs}", r.stderr, r.result);
+    assert_attack_refused(&r);
+    let calls = assert_real_key_only(&p, &h.secret);
+    assert!(
+        calls.iter().any(|c| c["turn"] == 1),
+        "the agent sent the tool result back: {calls:?}"
+    );
+}
+
+/// A detached tmux session of 120x40 running `cmd`, killed on drop.
+struct Tmux(String);
+
+impl Tmux {
+    fn start(cmd: &str) -> Tmux {
+        let name = format!("bottle-e2e-{}", rand_hex(6));
+        let o = Command::new("tmux")
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &name,
+                "-x",
+                "120",
+                "-y",
+                "40",
+                cmd,
+            ])
+            .output()
+            .expect("tmux (scripts/deps.sh test installs it) runs `bottle start`");
+        assert!(
+            o.status.success(),
+            "tmux: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        // Keep the pane (and its last screen) after `bottle` exits.
+        let _ = Command::new("tmux")
+            .args(["set-option", "-t", &name, "remain-on-exit", "on"])
+            .output();
+        Tmux(name)
+    }
+
+    /// The rendered screen.
+    fn screen(&self) -> String {
+        let o = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.0])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).to_string()
+    }
+
+    /// Waits until the screen shows `text`; the last screen either way.
+    fn wait_for(&self, text: &str, timeout: Duration) -> (bool, String) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.screen();
+            if s.contains(text) || Instant::now() > deadline {
+                return (s.contains(text), s);
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Types `keys` (tmux key names or literal text).
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", &self.0];
+        args.extend_from_slice(keys);
+        let _ = Command::new("tmux").args(args).output();
+    }
+
+    /// Whether the pane's process exited, and its status.
+    fn exit_status(&self) -> Option<i32> {
+        let o = Command::new("tmux")
+            .args([
+                "display-message",
+                "-p",
+                "-t",
+                &self.0,
+                "#{pane_dead} #{pane_dead_status}",
+            ])
+            .output()
+            .ok()?;
+        let s = String::from_utf8_lossy(&o.stdout).to_string();
+        let mut it = s.split_whitespace();
+        (it.next()? == "1").then(|| it.next().and_then(|c| c.parse().ok()).unwrap_or(-1))
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.0])
+            .output();
+    }
+}
+
+/// The id of the one `bottle start` bottle named `bottle` on the engine, once it exists.
+fn started_bottle_id(bottle: &str, timeout: Duration) -> Option<String> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let f1 = format!("label=io.bottle.bottle={bottle}");
+        let out = docker_ok(&[
+            "ps",
+            "-a",
+            "--filter",
+            &f1,
+            "--filter",
+            "label=io.bottle.mode=start",
+            "--filter",
+            "label=io.bottle.role=agent",
+            "--format",
+            "{{.Label \"io.bottle.id\"}}",
+        ]);
+        if let Some(id) = out.lines().next().filter(|l| !l.is_empty()) {
+            return Some(id.to_string());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    None
+}
+
+/// `bottle start claude` in a terminal opens Claude Code's prompt with no first-run question;
+/// a prompt typed there is answered (a tool call runs in the bottle); exiting Claude Code
+/// removes every object of the bottle.
+#[test]
+fn bottle_start_claude_opens_claude_code_and_exiting_removes_everything() {
+    require_engine!();
+    let (claude, _) = agent_images();
+    let h = home("claude-tty");
+    let script = json!([
+        {"bash": "echo TOOLRAN-$((6*7))"},
+        {"text": "REPORT: {last_tool_result}"}
+    ]);
+    let p = Provider::start("api.anthropic.com", &h.secret, &script);
+    claude_home(&h, &p);
+    let imgs = images();
+    let cmd = format!(
+        "cd {ws} && env BOTTLE_HOME={home} BOTTLE_EGRESS_NETWORK={net} BOTTLE_E2E_TOKEN={secret} \
+         BOTTLE_SIDECAR_IMAGE={sidecar} BOTTLE_AGENT_IMAGE={claude} {bin} start claude",
+        ws = h.workspace.display(),
+        home = h.home.display(),
+        net = p.net,
+        secret = h.secret,
+        sidecar = imgs.sidecar,
+        bin = bottle_bin(),
+    );
+    let t = Tmux::start(&cmd);
+    let (ready, screen) = t.wait_for("bypass permissions on", Duration::from_secs(120));
+    assert!(
+        ready,
+        "Claude Code's prompt did not appear; screen:\n{screen}"
+    );
+    assert!(screen.contains("Claude Code"), "screen:\n{screen}");
+    let id = started_bottle_id("claude", Duration::from_secs(5)).expect("the bottle is listed");
+    t.keys(&["-l", "say hi"]);
+    std::thread::sleep(Duration::from_millis(300));
+    t.keys(&["Enter"]);
+    let (answered, screen) = t.wait_for("REPORT: TOOLRAN-42", Duration::from_secs(60));
+    assert!(
+        answered,
+        "the scripted answer, after the tool ran in the bottle; screen:\n{screen}"
+    );
+    t.keys(&["C-c"]);
+    std::thread::sleep(Duration::from_millis(500));
+    t.keys(&["C-c"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = t.exit_status() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(
+        status,
+        Some(0),
+        "bottle start exits with Claude Code; screen:\n{}",
+        t.screen()
+    );
+    let (c, n) = wait_gone(&id, Duration::from_secs(30));
+    assert!(c.is_empty() && n.is_empty(), "exit left {c:?} {n:?}");
+    assert_real_key_only(&p, &h.secret);
 }

@@ -220,23 +220,31 @@ async fn build_offline(
     ));
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let result = async {
-        let step = ui.spinner(&format!("agent-{}: extracting {}", cli.name, cli.bin));
-        let bin = work.join(cli.bin);
-        let (w, m, b) = (wheel.clone(), cli.member, bin.clone());
-        let size = tokio::task::spawn_blocking(move || extract_member(&w, m, &b))
-            .await
-            .context("extract task failed")??;
-        step.done(&format!("{} ({} MiB)", cli.bin, size >> 20));
+        let mut paths = Vec::new();
+        for &(member, bin) in cli.binaries {
+            let step = ui.spinner(&format!("agent-{}: extracting {bin}", cli.name));
+            let path = work.join(bin);
+            let (w, b) = (wheel.clone(), path.clone());
+            let size = tokio::task::spawn_blocking(move || extract_member(&w, member, &b))
+                .await
+                .context("extract task failed")??;
+            step.done(&format!("{bin} ({} MiB)", size >> 20));
+            paths.push((bin, path));
+        }
         let dockerfile = cli.dockerfile.replace("{{BASE}}", &base.tag);
-        let ctx = file_context(
-            &work.join("context.tar"),
-            &[
-                ContextSource::Bytes("Dockerfile", dockerfile.as_bytes(), 0o644),
-                ContextSource::Bytes("bottle-agent-init", recipe::AGENT_INIT.as_bytes(), 0o755),
-                ContextSource::File(cli.bin, &bin, 0o755),
-            ],
-        )?;
-        let _ = std::fs::remove_file(&bin);
+        let mut sources = vec![
+            ContextSource::Bytes("Dockerfile", dockerfile.as_bytes(), 0o644),
+            ContextSource::Bytes("bottle-agent-init", recipe::AGENT_INIT.as_bytes(), 0o755),
+        ];
+        sources.extend(
+            paths
+                .iter()
+                .map(|(bin, path)| ContextSource::File(bin, path, 0o755)),
+        );
+        let ctx = file_context(&work.join("context.tar"), &sources)?;
+        for (_, path) in &paths {
+            let _ = std::fs::remove_file(path);
+        }
         let step = ui.spinner(&format!("agent-{} image", cli.name));
         build_image_file(docker, r, &ctx, "Dockerfile", &step).await?;
         step.done(&r.tag);

@@ -51,8 +51,8 @@ pub fn source_root(opts: &BuildOpts) -> anyhow::Result<PathBuf> {
     if !(dir.join("Cargo.lock").is_file() && dir.join("sidecar/Cargo.toml").is_file()) {
         bail!(
             "the bottle source checkout was not found at {} ({origin}): it must contain Cargo.lock and \
-             sidecar/Cargo.toml. Set BOTTLE_SRC_DIR to a bottle checkout, or BOTTLE_SIDECAR_BIN to a \
-             prebuilt static bottle-sidecar",
+             sidecar/Cargo.toml. Set BOTTLE_SRC_DIR to a bottle checkout, or put a prebuilt static \
+             bottle-sidecar next to bottle (or name it in BOTTLE_SIDECAR_BIN)",
             dir.display()
         );
     }
@@ -60,11 +60,30 @@ pub fn source_root(opts: &BuildOpts) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("resolving {}", dir.display()))
 }
 
-/// The prebuilt sidecar binary, if one was given (`opts.sidecar_binary` or `$BOTTLE_SIDECAR_BIN`).
+/// The prebuilt sidecar binary, if there is one: `opts.sidecar_binary`, `$BOTTLE_SIDECAR_BIN`,
+/// or a static `bottle-sidecar` next to the running `bottle` (an installed release).
 pub fn prebuilt_sidecar(opts: &BuildOpts) -> Option<PathBuf> {
     opts.sidecar_binary
         .clone()
         .or_else(|| std::env::var_os("BOTTLE_SIDECAR_BIN").map(PathBuf::from))
+        .or_else(|| {
+            let exe = std::env::current_exe().ok()?;
+            sibling_sidecar(&exe)
+        })
+}
+
+/// A static `bottle-sidecar` beside the launcher binary `exe`. A dynamically linked one (a
+/// `cargo build` of the workspace) is ignored: it cannot run in the `FROM scratch` image.
+pub fn sibling_sidecar(exe: &Path) -> Option<PathBuf> {
+    let bin = exe.parent()?.join("bottle-sidecar");
+    let mut head = vec![0u8; 64 * 1024];
+    let n = {
+        use std::io::Read as _;
+        let mut f = std::fs::File::open(&bin).ok()?;
+        f.read(&mut head).ok()?
+    };
+    head.truncate(n);
+    super::sidecar::check_static(&head).ok().map(|()| bin)
 }
 
 /// Every file under `dir` except `target/` and hidden entries, sorted, as paths relative to `root`.
@@ -171,7 +190,10 @@ pub fn agent_cli_hash(base_tag: &str, cli: &recipe::AgentCli) -> String {
     h.field(cli.registry_dockerfile.as_bytes());
     h.field(recipe::AGENT_INIT.as_bytes());
     h.field(cli.wheel_txt.as_bytes());
-    h.field(cli.member.as_bytes());
+    for (member, bin) in cli.binaries {
+        h.field(member.as_bytes());
+        h.field(bin.as_bytes());
+    }
     h.finish()
 }
 
@@ -238,6 +260,24 @@ mod tests {
             e.contains("/nonexistent/bottle") && e.contains("BOTTLE_SRC_DIR"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_static_sidecar_next_to_the_launcher_is_found_and_a_dynamic_one_ignored() {
+        let d = std::env::temp_dir().join(format!("bottle-sibling-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let exe = d.join("bottle");
+        assert_eq!(sibling_sidecar(&exe), None, "no sidecar beside it");
+        // A minimal static ELF64 header: no program headers, so no interpreter.
+        let mut elf = vec![0u8; 64];
+        elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        std::fs::write(d.join("bottle-sidecar"), &elf).unwrap();
+        assert_eq!(sibling_sidecar(&exe), Some(d.join("bottle-sidecar")));
+        // The test binary itself is dynamically linked.
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        std::fs::write(d.join("bottle-sidecar"), me).unwrap();
+        assert_eq!(sibling_sidecar(&exe), None, "a dynamic build is ignored");
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

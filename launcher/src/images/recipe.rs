@@ -22,10 +22,9 @@ pub struct AgentCli {
     pub name: &'static str,
     /// `images/agent-<name>/wheel.txt`: one pip requirement with `--hash=sha256:…`.
     pub wheel_txt: &'static str,
-    /// The binary's path inside the wheel.
-    pub member: &'static str,
-    /// The binary's name in the image (`/usr/local/bin/<bin>`).
-    pub bin: &'static str,
+    /// The binaries it needs, as (path inside the wheel, name in `/usr/local/bin/`); the first
+    /// is the CLI itself.
+    pub binaries: &'static [(&'static str, &'static str)],
     /// `images/agent-<name>/Dockerfile.offline` (`{{BASE}}` is replaced by the agent-shell tag).
     pub dockerfile: &'static str,
     /// `images/agent-<name>/Dockerfile`: the registry build (context: `images/`).
@@ -36,8 +35,7 @@ pub struct AgentCli {
 pub const CLAUDE: AgentCli = AgentCli {
     name: "claude",
     wheel_txt: include_str!("../../../images/agent-claude/wheel.txt"),
-    member: "claude_agent_sdk/_bundled/claude",
-    bin: "claude",
+    binaries: &[("claude_agent_sdk/_bundled/claude", "claude")],
     dockerfile: include_str!("../../../images/agent-claude/Dockerfile.offline"),
     registry_dockerfile: include_str!("../../../images/agent-claude/Dockerfile"),
 };
@@ -46,8 +44,14 @@ pub const CLAUDE: AgentCli = AgentCli {
 pub const CODEX: AgentCli = AgentCli {
     name: "codex",
     wheel_txt: include_str!("../../../images/agent-codex/wheel.txt"),
-    member: "codex_cli_bin/bin/codex",
-    bin: "codex",
+    // Code mode (Codex's default tool interface) runs JavaScript in this separate host binary.
+    binaries: &[
+        ("codex_cli_bin/bin/codex", "codex"),
+        (
+            "codex_cli_bin/bin/codex-code-mode-host",
+            "codex-code-mode-host",
+        ),
+    ],
     dockerfile: include_str!("../../../images/agent-codex/Dockerfile.offline"),
     registry_dockerfile: include_str!("../../../images/agent-codex/Dockerfile"),
 };
@@ -191,8 +195,10 @@ mod tests {
         assert!(UPSTREAM_DOCKERFILE.contains("FROM {{BASE}}"));
         for cli in [CLAUDE, CODEX] {
             assert!(cli.dockerfile.contains("FROM {{BASE}}"), "{}", cli.name);
-            assert!(cli.dockerfile.contains(&format!("COPY {} ", cli.bin)));
-            assert!(cli.registry_dockerfile.contains(cli.member));
+            for (member, bin) in cli.binaries {
+                assert!(cli.dockerfile.contains(&format!("COPY {bin} ")), "{bin}");
+                assert!(cli.registry_dockerfile.contains(member), "{member}");
+            }
         }
     }
 
