@@ -93,6 +93,10 @@ pub struct GateConfig {
     /// The bottle's own secrets (name, value): a push containing any of them in any encoding
     /// the scanner knows is rejected. Every remote's credential is added automatically.
     pub known_secrets: Vec<(String, Vec<u8>)>,
+    /// Extra git config entries (key, value) for every git child, through the environment:
+    /// how upstream is reached, e.g. `http.sslCAInfo` (the trust anchors) and
+    /// `http.curloptResolve` (`host:port:address`, the vetted address dialled).
+    pub upstream_config: Vec<(String, String)>,
 }
 
 impl GateConfig {
@@ -105,6 +109,7 @@ impl GateConfig {
             remotes,
             limits: Limits::default(),
             known_secrets: Vec::new(),
+            upstream_config: Vec::new(),
         }
     }
 

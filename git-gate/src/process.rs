@@ -16,7 +16,7 @@ pub(crate) fn git(
 ) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(&cfg.git_program);
     cmd.env_clear();
-    for (k, v) in base_env(cred) {
+    for (k, v) in base_env(cred, &cfg.upstream_config) {
         cmd.env(k, v);
     }
     if let Some(d) = git_dir {
@@ -30,7 +30,10 @@ pub(crate) fn git(
 }
 
 /// The environment every git child of the gate gets.
-pub(crate) fn base_env(cred: Option<&Credential>) -> Vec<(String, String)> {
+pub(crate) fn base_env(
+    cred: Option<&Credential>,
+    extra: &[(String, String)],
+) -> Vec<(String, String)> {
     let mut env = vec![
         ("GIT_CONFIG_NOSYSTEM".to_string(), "1".to_string()),
         ("GIT_CONFIG_GLOBAL".to_string(), "/dev/null".to_string()),
@@ -40,7 +43,8 @@ pub(crate) fn base_env(cred: Option<&Credential>) -> Vec<(String, String)> {
     if let Ok(p) = std::env::var("PATH") {
         env.push(("PATH".to_string(), p));
     }
-    let entries = git_config_entries(cred);
+    let mut entries = git_config_entries(cred);
+    entries.extend(extra.iter().cloned());
     env.push(("GIT_CONFIG_COUNT".to_string(), entries.len().to_string()));
     for (i, (k, v)) in entries.into_iter().enumerate() {
         env.push((format!("GIT_CONFIG_KEY_{i}"), k));

@@ -8,7 +8,8 @@ Endpoints:
   GET  /                      200 "ok"
   ANY  /echo                  200, JSON: method, path, headers, body length (and body, up to 64 KiB)
   ANY  /status/<code>         that status code
-  ANY  /git/<repo>.git/...    git smart HTTP (git http-backend) over bare repos in --git-root;
+  ANY  /git/<repo>.git/...    git smart HTTP (git http-backend) over bare repos in --git-root
+                              (with $UPSTREAM_GIT_TOKEN set: only with that token, Bearer or Basic);
                               a repository "repo.git" with one commit on "main" is created at start,
                               and pushes are accepted (http.receivepack=true).
   else                        404
@@ -194,6 +195,22 @@ class Handler(BaseHTTPRequestHandler):
 
     def git(self, body):
         path, _, query = self.path.partition("?")
+        want = os.environ.get("UPSTREAM_GIT_TOKEN")
+        if want:
+            # Like a forge: the git endpoints need `Authorization: Bearer <token>` (or Basic with
+            # the token as password); the token itself is never logged.
+            got = self.headers.get("Authorization", "")
+            ok = got == "Bearer " + want
+            if got.startswith("Basic "):
+                import base64
+                try:
+                    ok = base64.b64decode(got[6:]).decode().partition(":")[2] == want
+                except ValueError:
+                    ok = False
+            if not ok:
+                log({"event": "git_auth", "ok": False, "had_header": bool(got)})
+                self.reply(401, b"token required\n")
+                return
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "GIT_PROJECT_ROOT": self.git_root,

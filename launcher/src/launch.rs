@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use bollard::Docker;
 
 use crate::guard::{check_workspace_location, ProtectedDir};
@@ -167,7 +167,27 @@ pub async fn launch_spec(docker: &Docker, plan: &Plan, quiet: bool) -> Result<La
         ..Default::default()
     };
     // Images given explicitly are used as they are; the others are built when missing.
-    let sidecar_override = image_override("BOTTLE_SIDECAR_IMAGE");
+    let git_gate = !plan.git.remotes.is_empty();
+    if let Some(r) = plan
+        .git
+        .remotes
+        .iter()
+        .find(|r| !r.url.starts_with("https://"))
+    {
+        bail!(
+            "bottle {}: git remote `{}`: the git gate reaches upstream over https:// only for now \
+             (ssh remotes are planned); use the https URL with a token secret",
+            plan.bottle,
+            r.name
+        );
+    }
+    // Bottles with git remotes get the sidecar image that has git (for the gate).
+    let (sidecar_kind, sidecar_var) = if git_gate {
+        (ImageKind::SidecarGit, "BOTTLE_SIDECAR_GIT_IMAGE")
+    } else {
+        (ImageKind::Sidecar, "BOTTLE_SIDECAR_IMAGE")
+    };
+    let sidecar_override = image_override(sidecar_var);
     let agent_override = image_override("BOTTLE_AGENT_IMAGE");
     let template_kind = match &plan.image {
         ImageSpec::Template { template } => Some(crate::images::usage::template_kind(*template)),
@@ -175,7 +195,7 @@ pub async fn launch_spec(docker: &Docker, plan: &Plan, quiet: bool) -> Result<La
     };
     let mut kinds = Vec::new();
     if sidecar_override.is_none() {
-        kinds.push(ImageKind::Sidecar);
+        kinds.push(sidecar_kind);
     }
     if let (None, Some(k)) = (&agent_override, template_kind) {
         kinds.push(k);
@@ -254,6 +274,7 @@ pub async fn launch_spec(docker: &Docker, plan: &Plan, quiet: bool) -> Result<La
         labels: BTreeMap::new(),
         protect_git: plan.protect_git,
         default_cmd: plan.command.clone().unwrap_or_default(),
+        git_remotes: plan.git.remotes.clone(),
     })
 }
 

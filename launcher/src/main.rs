@@ -542,6 +542,9 @@ async fn images_build(names: Vec<String>, force: bool, test: bool) -> Result<i32
         kinds.extend([ImageKind::Sidecar, ImageKind::AgentShell]);
         let home = config_home()?;
         let repo = std::env::current_dir().context("reading the current directory")?;
+        if images::usage::any_git_gate(&home, &repo) {
+            kinds.push(ImageKind::SidecarGit);
+        }
         for (agent, spec) in images::usage::agent_specs(&home, &repo) {
             match spec {
                 Ok((_, manifest::ImageSpec::Template { template })) => {

@@ -22,7 +22,7 @@ pub const MAX_SECRET_BYTES: usize = 64 << 10;
 /// How long the sidecar waits for the document before giving up.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-const TOP_KEYS: [&str; 7] = [
+const TOP_KEYS: [&str; 8] = [
     "policy_toml",
     "ca_cert_pem",
     "ca_key_pem",
@@ -30,6 +30,7 @@ const TOP_KEYS: [&str; 7] = [
     "listen",
     "dns",
     "lifeline",
+    "git",
 ];
 const DNS_KEYS: [&str; 3] = ["listen", "name", "ip"];
 
@@ -100,6 +101,8 @@ pub struct Bootstrap {
     /// Stdin stays open after the document as the launcher's lifeline: when it reaches EOF (the
     /// launcher ended or died), the sidecar stops, so it never outlives its launcher.
     pub lifeline: bool,
+    /// The git gate, if the bottle declares git remotes.
+    pub git: Option<crate::git::GitSection>,
 }
 
 impl std::fmt::Debug for Bootstrap {
@@ -110,6 +113,7 @@ impl std::fmt::Debug for Bootstrap {
             .field("listen", &self.listen)
             .field("dns", &self.dns)
             .field("lifeline", &self.lifeline)
+            .field("git", &self.git)
             .finish_non_exhaustive()
     }
 }
@@ -416,6 +420,24 @@ fn from_value(v: &mut Value) -> Result<Bootstrap, BootstrapError> {
             ))
         }
     };
+    let git = match m.get_mut("git") {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let section =
+                crate::git::parse_section(v.take()).map_err(|e| field("git", e.to_string()))?;
+            if let Some(r) = section
+                .remotes
+                .iter()
+                .find(|r| r.secret.as_ref().is_some_and(|s| !secrets.contains_key(s)))
+            {
+                return Err(field(
+                    format!("git.remotes.{}.secret", r.name),
+                    "names a secret that is not in `secrets`",
+                ));
+            }
+            Some(section)
+        }
+    };
     Ok(Bootstrap {
         policy_toml,
         ca_cert_pem,
@@ -424,6 +446,7 @@ fn from_value(v: &mut Value) -> Result<Bootstrap, BootstrapError> {
         listen,
         dns,
         lifeline,
+        git,
     })
 }
 
@@ -443,6 +466,7 @@ pub async fn run(
     let policy =
         bottle_proxy::policy::Policy::from_toml_str(&b.policy_toml, "bootstrap policy_toml")
             .map_err(|e| RunError::Policy(e.to_string()))?;
+    let extra_roots = policy.settings.extra_roots_pem.clone();
     let secrets = b.secrets_map();
     let inspector = bottle_proxy::dlp::DlpInspector::for_bottle(
         &policy.settings,
@@ -470,8 +494,20 @@ pub async fn run(
         ),
         None => None,
     };
+    let git = match &b.git {
+        Some(section) => {
+            let gate = crate::git::start(section, &b.secrets, &extra_roots)
+                .await
+                .map_err(|e| RunError::Git(e.to_string()))?;
+            let listener = tokio::net::TcpListener::bind(section.listen)
+                .await
+                .map_err(|e| RunError::Bind(format!("git gate on {}: {e}", section.listen)))?;
+            Some(tokio::spawn(async move { gate.serve(listener).await }))
+        }
+        None => None,
+    };
     let lifeline = b.lifeline;
-    // Nothing secret is needed past this point except inside the proxy.
+    // Nothing secret is needed past this point except inside the proxy (and the gate).
     drop(b);
     {
         use std::io::Write as _;
@@ -500,7 +536,23 @@ pub async fn run(
         (serve, report)
     });
     let handle = proxy.clone();
-    let served = serve_until_error(proxy, listener, dns_task);
+    let served = async move {
+        match git {
+            None => serve_until_error(proxy, listener, dns_task).await,
+            Some(mut gate) => {
+                let r = tokio::select! {
+                    r = serve_until_error(proxy, listener, dns_task) => r,
+                    r = &mut gate => Err(RunError::Git(match r {
+                        Ok(Ok(())) => "stopped".into(),
+                        Ok(Err(e)) => e.to_string(),
+                        Err(e) => e.to_string(),
+                    })),
+                };
+                gate.abort();
+                r
+            }
+        }
+    };
     if !lifeline {
         return served.await;
     }
@@ -604,6 +656,9 @@ pub enum RunError {
     /// The DNS responder failed.
     #[error("dns responder: {0}")]
     Dns(String),
+    /// The git gate could not start or failed.
+    #[error("{0}")]
+    Git(String),
 }
 
 /// `bottle-sidecar --bootstrap-stdin`: reads the document from stdin (within [`READ_TIMEOUT`]) and

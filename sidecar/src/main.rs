@@ -1,10 +1,14 @@
 mod bootstrap;
 mod dns;
+mod git;
 mod host;
 
 /// Entry point. Bottle mode (`--bootstrap-stdin`) is wired here; host mode (`--policy …`, see
 /// docs/design.md) belongs to the proxy's CLI.
 fn main() {
+    if git::invoked_as_hook() {
+        std::process::exit(git::run_hook());
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args
         .iter()

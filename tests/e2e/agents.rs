@@ -46,12 +46,12 @@ fn sha256_hex(s: &str) -> String {
         .collect()
 }
 
-/// A fake provider on its own egress network, answering as `host`.
-struct Provider {
-    net: String,
-    container: String,
-    ip: String,
-    ca: String,
+/// A fake provider (the test upstream image) on its own egress network, answering as `host`.
+pub(crate) struct Provider {
+    pub(crate) net: String,
+    pub(crate) container: String,
+    pub(crate) ip: String,
+    pub(crate) ca: String,
 }
 
 impl Drop for Provider {
@@ -63,6 +63,17 @@ impl Drop for Provider {
 
 impl Provider {
     fn start(host: &str, key: &str, script: &Value) -> Provider {
+        Provider::start_with(
+            host,
+            &[
+                format!("FAKE_LLM_KEY={key}"),
+                format!("FAKE_LLM_SCRIPT={script}"),
+            ],
+        )
+    }
+
+    /// The test upstream answering as `host` with these `NAME=value` environment entries.
+    pub(crate) fn start_with(host: &str, env: &[String]) -> Provider {
         let imgs = images();
         let id = rand_hex(8);
         let label = format!("io.bottle.e2e={}", std::process::id());
@@ -86,9 +97,7 @@ impl Provider {
             );
         }
         let container = format!("bottle-e2e-llm-{id}");
-        let want = format!("FAKE_LLM_KEY={key}");
-        let script = format!("FAKE_LLM_SCRIPT={script}");
-        docker_ok(&[
+        let mut args = vec![
             "run",
             "-d",
             "--name",
@@ -99,16 +108,12 @@ impl Provider {
             &net,
             "--network-alias",
             host,
-            "-e",
-            &want,
-            "-e",
-            &script,
-            &imgs.upstream,
-            "--name",
-            host,
-            "--http-port",
-            "0",
-        ]);
+        ];
+        for e in env {
+            args.extend(["-e", e.as_str()]);
+        }
+        args.extend([imgs.upstream.as_str(), "--name", host, "--http-port", "0"]);
+        docker_ok(&args);
         let deadline = Instant::now() + Duration::from_secs(60);
         let ca = loop {
             let logs = docker_ok(&["logs", &container]);

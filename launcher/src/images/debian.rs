@@ -11,14 +11,41 @@ use super::progress::Ui;
 use super::recipe;
 use super::{ImageRef, HASH_LABEL};
 
-/// Builds the agent base image `r` (about 40 s and 300 MB on a 2-core machine with a warm mirror).
-pub async fn build(docker: &Docker, r: &ImageRef, ui: &Ui) -> anyhow::Result<()> {
+/// What a rootfs image holds: its packages and the `docker import` changes.
+pub struct Rootfs {
+    /// Apt packages (`--include`).
+    pub packages: Vec<&'static str>,
+    /// Dockerfile instructions applied at import.
+    pub changes: &'static [&'static str],
+}
+
+impl Rootfs {
+    /// The agent base (agent-shell).
+    pub fn agent() -> Rootfs {
+        Rootfs {
+            packages: recipe::agent_packages(),
+            changes: &recipe::AGENT_IMPORT_CHANGES,
+        }
+    }
+
+    /// The git gate sidecar's base (git-base).
+    pub fn git() -> Rootfs {
+        Rootfs {
+            packages: recipe::git_base_packages(),
+            changes: &recipe::GIT_BASE_IMPORT_CHANGES,
+        }
+    }
+}
+
+/// Builds the rootfs image `r` (the agent base: about 40 s and 300 MB on a 2-core machine with a
+/// warm mirror).
+pub async fn build(docker: &Docker, r: &ImageRef, fs: &Rootfs, ui: &Ui) -> anyhow::Result<()> {
     let tar_path = std::env::temp_dir().join(format!(
         "bottle-rootfs-{}-{}.tar",
         &r.hash[..12],
         std::process::id()
     ));
-    let result = build_with(docker, r, ui, &tar_path).await;
+    let result = build_with(docker, r, fs, ui, &tar_path).await;
     let _ = std::fs::remove_file(&tar_path);
     result
 }
@@ -26,17 +53,19 @@ pub async fn build(docker: &Docker, r: &ImageRef, ui: &Ui) -> anyhow::Result<()>
 async fn build_with(
     docker: &Docker,
     r: &ImageRef,
+    fs: &Rootfs,
     ui: &Ui,
     tar_path: &std::path::Path,
 ) -> anyhow::Result<()> {
-    let packages = recipe::agent_packages().join(",");
+    let packages = fs.packages.join(",");
+    let name = r.kind.name();
     let mut cmd = tokio::process::Command::new("mmdebstrap");
     cmd.args(recipe::MMDEBSTRAP_OPTS)
         .arg(format!("--include={packages}"))
         .arg(recipe::DEBIAN_SUITE)
         .arg(tar_path)
         .args(recipe::DEBIAN_SOURCES);
-    let step = ui.spinner("agent-shell: mmdebstrap");
+    let step = ui.spinner(&format!("{name}: mmdebstrap"));
     run_logged(cmd, "mmdebstrap", &step).await.map_err(|e| {
         if e.root_cause()
             .downcast_ref::<std::io::Error>()
@@ -54,7 +83,7 @@ async fn build_with(
     let size = std::fs::metadata(tar_path)
         .with_context(|| format!("stat {}", tar_path.display()))?
         .len();
-    let step = ui.bytes("agent-shell: docker import", size);
+    let step = ui.bytes(&format!("{name}: docker import"), size);
     let bar = step.handle();
     let file = tokio::fs::File::open(tar_path)
         .await
@@ -62,10 +91,7 @@ async fn build_with(
     let body = tokio_util::io::ReaderStream::new(file)
         .inspect_ok(move |chunk| bar.inc(chunk.len() as u64));
     let tag = &r.tag[r.kind.repository().len() + 1..];
-    let mut changes: Vec<String> = recipe::AGENT_IMPORT_CHANGES
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut changes: Vec<String> = fs.changes.iter().map(|s| s.to_string()).collect();
     changes.push(format!("LABEL {HASH_LABEL}={}", r.hash));
     let opts = CreateImageOptionsBuilder::default()
         .from_src("-")

@@ -12,7 +12,7 @@ use super::BuildOpts;
 const SCHEME: &str = "bottle-images-v1";
 
 /// The sidecar crates whose sources go into the sidecar hash (with `Cargo.lock` and the root `Cargo.toml`).
-pub const SIDECAR_CRATES: [&str; 3] = ["sidecar", "proxy", "scanner"];
+pub const SIDECAR_CRATES: [&str; 4] = ["sidecar", "proxy", "scanner", "git-gate"];
 
 /// A length-prefixed SHA-256 accumulator (so `("ab","c")` and `("a","bc")` differ).
 pub(super) struct Hasher(Sha256);
@@ -155,7 +155,24 @@ pub fn sidecar_hash(opts: &BuildOpts) -> anyhow::Result<String> {
 
 /// Hash of the agent base image: suite, sources, mmdebstrap options, package list, import changes.
 pub fn agent_shell_hash() -> String {
-    let mut h = Hasher::new("agent-shell");
+    rootfs_hash(
+        "agent-shell",
+        &recipe::agent_packages(),
+        &recipe::AGENT_IMPORT_CHANGES,
+    )
+}
+
+/// Hash of the git base image (the git gate sidecar's rootfs), like [`agent_shell_hash`].
+pub fn git_base_hash() -> String {
+    rootfs_hash(
+        "git-base",
+        &recipe::git_base_packages(),
+        &recipe::GIT_BASE_IMPORT_CHANGES,
+    )
+}
+
+fn rootfs_hash(kind: &str, packages: &[&str], changes: &[&str]) -> String {
+    let mut h = Hasher::new(kind);
     h.field(recipe::DEBIAN_SUITE.as_bytes());
     for s in recipe::DEBIAN_SOURCES {
         h.field(s.as_bytes());
@@ -163,12 +180,23 @@ pub fn agent_shell_hash() -> String {
     for o in recipe::MMDEBSTRAP_OPTS {
         h.field(o.as_bytes());
     }
-    for p in recipe::agent_packages() {
+    for p in packages {
         h.field(p.as_bytes());
     }
-    for c in recipe::AGENT_IMPORT_CHANGES {
+    for c in changes {
         h.field(c.as_bytes());
     }
+    h.finish()
+}
+
+/// Hash of the git gate's sidecar image: the sidecar's own hash, the git base tag and both
+/// Dockerfiles.
+pub fn sidecar_git_hash(sidecar_hash: &str, base_tag: &str) -> String {
+    let mut h = Hasher::new("sidecar-git");
+    h.field(sidecar_hash.as_bytes());
+    h.field(base_tag.as_bytes());
+    h.field(recipe::SIDECAR_GIT_DOCKERFILE.as_bytes());
+    h.field(recipe::SIDECAR_GIT_REGISTRY_DOCKERFILE.as_bytes());
     h.finish()
 }
 

@@ -50,6 +50,11 @@ pub enum ImageKind {
     AgentCodex,
     /// The e2e tests' fake upstream (HTTPS + git smart HTTP, logs every request as JSON on stdout).
     TestUpstream,
+    /// The git gate's rootfs: Debian with git and ca-certificates only.
+    GitBase,
+    /// The sidecar for bottles with git remotes: the same `bottle-sidecar` over git-base, so the
+    /// gate can run `git upload-pack`/`receive-pack` on its mirrors.
+    SidecarGit,
     /// A bottle's own `image = { dockerfile = … }` (tag `bottle/custom-<bottle>:<hash12>`; not
     /// in [`ImageKind::ALL`]: it is built per manifest by [`ensure_dockerfile`]).
     Custom,
@@ -60,12 +65,14 @@ pub use custom::{dockerfile_ref, ensure_dockerfile, ensure_tag};
 
 impl ImageKind {
     /// Every kind, in build order (dependencies first).
-    pub const ALL: [ImageKind; 5] = [
+    pub const ALL: [ImageKind; 7] = [
         ImageKind::Sidecar,
         ImageKind::AgentShell,
         ImageKind::AgentClaude,
         ImageKind::AgentCodex,
         ImageKind::TestUpstream,
+        ImageKind::GitBase,
+        ImageKind::SidecarGit,
     ];
 
     /// The short name: `sidecar`, `agent-shell`, `test-upstream` (also the label value).
@@ -76,6 +83,8 @@ impl ImageKind {
             ImageKind::AgentClaude => "agent-claude",
             ImageKind::AgentCodex => "agent-codex",
             ImageKind::TestUpstream => "test-upstream",
+            ImageKind::GitBase => "git-base",
+            ImageKind::SidecarGit => "sidecar-git",
             ImageKind::Custom => "custom",
         }
     }
@@ -88,6 +97,8 @@ impl ImageKind {
             ImageKind::AgentClaude => "bottle/agent-claude",
             ImageKind::AgentCodex => "bottle/agent-codex",
             ImageKind::TestUpstream => "bottle/test-upstream",
+            ImageKind::GitBase => "bottle/git-base",
+            ImageKind::SidecarGit => "bottle/sidecar-git",
             ImageKind::Custom => "bottle/custom",
         }
     }
@@ -102,6 +113,7 @@ impl ImageKind {
             ImageKind::TestUpstream | ImageKind::AgentClaude | ImageKind::AgentCodex => {
                 &[ImageKind::AgentShell]
             }
+            ImageKind::SidecarGit => &[ImageKind::GitBase],
             _ => &[],
         }
     }
@@ -167,6 +179,11 @@ pub fn image_ref(kind: ImageKind, opts: &BuildOpts) -> anyhow::Result<ImageRef> 
             anyhow::bail!("custom images are tagged per manifest (dockerfile_ref)")
         }
         ImageKind::AgentShell => hash::agent_shell_hash(),
+        ImageKind::GitBase => hash::git_base_hash(),
+        ImageKind::SidecarGit => {
+            let base = image_ref(ImageKind::GitBase, opts)?;
+            hash::sidecar_git_hash(&hash::sidecar_hash(opts)?, &base.tag)
+        }
         ImageKind::TestUpstream => {
             let base = image_ref(ImageKind::AgentShell, opts)?;
             hash::test_upstream_hash(&base.tag)
@@ -271,7 +288,14 @@ pub async fn ensure_images(
             match kind {
                 ImageKind::Sidecar => sidecar::build(docker, &r, opts, &ui).await,
                 ImageKind::Custom => unreachable!("image_ref refused the custom kind"),
-                ImageKind::AgentShell => debian::build(docker, &r, &ui).await,
+                ImageKind::AgentShell => {
+                    debian::build(docker, &r, &debian::Rootfs::agent(), &ui).await
+                }
+                ImageKind::GitBase => debian::build(docker, &r, &debian::Rootfs::git(), &ui).await,
+                ImageKind::SidecarGit => {
+                    let base = image_ref(ImageKind::GitBase, opts)?;
+                    sidecar::build_git(docker, &r, &base, opts, &ui).await
+                }
                 ImageKind::TestUpstream => {
                     let base = image_ref(ImageKind::AgentShell, opts)?;
                     upstream::build(docker, &r, &base, &ui).await

@@ -4,6 +4,14 @@
 pub const AGENT_PACKAGES: &str = include_str!("../../../images/agent-shell/packages.txt");
 /// `images/sidecar/Dockerfile.offline`: the scratch image around the static sidecar binary.
 pub const SIDECAR_DOCKERFILE: &str = include_str!("../../../images/sidecar/Dockerfile.offline");
+/// `images/sidecar-git/packages.txt`: the git base rootfs of the git gate's sidecar.
+pub const GIT_BASE_PACKAGES: &str = include_str!("../../../images/sidecar-git/packages.txt");
+/// `images/sidecar-git/Dockerfile.offline` (`{{BASE}}` is replaced by the git base tag).
+pub const SIDECAR_GIT_DOCKERFILE: &str =
+    include_str!("../../../images/sidecar-git/Dockerfile.offline");
+/// `images/sidecar-git/Dockerfile`: the registry build (part of the hash, so both stay in step).
+pub const SIDECAR_GIT_REGISTRY_DOCKERFILE: &str =
+    include_str!("../../../images/sidecar-git/Dockerfile");
 /// `images/test-upstream/Dockerfile.offline` (`{{BASE}}` is replaced by the agent-shell tag).
 pub const UPSTREAM_DOCKERFILE: &str =
     include_str!("../../../images/test-upstream/Dockerfile.offline");
@@ -152,6 +160,12 @@ pub const AGENT_IMPORT_CHANGES: [&str; 4] = [
     "LABEL io.bottle.image=agent-shell",
     "CMD [\"/bin/bash\"]",
 ];
+/// Dockerfile instructions applied by `docker import` to the git base image (part of the hash).
+pub const GIT_BASE_IMPORT_CHANGES: [&str; 3] = [
+    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "ENV LANG=C.UTF-8",
+    "LABEL io.bottle.image=git-base",
+];
 /// The Rust target and flags of the static sidecar build (part of the hash).
 pub const SIDECAR_TARGET: &str = "x86_64-unknown-linux-gnu";
 /// RUSTFLAGS of the static sidecar build.
@@ -163,8 +177,16 @@ pub const SIDECAR_PGO_PROFILE: &str = "target/pgo/bottle.profdata";
 
 /// The package names of [`AGENT_PACKAGES`] (comments and blank lines dropped).
 pub fn agent_packages() -> Vec<&'static str> {
-    AGENT_PACKAGES
-        .lines()
+    package_list(AGENT_PACKAGES)
+}
+
+/// The package names of [`GIT_BASE_PACKAGES`].
+pub fn git_base_packages() -> Vec<&'static str> {
+    package_list(GIT_BASE_PACKAGES)
+}
+
+fn package_list(text: &'static str) -> Vec<&'static str> {
+    text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .collect()

@@ -16,19 +16,41 @@ use super::{BuildOpts, ImageRef};
 /// different RUSTFLAGS do not invalidate the normal build).
 pub const STATIC_TARGET_DIR: &str = "target/static";
 
-/// Builds the sidecar image `r`.
+/// Builds the sidecar image `r` (`FROM scratch`).
 pub async fn build(docker: &Docker, r: &ImageRef, opts: &BuildOpts, ui: &Ui) -> anyhow::Result<()> {
+    build_over(docker, r, recipe::SIDECAR_DOCKERFILE, opts, ui).await
+}
+
+/// Builds the git gate's sidecar image `r`: the same binary over the git base image `base`.
+pub async fn build_git(
+    docker: &Docker,
+    r: &ImageRef,
+    base: &ImageRef,
+    opts: &BuildOpts,
+    ui: &Ui,
+) -> anyhow::Result<()> {
+    let dockerfile = recipe::SIDECAR_GIT_DOCKERFILE.replace("{{BASE}}", &base.tag);
+    build_over(docker, r, &dockerfile, opts, ui).await
+}
+
+async fn build_over(
+    docker: &Docker,
+    r: &ImageRef,
+    dockerfile: &str,
+    opts: &BuildOpts,
+    ui: &Ui,
+) -> anyhow::Result<()> {
     let bin = match prebuilt_sidecar(opts) {
         Some(b) => b,
         None => compile(opts, ui).await?,
     };
     let data = std::fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?;
     check_static(&data).with_context(|| format!("checking {}", bin.display()))?;
-    let step = ui.spinner("sidecar image");
+    let step = ui.spinner(&format!("{} image", r.kind.name()));
     let ctx = context_tar(&[
         ContextFile {
             path: "Dockerfile",
-            data: recipe::SIDECAR_DOCKERFILE.as_bytes(),
+            data: dockerfile.as_bytes(),
             mode: 0o644,
         },
         ContextFile {

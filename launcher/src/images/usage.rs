@@ -118,6 +118,16 @@ pub fn agent_specs(home: &Path, repo: &Path) -> Vec<AgentSpec> {
         .collect()
 }
 
+/// Whether any agent's bottle declares git remotes (so it runs the sidecar-git image).
+pub fn any_git_gate(home: &Path, repo: &Path) -> bool {
+    crate::manifest::list_agents(home, repo)
+        .into_iter()
+        .any(|a| {
+            crate::manifest::resolve_plan(home, repo, &a.name)
+                .is_ok_and(|p| !p.git.remotes.is_empty())
+        })
+}
+
 /// Builds the report of `bottle images list`.
 pub async fn report(docker: &Docker, home: &Path, repo: &Path) -> ImagesReport {
     let opts = BuildOpts::default();

@@ -115,7 +115,7 @@ pub enum RuntimeMode {
     Runsc,
 }
 
-/// A git remote the (later) git gate will mirror and push to.
+/// A git remote the sidecar's git gate mirrors, scans pushes for and pushes to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GitRemote {
@@ -126,6 +126,37 @@ pub struct GitRemote {
     /// Name of the secret (in `[secrets]`) the gate authenticates with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+    /// Send the secret as `Basic` auth with this user name (GitHub: `x-access-token`);
+    /// without it, as a `Bearer` token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Ref patterns a push may update (`*` matches anything). Default `["refs/heads/*"]`.
+    #[serde(default = "default_push", skip_serializing_if = "is_default_push")]
+    pub push: Vec<String>,
+    /// Allow deleting refs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_delete: bool,
+    /// Allow creating or moving tags (`refs/tags/*` must also match `push`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_tags: bool,
+    /// Allow non-fast-forward (force) pushes on every pushable ref.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_force: bool,
+    /// Ref patterns where force pushes are allowed even without `allow_force`
+    /// (e.g. `refs/heads/bottle/*`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub force_namespaces: Vec<String>,
+    /// Private networks the upstream host may resolve into (like a route's `allow_private`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_private: Vec<String>,
+}
+
+fn default_push() -> Vec<String> {
+    vec!["refs/heads/*".into()]
+}
+
+fn is_default_push(v: &[String]) -> bool {
+    v == default_push().as_slice()
 }
 
 /// Inference engine of a model sidecar.
@@ -525,6 +556,31 @@ pub(crate) fn parse_layer(
                     src.loc_within(Some(&span), "url"),
                     "url",
                     format!("`{}` is not a git URL; use https://host/owner/repo.git, ssh://git@host/owner/repo.git or git@host:owner/repo.git", remote.url),
+                ));
+            }
+            for (key, pats) in [
+                ("push", &remote.push),
+                ("force_namespaces", &remote.force_namespaces),
+            ] {
+                if let Some(p) = pats.iter().find(|p| {
+                    !p.starts_with("refs/")
+                        || p.contains("..")
+                        || p.chars().any(char::is_whitespace)
+                }) {
+                    return Err(invalid(
+                        src.loc_within(Some(&span), key),
+                        key,
+                        format!("`{p}` is not a ref pattern: it must start with refs/ (e.g. \"refs/heads/*\") and contain no `..` or spaces"),
+                    ));
+                }
+            }
+            if let Some(n) = remote.allow_private.iter().find(|n| {
+                n.parse::<ipnet::IpNet>().is_err() && n.parse::<std::net::IpAddr>().is_err()
+            }) {
+                return Err(invalid(
+                    src.loc_within(Some(&span), "allow_private"),
+                    "allow_private",
+                    format!("`{n}` is not a network (e.g. \"10.0.0.0/8\") or an address"),
                 ));
             }
             remotes.push(Located::new(remote, &src, span));

@@ -19,6 +19,82 @@ pub struct DnsBootstrap {
     pub ip: String,
 }
 
+/// The git gate's section (`git`): no secret values, the credential is named by secret.
+#[derive(Debug, Serialize)]
+pub struct GitBootstrap {
+    /// Where the gate listens, e.g. `10.213.0.2:8418`.
+    pub listen: String,
+    /// The mirrors' directory inside the sidecar (a tmpfs).
+    pub state_dir: String,
+    /// The remotes.
+    pub remotes: Vec<GitRemoteBootstrap>,
+}
+
+/// One remote of [`GitBootstrap`].
+#[derive(Debug, Serialize)]
+pub struct GitRemoteBootstrap {
+    /// The remote's name (the gate serves it at `/<name>`).
+    pub name: String,
+    /// The upstream URL.
+    pub url: String,
+    /// The secret sent to upstream, by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// Basic-auth user name (else the secret is a Bearer token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Private networks the upstream host may resolve into.
+    pub allow_private: Vec<String>,
+    /// What a push may do.
+    pub policy: GitPushPolicy,
+}
+
+/// The push policy of a remote (the git gate's `PushPolicy`).
+#[derive(Debug, Serialize)]
+pub struct GitPushPolicy {
+    /// Ref patterns a push may update.
+    pub push: Vec<String>,
+    /// Deletes allowed.
+    pub allow_delete: bool,
+    /// Tags allowed.
+    pub allow_tags: bool,
+    /// Force pushes allowed everywhere.
+    pub allow_force: bool,
+    /// Force pushes allowed inside these patterns.
+    pub force_namespaces: Vec<String>,
+}
+
+impl GitRemoteBootstrap {
+    /// The bootstrap form of a manifest remote.
+    pub fn from_manifest(r: &crate::manifest::GitRemote) -> Self {
+        GitRemoteBootstrap {
+            name: r.name.clone(),
+            url: r.url.clone(),
+            secret: r.secret.clone(),
+            username: r.username.clone(),
+            allow_private: r
+                .allow_private
+                .iter()
+                .map(|n| {
+                    // A bare address is its own /32 (/128).
+                    match n.parse::<std::net::IpAddr>() {
+                        Ok(std::net::IpAddr::V4(a)) => format!("{a}/32"),
+                        Ok(std::net::IpAddr::V6(a)) => format!("{a}/128"),
+                        Err(_) => n.clone(),
+                    }
+                })
+                .collect(),
+            policy: GitPushPolicy {
+                push: r.push.clone(),
+                allow_delete: r.allow_delete,
+                allow_tags: r.allow_tags,
+                allow_force: r.allow_force,
+                force_namespaces: r.force_namespaces.clone(),
+            },
+        }
+    }
+}
+
 /// The whole bootstrap document. Holds secrets: serialise with [`Bootstrap::to_json`] only.
 #[derive(Serialize)]
 pub struct Bootstrap<'a> {
@@ -36,6 +112,9 @@ pub struct Bootstrap<'a> {
     pub dns: DnsBootstrap,
     /// Stdin stays open as the launcher's lifeline: the sidecar stops when it reaches EOF.
     pub lifeline: bool,
+    /// The git gate, for bottles with git remotes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitBootstrap>,
 }
 
 impl Bootstrap<'_> {
@@ -89,6 +168,7 @@ mod tests {
                 ip: "10.0.0.2".into(),
             },
             lifeline: true,
+            git: None,
         };
         let v: serde_json::Value = serde_json::from_slice(&b.to_json().unwrap()).unwrap();
         assert_eq!(v["secrets"]["GH_TOKEN"], "ghp_secret");

@@ -36,7 +36,9 @@ use futures_util::{FutureExt, StreamExt};
 use ipnet::Ipv4Net;
 use tokio::io::AsyncWriteExt;
 
-use super::bootstrap::{secret_refs, Bootstrap, DnsBootstrap, SIDECAR_READY_LINE};
+use super::bootstrap::{
+    secret_refs, Bootstrap, DnsBootstrap, GitBootstrap, GitRemoteBootstrap, SIDECAR_READY_LINE,
+};
 use super::engine::EngineFacts;
 use super::labels::{self, BottleLabels};
 use super::lifeline::{Lifeline, SidecarLink};
@@ -50,6 +52,15 @@ use crate::guard::{self, GitChange, GitMount, GitSnapshot};
 pub const PROXY_PORT: u16 = 3128;
 /// Name (and network alias) of the sidecar on the internal network.
 pub const SIDECAR_NAME: &str = "bottle-sidecar";
+/// The git gate's port on the sidecar's internal address (bottles with git remotes).
+pub const GATE_PORT: u16 = 8418;
+/// The git gate's mirrors inside the sidecar: a tmpfs of [`GATE_MIRROR_SIZE`].
+pub const GATE_STATE_DIR: &str = "/var/lib/bottle-git";
+/// Size of the mirrors' tmpfs; the sidecar's memory limit grows by as much (tmpfs pages count).
+pub const GATE_MIRROR_SIZE: i64 = 1 << 30;
+/// Where the agent's git finds the gate's URL rewrites (read-only).
+pub const AGENT_GITCONFIG_PATH: &str = "/etc/gitconfig";
+
 /// The agent's home directory (a tmpfs).
 pub const AGENT_HOME: &str = "/home/agent";
 /// Where the bottle CA alone is mounted in the agent.
@@ -543,6 +554,8 @@ impl Bottle {
         ca: &ca::BottleCa,
     ) -> Result<(AttachedOutput, Result<Lifeline>)> {
         let name = labels::name(&self.id, "sidecar");
+        let gate = !spec.git_remotes.is_empty();
+        let sidecar_memory: i64 = (512 << 20) + if gate { GATE_MIRROR_SIZE } else { 0 };
         let host_config = HostConfig {
             network_mode: Some(egress.to_string()),
             readonly_rootfs: Some(true),
@@ -553,8 +566,16 @@ impl Bottle {
                 ("net.ipv4.ip_unprivileged_port_start".into(), "0".into()),
             ])),
             pids_limit: Some(256),
-            memory: Some(512 << 20),
-            memory_swap: Some(512 << 20),
+            memory: Some(sidecar_memory),
+            memory_swap: Some(sidecar_memory),
+            tmpfs: gate.then(|| {
+                HashMap::from([(
+                    GATE_STATE_DIR.to_string(),
+                    format!(
+                        "rw,nosuid,nodev,noexec,size={GATE_MIRROR_SIZE},uid=65534,gid=65534,mode=0700"
+                    ),
+                )])
+            }),
             nano_cpus: Some(1_000_000_000),
             log_config: Some(HostConfigLogConfig {
                 typ: Some("json-file".into()),
@@ -743,6 +764,18 @@ impl Bottle {
         }
         if let Some(r) = &resolv {
             mounts.push(bind(r, "/etc/resolv.conf", true));
+        }
+        if !spec.git_remotes.is_empty() {
+            // Every spelling of each remote goes to the gate, straight over the internal
+            // network (not through the proxy, which refuses smart-HTTP pushes).
+            let cfg = gate_gitconfig(&spec.git_remotes, &format!("{sidecar_ip}:{GATE_PORT}"));
+            let path = self.state.write("gitconfig", cfg.as_bytes(), 0o644)?;
+            mounts.push(bind(&path, AGENT_GITCONFIG_PATH, true));
+            for k in ["NO_PROXY", "no_proxy"] {
+                if let Some((_, v)) = env.iter_mut().find(|(ek, _)| ek == k) {
+                    v.push_str(&format!(",{sidecar_ip}"));
+                }
+            }
         }
         let mut tmpfs = HashMap::from([
             (
@@ -1252,6 +1285,36 @@ struct AgentFiles {
     passwd: Option<(PathBuf, PathBuf)>,
 }
 
+/// The agent's system git config for a bottle with git remotes: `insteadOf` rewrites of every
+/// spelling of each remote's URL (https with and without `.git`, `ssh://git@host/…`,
+/// `git@host:…`) to `http://<gate>/<name>`. Holds no credential.
+pub fn gate_gitconfig(remotes: &[crate::manifest::GitRemote], gate: &str) -> String {
+    let mut out = String::from(
+        "# Written by bottle: the bottle's git remotes go through the sidecar's git gate, which\n\
+         # scans pushes for secrets and holds the upstream credential. Read-only.\n",
+    );
+    for r in remotes {
+        let Some(rest) = r.url.strip_prefix("https://") else {
+            continue;
+        };
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let bare = path.trim_end_matches('/').trim_end_matches(".git");
+        let host_only = host.split(':').next().unwrap_or(host);
+        out.push_str(&format!("[url \"http://{gate}/{}\"]\n", r.name));
+        for p in [format!("{bare}.git"), bare.to_string()] {
+            for spelling in [
+                format!("https://{host}/{p}"),
+                format!("ssh://git@{host_only}/{p}"),
+                format!("git@{host_only}:{p}"),
+            ] {
+                out.push_str(&format!("\tinsteadOf = {spelling}\n"));
+            }
+        }
+    }
+    out.push_str("[credential]\n\thelper =\n");
+    out
+}
+
 /// The internal network (id, subnet) as awaited by both launch chains.
 type SharedNet = std::result::Result<(String, Ipv4Net), Arc<anyhow::Error>>;
 
@@ -1321,6 +1384,15 @@ async fn send_bootstrap(
             ip: sidecar_ip.to_string(),
         },
         lifeline: true,
+        git: (!spec.git_remotes.is_empty()).then(|| GitBootstrap {
+            listen: format!("{sidecar_ip}:{GATE_PORT}"),
+            state_dir: GATE_STATE_DIR.into(),
+            remotes: spec
+                .git_remotes
+                .iter()
+                .map(GitRemoteBootstrap::from_manifest)
+                .collect(),
+        }),
     };
     let json = boot.to_json()?;
     drop(boot);

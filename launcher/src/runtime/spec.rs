@@ -83,6 +83,8 @@ pub struct LaunchSpec {
     pub labels: BTreeMap<String, String>,
     /// Default command of the agent (interactive shell or agent CLI); empty = image default.
     pub default_cmd: Vec<String>,
+    /// Git remotes served by the sidecar's git gate (none: no gate).
+    pub git_remotes: Vec<crate::manifest::GitRemote>,
 }
 
 impl std::fmt::Debug for LaunchSpec {
@@ -215,6 +217,7 @@ mod tests {
             labels: BTreeMap::new(),
             protect_git: true,
             default_cmd: vec![],
+            git_remotes: vec![],
         };
         let dbg = format!("{spec:?}");
         assert!(dbg.contains("GH") && !dbg.contains("topsecret"));

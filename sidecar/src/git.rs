@@ -1,0 +1,366 @@
+//! The git gate in bottle mode: its section of the bootstrap document, the vetting of every
+//! upstream host against the egress floor, and the gate served on the bottle network.
+//!
+//! The `git` section names each remote's credential by secret name (the value comes from the
+//! document's `secrets`), so it holds no secret itself. Every upstream host is resolved once at
+//! start and each address classified like the proxy does (`bottle_proxy::ssrf`): a non-public
+//! address must be covered by the remote's `allow_private`, and the vetted address is the one
+//! git dials (`http.curloptResolve`), so nothing resolves the name again.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bottle_git_gate::{Credential, GateConfig, GitGate, Limits, PushPolicy, RemoteConfig};
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+/// Where git looks for the system trust anchors in the Debian-based sidecar image.
+const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The `git` section of the bootstrap document.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitSection {
+    /// Where the gate listens (the sidecar's internal address).
+    pub listen: SocketAddr,
+    /// The mirrors' directory (a size-capped tmpfs in the sidecar).
+    pub state_dir: PathBuf,
+    /// The declared remotes.
+    pub remotes: Vec<GitRemote>,
+    /// Largest pushed request body (bytes); default 512 MiB.
+    #[serde(default)]
+    pub max_request_bytes: Option<u64>,
+    /// Largest blob a push may contain (bytes); default 64 MiB.
+    #[serde(default)]
+    pub max_blob_bytes: Option<u64>,
+    /// Deadline for refreshing a mirror from upstream (seconds); default 60.
+    #[serde(default)]
+    pub fetch_timeout_secs: Option<u64>,
+}
+
+/// One remote as the launcher sends it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitRemote {
+    /// The remote's name (the gate's URL space: `http://<gate>/<name>`).
+    pub name: String,
+    /// The upstream URL (`https://…`).
+    pub url: String,
+    /// The secret (a key of the document's `secrets`) sent to upstream, if any.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// With a secret: `Basic` auth with this user name (GitHub: `x-access-token`); without,
+    /// the secret is a `Bearer` token.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Non-public networks the upstream host may resolve into.
+    #[serde(default)]
+    pub allow_private: Vec<ipnet::IpNet>,
+    /// What a push may do.
+    #[serde(default)]
+    pub policy: PushPolicy,
+}
+
+/// Why the gate could not start. Never holds a secret value.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    /// The section does not match the schema (field path and problem, values redacted).
+    #[error("bootstrap: field `git`: {0}")]
+    Section(String),
+    /// A remote is unusable (its name and why).
+    #[error("git remote `{remote}`: {problem}")]
+    Remote {
+        /// The remote's name.
+        remote: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The gate itself failed to start.
+    #[error("git gate: {0}")]
+    Gate(String),
+}
+
+/// Parses the section out of the document (`git`), redacting quoted text from serde's message.
+pub fn parse_section(v: serde_json::Value) -> Result<GitSection, GitError> {
+    serde_json::from_value(v).map_err(|e| GitError::Section(redact_quoted(&e.to_string())))
+}
+
+/// `a "b" c` → `a "…" c`: serde quotes the offending value, which must not be echoed.
+fn redact_quoted(msg: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for c in msg.chars() {
+        if c == '"' {
+            if !inside {
+                out.push_str("\"…");
+            }
+            inside = !inside;
+            if !inside {
+                out.push('"');
+            }
+        } else if !inside {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The host and port of an `https://` URL.
+fn host_port(remote: &GitRemote) -> Result<(String, u16), GitError> {
+    let bad = |p: &str| GitError::Remote {
+        remote: remote.name.clone(),
+        problem: p.to_string(),
+    };
+    let rest = remote
+        .url
+        .strip_prefix("https://")
+        .ok_or_else(|| bad("the gate reaches upstream over https:// only"))?;
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.is_empty() || authority.contains('@') {
+        return Err(bad("the url needs a host and no user info"));
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => match p.parse::<u16>() {
+            Ok(port) => (h, port),
+            Err(_) => return Err(bad("the url's port is not a number")),
+        },
+        _ => (authority, 443),
+    };
+    Ok((
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase(),
+        port,
+    ))
+}
+
+/// Whether the egress floor lets the gate dial `ip` for `remote`.
+fn allowed(remote: &GitRemote, ip: IpAddr) -> bool {
+    use bottle_proxy::ssrf::{classify, AddrClass};
+    let class = classify(ip);
+    if class == AddrClass::Public {
+        return true;
+    }
+    let metadata = class == AddrClass::Metadata;
+    remote
+        .allow_private
+        .iter()
+        .any(|n| n.contains(&ip) && (!metadata || n.prefix_len() == n.max_prefix_len()))
+}
+
+/// Resolves the upstream host once and returns the `http.curloptResolve` pin of the first
+/// address the floor allows; an error names the remote and the refused address classes.
+async fn vet(remote: &GitRemote) -> Result<String, GitError> {
+    let (host, port) = host_port(remote)?;
+    let fail = |problem: String| GitError::Remote {
+        remote: remote.name.clone(),
+        problem,
+    };
+    let addrs: Vec<IpAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::net::lookup_host((host.as_str(), port)),
+        )
+        .await
+        .map_err(|_| fail(format!("resolving {host} timed out")))?
+        .map_err(|e| fail(format!("cannot resolve {host}: {e}")))?
+        .map(|a| a.ip())
+        .collect(),
+    };
+    match addrs.iter().find(|ip| allowed(remote, **ip)) {
+        Some(ip) => {
+            let shown = match ip {
+                IpAddr::V6(v6) => format!("[{v6}]"),
+                IpAddr::V4(v4) => v4.to_string(),
+            };
+            Ok(format!("{host}:{port}:{shown}"))
+        }
+        None => {
+            let classes: Vec<String> = addrs
+                .iter()
+                .map(|ip| format!("{ip} ({})", bottle_proxy::ssrf::classify(*ip)))
+                .collect();
+            Err(fail(format!(
+                "{host} resolves only to addresses the egress floor refuses: {}; if this upstream is \
+                 meant to be on a private network, add it to the remote's allow_private",
+                classes.join(", ")
+            )))
+        }
+    }
+}
+
+/// The credential of `remote`, from the document's secrets.
+fn credential(
+    remote: &GitRemote,
+    secrets: &BTreeMap<String, Zeroizing<String>>,
+) -> Result<Option<Credential>, GitError> {
+    let Some(name) = &remote.secret else {
+        return Ok(None);
+    };
+    let value = secrets.get(name).ok_or_else(|| GitError::Remote {
+        remote: remote.name.clone(),
+        problem: format!("its secret `{name}` is not in the document's secrets"),
+    })?;
+    Ok(Some(match &remote.username {
+        Some(u) => Credential::Basic {
+            username: u.clone(),
+            password: value.as_str().to_owned(),
+        },
+        None => Credential::Bearer(value.as_str().to_owned()),
+    }))
+}
+
+/// Writes the trust anchors git uses for upstream: the system bundle plus the policy's extra
+/// roots. Returns the file's path.
+fn write_ca_bundle(state_dir: &Path, extra_roots: &[String]) -> Result<PathBuf, GitError> {
+    let mut pem = std::fs::read_to_string(SYSTEM_CA_BUNDLE).unwrap_or_default();
+    for r in extra_roots {
+        pem.push('\n');
+        pem.push_str(r);
+    }
+    std::fs::create_dir_all(state_dir)
+        .map_err(|e| GitError::Gate(format!("creating {}: {e}", state_dir.display())))?;
+    let path = state_dir.join("upstream-ca.pem");
+    std::fs::write(&path, pem)
+        .map_err(|e| GitError::Gate(format!("writing {}: {e}", path.display())))?;
+    Ok(path)
+}
+
+/// Builds the gate: vets every upstream, writes the trust anchors, creates the mirrors. The
+/// bottle's secrets are the gate's known secrets (a push holding one is rejected).
+pub async fn start(
+    section: &GitSection,
+    secrets: &BTreeMap<String, Zeroizing<String>>,
+    extra_roots: &[String],
+) -> Result<GitGate, GitError> {
+    let mut upstream_config = Vec::new();
+    let mut remotes = Vec::new();
+    for r in &section.remotes {
+        upstream_config.push(("http.curloptResolve".to_string(), vet(r).await?));
+        remotes.push(RemoteConfig {
+            name: r.name.clone(),
+            url: r.url.clone(),
+            credential: credential(r, secrets)?,
+            policy: r.policy.clone(),
+        });
+    }
+    let ca = write_ca_bundle(&section.state_dir, extra_roots)?;
+    upstream_config.push(("http.sslCAInfo".to_string(), ca.display().to_string()));
+    upstream_config.push(("http.sslVerify".to_string(), "true".to_string()));
+    let exe = std::env::current_exe()
+        .map_err(|e| GitError::Gate(format!("cannot find the sidecar binary: {e}")))?;
+    let mut limits = Limits::default();
+    if let Some(n) = section.max_request_bytes {
+        limits.max_request_bytes = n;
+    }
+    if let Some(n) = section.max_blob_bytes {
+        limits.max_blob_bytes = n;
+    }
+    if let Some(s) = section.fetch_timeout_secs {
+        limits.fetch_timeout = Duration::from_secs(s);
+    }
+    let mut cfg = GateConfig::new(section.state_dir.clone(), exe, remotes);
+    cfg.limits = limits;
+    cfg.upstream_config = upstream_config;
+    cfg.known_secrets = secrets
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
+        .collect();
+    GitGate::new(cfg).await.map_err(|e| {
+        let msg = e.to_string();
+        if msg.contains("No such file") || msg.contains("not found") {
+            GitError::Gate(format!(
+                "{msg} (the git gate needs git in the sidecar image: bottle uses the sidecar-git image for bottles with git remotes)"
+            ))
+        } else {
+            GitError::Gate(msg)
+        }
+    })
+}
+
+/// Whether this process was started as the gate's `pre-receive` hook (git runs the symlink
+/// `hooks/pre-receive` pointing at the sidecar binary).
+pub fn invoked_as_hook() -> bool {
+    std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n == "pre-receive"))
+        .unwrap_or(false)
+}
+
+/// Runs the `pre-receive` hook on stdin/stderr; returns its exit code.
+pub fn run_hook() -> i32 {
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let mut err = std::io::stderr();
+    bottle_git_gate::hook::run_pre_receive(&mut input, &mut err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remote(url: &str, allow: &[&str]) -> GitRemote {
+        GitRemote {
+            name: "origin".into(),
+            url: url.into(),
+            secret: None,
+            username: None,
+            allow_private: allow.iter().map(|n| n.parse().unwrap()).collect(),
+            policy: PushPolicy::default(),
+        }
+    }
+
+    #[test]
+    fn host_and_port_come_from_the_url() {
+        assert_eq!(
+            host_port(&remote("https://Git.Example/o/r.git", &[])).unwrap(),
+            ("git.example".into(), 443)
+        );
+        assert_eq!(
+            host_port(&remote("https://h.test:8443/r", &[])).unwrap(),
+            ("h.test".into(), 8443)
+        );
+        assert!(host_port(&remote("http://h.test/r", &[])).is_err());
+        assert!(host_port(&remote("https://u:p@h.test/r", &[])).is_err());
+    }
+
+    #[tokio::test]
+    async fn private_upstreams_need_allow_private_and_the_pin_is_the_vetted_address() {
+        let e = vet(&remote("https://10.1.2.3/r.git", &[]))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("allow_private"), "{e}");
+        assert!(e.to_string().contains("10.1.2.3 (private)"), "{e}");
+        let pin = vet(&remote("https://10.1.2.3:8443/r.git", &["10.1.0.0/16"]))
+            .await
+            .unwrap();
+        assert_eq!(pin, "10.1.2.3:8443:10.1.2.3");
+        let e = vet(&remote("https://169.254.169.254/r", &["169.254.0.0/16"]))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("metadata"), "{e}");
+    }
+
+    #[test]
+    fn schema_errors_never_echo_values() {
+        let v = serde_json::json!({"listen": "10.0.0.1:8418", "state_dir": "/s",
+            "remotes": [{"name": "o", "url": "https://h/r", "secret": 5}]});
+        let e = parse_section(v).unwrap_err().to_string();
+        assert!(e.contains("field `git`"), "{e}");
+        let v = serde_json::json!({"listen": "10.0.0.1:8418", "state_dir": "/s",
+            "remotes": [{"name": "o", "url": "https://h/r", "policy": {"allow_force": "ghp_abc"}}]});
+        let e = parse_section(v).unwrap_err().to_string();
+        assert!(e.contains("expected a boolean"), "{e}");
+        assert!(!e.contains("ghp_abc"), "{e}");
+    }
+
+    #[test]
+    fn the_hook_is_recognised_by_its_name() {
+        // The test binary is not called pre-receive.
+        assert!(!invoked_as_hook());
+    }
+}

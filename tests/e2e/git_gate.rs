@@ -1,0 +1,169 @@
+//! The git gate in real bottles: the agent's git, with the remote's original URL, reaches a
+//! real smart-HTTP upstream (`git http-backend` behind TLS and a token check, on a network of
+//! the test's own) only through the sidecar's gate, which injects the token, mirrors fetches
+//! fail-closed and scans pushes before forwarding them.
+
+use std::time::{Duration, Instant};
+
+use crate::agents::Provider;
+use crate::harness::*;
+use crate::require_engine;
+
+const UPSTREAM: &str = "git.upstream.test";
+
+/// A bottle `gated` in `h` whose one git remote `origin` is the upstream's `repo.git`,
+/// authenticated with the bottle's secret.
+fn gated_home(h: &Home, up: &Provider, extra: &str) {
+    let toml = format!(
+        r#"description = "e2e git gate"
+image = "shell"
+workspace = "bind"
+
+[resources]
+cpus = 1
+memory = "512m"
+pids = 256
+
+[proxy]
+extra_roots = [{ca:?}]
+
+[secrets]
+GIT_TOKEN = {{ env = "BOTTLE_E2E_TOKEN" }}
+
+[[git.remote]]
+name = "origin"
+url = "https://{UPSTREAM}/git/repo.git"
+secret = "GIT_TOKEN"
+allow_private = ["{ip}/32"]
+{extra}
+"#,
+        ca = up.ca,
+        ip = up.ip,
+    );
+    std::fs::write(h.home.join("bottles/gated.toml"), toml).unwrap();
+}
+
+/// `bottle run --json gated -- bash -c <script>` on the upstream's network, started.
+fn spawn_gated(h: &Home, up: &Provider, script: &str) -> std::process::Child {
+    bottle_cmd(h)
+        .env("BOTTLE_EGRESS_NETWORK", &up.net)
+        .env_remove("BOTTLE_SIDECAR_IMAGE")
+        .args(["run", "--json", "gated", "--", "bash", "-c", script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running bottle")
+}
+
+/// Waits for a spawned run.
+fn finish(child: std::process::Child) -> Run {
+    let o = child.wait_with_output().unwrap();
+    Run {
+        code: o.status.code().unwrap_or(-1),
+        result: serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null),
+        stderr: String::from_utf8_lossy(&o.stderr).to_string(),
+    }
+}
+
+/// The value after `KEY=` on a line of `out`.
+fn value_of<'a>(out: &'a str, key: &str) -> Option<&'a str> {
+    let prefix = format!("{key}=");
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
+}
+
+/// Clone, a clean push (upstream has it), a push holding an AWS key (rejected with the commit,
+/// path and rule, upstream unchanged), and the credential nowhere in the agent; then with the
+/// upstream gone, fetch fails closed.
+#[test]
+fn git_gate_clone_clean_push_secret_push_rejected_and_upstream_down_fails_closed() {
+    require_engine!();
+    let h = home("gitgate");
+    let up = Provider::start_with(UPSTREAM, &[format!("UPSTREAM_GIT_TOKEN={}", h.secret)]);
+    gated_home(&h, &up, "");
+    let key = format!("AKIA{}", "Z7QK4M2XW5RTY3PV");
+    let script = format!(
+        r#"cd /tmp && git clone -q https://{UPSTREAM}/git/repo.git r 2>&1; echo CLONE_RC=$?
+cd r && echo README=$(cat README)
+git config user.name agent && git config user.email agent@bottle.invalid
+echo clean > clean.txt && git add clean.txt && git commit -qm clean
+git push origin HEAD:main > /tmp/p1 2>&1; echo PUSH1_RC=$?; sed 's/^/PUSH1 /' /tmp/p1
+echo CLEAN=$(git rev-parse HEAD)
+echo "aws_access_key_id = {key}" > leak.txt && git add leak.txt && git commit -qm leak
+git push origin HEAD:main > /tmp/p2 2>&1; echo PUSH2_RC=$?; sed 's/^/PUSH2 /' /tmp/p2
+echo LEAK=$(git rev-parse HEAD)
+echo UPSTREAM_MAIN=$(git ls-remote origin refs/heads/main | cut -f1)
+echo AGENT_VIEW_START; env; cat /etc/gitconfig .git/config; echo AGENT_VIEW_END
+touch /workspace/part1-done
+while [ ! -e /workspace/upstream-down ]; do sleep 0.2; done
+git ls-remote origin > /tmp/ls 2>&1; echo LS_RC=$?; sed 's/^/LS /' /tmp/ls
+"#
+    );
+    let child = spawn_gated(&h, &up, &script);
+    let part1 = wait_for_file(&h.workspace.join("part1-done"), Duration::from_secs(180));
+    let logs = docker_ok(&["logs", &up.container]);
+    // Upstream gone (its address stops answering): the fetch fails closed, no stale refs.
+    docker_ok(&["stop", "-t", "1", &up.container]);
+    std::fs::write(h.workspace.join("upstream-down"), "").unwrap();
+    let t = Instant::now();
+    let r = finish(child);
+    assert!(part1, "the first part did not finish: {}", r.stderr);
+    let out = r.stderr.clone();
+    assert_eq!(r.code, 0, "bottle run: {out}\nupstream: {logs}");
+    assert_eq!(
+        value_of(&out, "CLONE_RC"),
+        Some("0"),
+        "clone through the gate: {out}\nupstream: {logs}"
+    );
+    assert_eq!(
+        value_of(&out, "README"),
+        Some("hello from the test upstream"),
+        "{out}"
+    );
+    assert_eq!(value_of(&out, "PUSH1_RC"), Some("0"), "clean push: {out}");
+    assert_ne!(value_of(&out, "PUSH2_RC"), Some("0"), "secret push: {out}");
+    let push2: Vec<&str> = out.lines().filter(|l| l.starts_with("PUSH2 ")).collect();
+    let push2 = push2.join("\n");
+    assert!(
+        push2.contains("remote:"),
+        "the reason reaches the agent: {push2}"
+    );
+    assert!(
+        push2.contains("leak.txt") && push2.to_lowercase().contains("aws"),
+        "the finding names path and rule: {push2}"
+    );
+    assert!(!push2.contains(&key), "never the value: {push2}");
+    let clean = value_of(&out, "CLEAN").unwrap_or_default().to_string();
+    assert!(!clean.is_empty());
+    assert_eq!(
+        value_of(&out, "UPSTREAM_MAIN"),
+        Some(clean.as_str()),
+        "upstream has the clean commit and not the leak: {out}"
+    );
+    let view = out
+        .split("AGENT_VIEW_START")
+        .nth(1)
+        .and_then(|s| s.split("AGENT_VIEW_END").next())
+        .unwrap_or_default();
+    assert!(view.contains("insteadOf"), "the gate's rewrites: {view}");
+    assert!(
+        !view.contains(&h.secret),
+        "the credential is in neither the agent's env nor its git config"
+    );
+    assert!(!out.contains(&h.secret), "nor anywhere in the output");
+    assert!(
+        logs.lines()
+            .filter(|l| l.contains("git_auth"))
+            .all(|l| !l.contains("\"ok\":false")),
+        "every upstream request carried the token: {logs}"
+    );
+
+    assert_ne!(value_of(&out, "LS_RC"), Some("0"), "fail closed: {out}");
+    let ls: Vec<&str> = out.lines().filter(|l| l.starts_with("LS ")).collect();
+    let ls = ls.join("\n");
+    assert!(
+        ls.contains("stale") && !ls.contains("refs/heads/main"),
+        "the gate says why and serves no refs: {ls}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(120));
+}
