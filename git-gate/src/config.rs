@@ -77,6 +77,38 @@ impl Default for Limits {
     }
 }
 
+/// Where the gate's audit records go: one JSON object per fetch and push (no secrets:
+/// remote, refs, object ids, counts, rule ids, decision, duration).
+#[derive(Clone, Default)]
+pub struct AuditSink(Option<std::sync::Arc<AuditFn>>);
+
+/// The callback of an [`AuditSink`].
+type AuditFn = dyn Fn(&serde_json::Value) + Send + Sync;
+
+impl AuditSink {
+    /// A sink calling `f` for every record.
+    pub fn new(f: impl Fn(&serde_json::Value) + Send + Sync + 'static) -> Self {
+        AuditSink(Some(std::sync::Arc::new(f)))
+    }
+
+    /// Emits one record (nothing without a sink).
+    pub fn emit(&self, record: &serde_json::Value) {
+        if let Some(f) = &self.0 {
+            f(record);
+        }
+    }
+}
+
+impl std::fmt::Debug for AuditSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "AuditSink(on)"
+        } else {
+            "AuditSink(off)"
+        })
+    }
+}
+
 /// The whole gate configuration.
 #[derive(Clone, Debug)]
 pub struct GateConfig {
@@ -97,6 +129,8 @@ pub struct GateConfig {
     /// how upstream is reached, e.g. `http.sslCAInfo` (the trust anchors) and
     /// `http.curloptResolve` (`host:port:address`, the vetted address dialled).
     pub upstream_config: Vec<(String, String)>,
+    /// Audit records of every fetch and push.
+    pub audit: AuditSink,
 }
 
 impl GateConfig {
@@ -110,6 +144,7 @@ impl GateConfig {
             limits: Limits::default(),
             known_secrets: Vec::new(),
             upstream_config: Vec::new(),
+            audit: AuditSink::default(),
         }
     }
 

@@ -23,6 +23,26 @@ use crate::scan::{scan_push, Place, PushFinding};
 /// The environment variable holding the hook's JSON configuration.
 pub const CONFIG_ENV: &str = "BOTTLE_GIT_GATE_HOOK";
 
+/// The environment variable naming the file the hook writes its [`HookReport`] to (JSON).
+pub const REPORT_ENV: &str = "BOTTLE_GIT_GATE_REPORT";
+
+/// What the hook decided, for the gate's audit record. Holds no secret: rule ids, ref names
+/// and object ids only.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct HookReport {
+    /// The ref updates, as `(ref, old, new)`.
+    pub refs: Vec<(String, String, String)>,
+    /// `accepted`, `policy` (refused by the ref policy), `secrets` (findings), `upstream`
+    /// (upstream refused), `error` (anything else).
+    pub decision: String,
+    /// Objects scanned.
+    pub objects: usize,
+    /// Bytes scanned.
+    pub bytes: u64,
+    /// Rule ids of the findings (one entry per finding).
+    pub findings: Vec<String>,
+}
+
 /// Most findings listed to the agent.
 const MAX_SHOWN: usize = 20;
 
@@ -61,18 +81,36 @@ pub fn run_pre_receive(input: &mut dyn BufRead, out: &mut dyn Write) -> i32 {
             return 1;
         }
     };
-    match run(&cfg, input, out) {
-        Ok(()) => 0,
+    let mut report = HookReport {
+        decision: "error".into(),
+        ..Default::default()
+    };
+    let code = match run(&cfg, input, out, &mut report) {
+        Ok(()) => {
+            report.decision = "accepted".into();
+            0
+        }
         Err(lines) => {
             for l in lines {
                 say(out, &l);
             }
             1
         }
+    };
+    if let Some(path) = std::env::var_os(REPORT_ENV) {
+        if let Ok(json) = serde_json::to_vec(&report) {
+            let _ = std::fs::write(path, json);
+        }
     }
+    code
 }
 
-fn run(cfg: &HookConfig, input: &mut dyn BufRead, out: &mut dyn Write) -> Result<(), Vec<String>> {
+fn run(
+    cfg: &HookConfig,
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+    report_out: &mut HookReport,
+) -> Result<(), Vec<String>> {
     let mut updates = Vec::new();
     let mut line = String::new();
     loop {
@@ -99,6 +137,10 @@ fn run(cfg: &HookConfig, input: &mut dyn BufRead, out: &mut dyn Write) -> Result
     if updates.is_empty() {
         return Ok(());
     }
+    report_out.refs = updates
+        .iter()
+        .map(|u| (u.name.clone(), u.old.clone(), u.new.clone()))
+        .collect();
     // 1. Ref policy.
     let mut refused = Vec::new();
     for u in &updates {
@@ -108,6 +150,7 @@ fn run(cfg: &HookConfig, input: &mut dyn BufRead, out: &mut dyn Write) -> Result
         }
     }
     if !refused.is_empty() {
+        report_out.decision = "policy".into();
         let mut lines = vec![format!(
             "push to {:?} rejected by the ref policy; nothing was pushed upstream:",
             cfg.remote
@@ -140,6 +183,7 @@ fn run(cfg: &HookConfig, input: &mut dyn BufRead, out: &mut dyn Write) -> Result
                 place: Place::RefName,
                 commit: None,
                 path: Some(u.name.clone()),
+                member: None,
                 line: 1,
             });
         }
@@ -148,7 +192,11 @@ fn run(cfg: &HookConfig, input: &mut dyn BufRead, out: &mut dyn Write) -> Result
     let report = scan_push(&cfg.git_program, &tips, &scanner, cfg.max_blob_bytes)
         .map_err(|e| vec![format!("push rejected: {e}; nothing was pushed upstream")])?;
     findings.extend(report.findings);
+    report_out.objects = report.objects;
+    report_out.bytes = report.bytes;
+    report_out.findings = findings.iter().map(|f| f.rule_id.clone()).collect();
     if !findings.is_empty() {
+        report_out.decision = "secrets".into();
         let mut lines = vec![format!(
             "push to {:?} rejected: {} secret finding(s); nothing was pushed upstream:",
             cfg.remote,
@@ -180,6 +228,7 @@ fn run(cfg: &HookConfig, input: &mut dyn BufRead, out: &mut dyn Write) -> Result
         let _ = writeln!(out, "bottle-git-gate: upstream: {l}");
     }
     if !fwd.accepted {
+        report_out.decision = "upstream".into();
         return Err(vec![format!(
             "push to {:?} rejected: upstream refused it (see above); the mirror is unchanged",
             cfg.remote
@@ -227,7 +276,7 @@ mod tests {
         };
         let mut input: &[u8] = b"--upload-pack=evil x refs/heads/main\n";
         let mut out = Vec::new();
-        let e = run(&cfg, &mut input, &mut out).unwrap_err();
+        let e = run(&cfg, &mut input, &mut out, &mut HookReport::default()).unwrap_err();
         assert!(e[0].contains("malformed hook input line"), "{e:?}");
     }
 }

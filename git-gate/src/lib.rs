@@ -29,7 +29,7 @@ pub mod request_body;
 pub mod scan;
 pub mod server;
 
-pub use config::{GateConfig, Limits, PushPolicy, RemoteConfig};
+pub use config::{AuditSink, GateConfig, Limits, PushPolicy, RemoteConfig};
 pub use credential::Credential;
 pub use error::GateError;
 pub use server::{GateBody, GitGate};

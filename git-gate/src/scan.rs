@@ -34,6 +34,17 @@ pub enum ScanError {
         /// The limit.
         limit: u64,
     },
+    /// An archive in a blob could not be unpacked within the limits: it cannot be scanned
+    /// whole, so the push is refused.
+    #[error("blob {object} ({path}) is an archive that cannot be scanned whole: {reason}")]
+    Archive {
+        /// The blob id.
+        object: String,
+        /// Its path in the pushed tree.
+        path: String,
+        /// Why (a limit or a malformed archive).
+        reason: String,
+    },
 }
 
 /// What kind of data a finding was in.
@@ -62,7 +73,9 @@ pub struct PushFinding {
     pub commit: Option<String>,
     /// The file path (blobs and path names) or ref name.
     pub path: Option<String>,
-    /// 1-based line in the object.
+    /// For a file that is an archive: the member the finding is in (`zip:dir/a.txt`).
+    pub member: Option<String>,
+    /// 1-based line in the object (0: not known, e.g. inside an archive member).
     pub line: usize,
 }
 
@@ -75,11 +88,18 @@ impl std::fmt::Display for PushFinding {
             .unwrap_or("?");
         let path = self.path.as_deref().unwrap_or("");
         match self.place {
-            Place::Blob => write!(
-                f,
-                "rule {} in file {path} line {} (added in commit {commit})",
-                self.rule_id, self.line
-            ),
+            Place::Blob => match &self.member {
+                Some(m) => write!(
+                    f,
+                    "rule {} in file {path}, archive member {m} (added in commit {commit})",
+                    self.rule_id
+                ),
+                None => write!(
+                    f,
+                    "rule {} in file {path} line {} (added in commit {commit})",
+                    self.rule_id, self.line
+                ),
+            },
             Place::Commit => write!(
                 f,
                 "rule {} in the message/header of commit {commit} line {}",
@@ -156,6 +176,7 @@ pub fn scan_push(
                     place: Place::PathName,
                     commit: None,
                     path: Some(p.clone()),
+                    member: None,
                     line: 1,
                 });
             }
@@ -184,11 +205,32 @@ pub fn scan_push(
         }
     }
     let mut blob_hits: Vec<BlobHit> = Vec::new();
+    let archive_limits = bottle_scanner::decode::ArchiveLimits::default();
     cat_file(git, "--batch", &wanted, |(oid, kind, _), data| {
         report.objects += 1;
         report.bytes += data.len() as u64;
-        for f in bottle_scanner::decode::scan_file(scanner, data) {
-            let line = line_of(data, f.offset);
+        let found = if kind == "blob" {
+            bottle_scanner::decode::scan_file_deep(scanner, data, &archive_limits).map_err(|e| {
+                ScanError::Archive {
+                    object: oid.clone(),
+                    path: paths.get(oid).cloned().unwrap_or_default(),
+                    reason: e.to_string(),
+                }
+            })?
+        } else {
+            bottle_scanner::decode::scan_file(scanner, data)
+        };
+        for f in found {
+            let member = f
+                .location
+                .as_deref()
+                .filter(|l| l.starts_with("zip:") || l.starts_with("tar:") || l.starts_with("gz:"))
+                .map(|l| l.trim_end_matches(':').to_string());
+            let line = if member.is_some() {
+                0
+            } else {
+                line_of(data, f.offset)
+            };
             let (place, commit, path) = match kind.as_str() {
                 "blob" => (Place::Blob, None, paths.get(oid).cloned()),
                 "commit" => (Place::Commit, Some(oid.clone()), None),
@@ -208,6 +250,7 @@ pub fn scan_push(
                 place,
                 commit,
                 path,
+                member,
                 line,
             };
             if place == Place::Blob {
@@ -399,6 +442,7 @@ mod tests {
             place: Place::Blob,
             commit: Some("0123456789abcdef0123".into()),
             path: Some("conf/app.env".into()),
+            member: None,
             line: 3,
         };
         assert_eq!(

@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::config::GateConfig;
 use crate::credential::scrub;
 use crate::error::GateError;
-use crate::hook::{HookConfig, CONFIG_ENV};
+use crate::hook::{HookConfig, HookReport, CONFIG_ENV, REPORT_ENV};
 use crate::mirror::Mirror;
 use crate::pktline;
 use crate::process::git;
@@ -210,11 +210,32 @@ impl GitGate {
                         .all(|b| b.is_ascii_alphanumeric() || b"=:._-".contains(&b))
             })
             .map(str::to_string);
+        let started = std::time::Instant::now();
         let result = if advertise {
             self.advertise(&remote, service, protocol.as_deref()).await
         } else {
             self.rpc(&remote, service, protocol.as_deref(), req).await
         };
+        // A fetch is audited at its advertisement (the refresh from upstream); a push when
+        // receive-pack ends (in `rpc`), or here if it could not start.
+        let audited = (advertise && service == Service::UploadPack) || result.is_err();
+        if audited {
+            let op = match service {
+                Service::UploadPack => "fetch",
+                Service::ReceivePack => "push",
+            };
+            let mut rec = serde_json::json!({
+                "event": "git",
+                "op": op,
+                "remote": remote,
+                "result": if result.is_ok() { "ok" } else { "error" },
+                "duration_ms": started.elapsed().as_millis() as u64,
+            });
+            if let Err(e) = &result {
+                rec["reason"] = serde_json::Value::String(e.to_string());
+            }
+            self.inner.cfg.audit.emit(&rec);
+        }
         match result {
             Ok(r) => r,
             Err(e) => {
@@ -332,9 +353,17 @@ impl GitGate {
         if let Some(p) = protocol {
             cmd.env("GIT_PROTOCOL", p);
         }
-        if service == Service::ReceivePack {
+        let report_path = (service == Service::ReceivePack).then(|| {
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            cfg.state_dir.join(format!("push-report-{n}.json"))
+        });
+        if let Some(p) = &report_path {
             cmd.env(CONFIG_ENV, &self.inner.hook_env[remote]);
+            cmd.env(REPORT_ENV, p);
         }
+        let audit = cfg.audit.clone();
+        let started = std::time::Instant::now();
         let mut child = cmd
             .spawn()
             .map_err(|e| GateError::Git(format!("cannot run git {}: {e}", service.subcommand())))?;
@@ -399,7 +428,20 @@ impl GitGate {
                 let ((), (), err) = tokio::join!(feed, pump, errs);
                 (child.wait().await, err)
             };
-            match tokio::time::timeout(limit, work).await {
+            let outcome = tokio::time::timeout(limit, work).await;
+            if let Some(p) = &report_path {
+                let report: Option<HookReport> = std::fs::read(p)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok());
+                let _ = std::fs::remove_file(p);
+                audit.emit(&push_record(
+                    &remote_name,
+                    report,
+                    outcome.is_err(),
+                    started.elapsed(),
+                ));
+            }
+            match outcome {
                 Ok((Ok(status), err)) if !status.success() => {
                     let text = scrub(String::from_utf8_lossy(&err).trim(), &secrets);
                     tracing::warn!(remote = %remote_name, service = service.name(), %status, stderr = %text, "git service failed");
@@ -422,6 +464,36 @@ impl GitGate {
             ChannelBody { rx }.boxed(),
         ))
     }
+}
+
+/// The audit record of one push: the hook's report (refs, scan counts, rule ids, decision),
+/// or `error` when the hook never reported (receive-pack failed before it, or timed out).
+fn push_record(
+    remote: &str,
+    report: Option<HookReport>,
+    timed_out: bool,
+    took: std::time::Duration,
+) -> serde_json::Value {
+    let r = report.unwrap_or_else(|| HookReport {
+        decision: if timed_out { "timeout" } else { "error" }.into(),
+        ..Default::default()
+    });
+    let mut by_rule = std::collections::BTreeMap::<String, u64>::new();
+    for f in &r.findings {
+        *by_rule.entry(f.clone()).or_default() += 1;
+    }
+    serde_json::json!({
+        "event": "git",
+        "op": "push",
+        "remote": remote,
+        "result": if r.decision == "accepted" { "accepted" } else { "rejected" },
+        "decision": r.decision,
+        "refs": r.refs.iter().map(|(name, old, new)| serde_json::json!({"ref": name, "old": old, "new": new})).collect::<Vec<_>>(),
+        "objects": r.objects,
+        "bytes": r.bytes,
+        "findings": by_rule,
+        "duration_ms": took.as_millis() as u64,
+    })
 }
 
 /// A request body: streamed into git, or already decoded.

@@ -449,6 +449,76 @@ fn a_token_inside_a_binary_file_is_rejected() {
 }
 
 #[test]
+fn every_fetch_and_push_is_an_audit_record_without_secrets() {
+    let w = World::start(PushPolicy::default());
+    let c = w.clone("c");
+    let before = w.upstream_ref("main").unwrap();
+    let clean = w.commit_file(&c, "a.txt", "fine\n", "clean");
+    assert!(w.git(&c, &["push", "origin", "HEAD:main"]).status.success());
+    w.commit_file(&c, "b.env", &format!("T={}\n", token()), "leak");
+    assert!(!w.git(&c, &["push", "origin", "HEAD:main"]).status.success());
+    let recs = w.audit.lock().unwrap().clone();
+    let text = serde_json::to_string(&recs).unwrap();
+    assert!(!text.contains(&token()), "{text}");
+    assert!(
+        recs.iter()
+            .any(|r| r["op"] == "fetch" && r["result"] == "ok" && r["remote"] == "proj"),
+        "{text}"
+    );
+    let pushes: Vec<_> = recs.iter().filter(|r| r["op"] == "push").collect();
+    assert_eq!(pushes.len(), 2, "{text}");
+    assert_eq!(pushes[0]["result"], "accepted");
+    assert_eq!(pushes[0]["refs"][0]["ref"], "refs/heads/main");
+    assert_eq!(pushes[0]["refs"][0]["old"], before.as_str());
+    assert_eq!(pushes[0]["refs"][0]["new"], clean.as_str());
+    assert!(pushes[0]["objects"].as_u64().unwrap() >= 2, "{text}");
+    assert_eq!(pushes[1]["result"], "rejected");
+    assert_eq!(pushes[1]["decision"], "secrets");
+    assert_eq!(pushes[1]["findings"]["github-pat"], 1, "{text}");
+}
+
+fn zip_of(name: &str, data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    w.start_file(name, zip::write::SimpleFileOptions::default())
+        .unwrap();
+    w.write_all(data).unwrap();
+    w.finish().unwrap().into_inner()
+}
+
+#[test]
+fn a_token_inside_a_committed_zip_is_rejected_and_a_zip_bomb_is_refused() {
+    let w = World::start(PushPolicy::default());
+    let c = w.clone("c");
+    let before = w.upstream_ref("main").unwrap();
+    let z = zip_of("conf/deploy.env", format!("TOKEN={}\n", token()).as_bytes());
+    std::fs::write(c.join("bundle.zip"), &z).unwrap();
+    w.ok(&c, &["add", "bundle.zip"]);
+    w.ok(&c, &["commit", "-qm", "bundle"]);
+    let o = w.git(&c, &["push", "origin", "HEAD:main"]);
+    assert_rejected(
+        &w,
+        &o,
+        &before,
+        &["github-pat", "bundle.zip", "zip:conf/deploy.env"],
+    );
+    // 300 MiB of zeros in a ~300 KiB zip: over the unpack limit, refused rather than skipped.
+    w.ok(&c, &["reset", "-q", "--hard", &before]);
+    let bomb = zip_of("zeros", &vec![0u8; 300 << 20]);
+    std::fs::write(c.join("bomb.zip"), &bomb).unwrap();
+    w.ok(&c, &["add", "bomb.zip"]);
+    w.ok(&c, &["commit", "-qm", "bomb"]);
+    let o = w.git(&c, &["push", "origin", "HEAD:main"]);
+    let e = stderr(&o);
+    assert!(!o.status.success(), "{e}");
+    assert!(
+        e.contains("bomb.zip") && e.contains("cannot be scanned whole"),
+        "{e}"
+    );
+    assert_eq!(w.upstream_ref("main").as_deref(), Some(before.as_str()));
+}
+
+#[test]
 fn a_multi_ref_push_is_all_or_nothing() {
     let w = World::start(PushPolicy::default());
     let c = w.clone("c");

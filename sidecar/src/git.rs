@@ -265,6 +265,13 @@ pub async fn start(
     let mut cfg = GateConfig::new(section.state_dir.clone(), exe, remotes);
     cfg.limits = limits;
     cfg.upstream_config = upstream_config;
+    // Gate records go to the audit stream (stdout) beside the proxy's.
+    cfg.audit = bottle_git_gate::AuditSink::new(|r| {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{r}");
+        let _ = out.flush();
+    });
     cfg.known_secrets = secrets
         .iter()
         .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))

@@ -92,6 +92,9 @@ echo CLEAN=$(git rev-parse HEAD)
 echo "aws_access_key_id = {key}" > leak.txt && git add leak.txt && git commit -qm leak
 git push origin HEAD:main > /tmp/p2 2>&1; echo PUSH2_RC=$?; sed 's/^/PUSH2 /' /tmp/p2
 echo LEAK=$(git rev-parse HEAD)
+git reset -q --hard HEAD~2 && echo other > other.txt && git add other.txt && git commit -qm rewrite
+git push -f origin HEAD:main > /tmp/p3 2>&1; echo PUSH3_RC=$?; sed 's/^/PUSH3 /' /tmp/p3
+git tag v1 && git push origin v1 > /tmp/p4 2>&1; echo PUSH4_RC=$?; sed 's/^/PUSH4 /' /tmp/p4
 echo UPSTREAM_MAIN=$(git ls-remote origin refs/heads/main | cut -f1)
 echo AGENT_VIEW_START; env; cat /etc/gitconfig .git/config; echo AGENT_VIEW_END
 touch /workspace/part1-done
@@ -133,6 +136,22 @@ git ls-remote origin > /tmp/ls 2>&1; echo LS_RC=$?; sed 's/^/LS /' /tmp/ls
         "the finding names path and rule: {push2}"
     );
     assert!(!push2.contains(&key), "never the value: {push2}");
+    for (n, what) in [("PUSH3", "force"), ("PUSH4", "tag")] {
+        assert_ne!(
+            value_of(&out, &format!("{n}_RC")),
+            Some("0"),
+            "{what} pushes are refused by default: {out}"
+        );
+        let lines: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with(&format!("{n} ")))
+            .collect();
+        assert!(
+            lines.join("\n").contains("ref policy"),
+            "{what}: {}",
+            lines.join("\n")
+        );
+    }
     let clean = value_of(&out, "CLEAN").unwrap_or_default().to_string();
     assert!(!clean.is_empty());
     assert_eq!(
@@ -166,4 +185,9 @@ git ls-remote origin > /tmp/ls 2>&1; echo LS_RC=$?; sed 's/^/LS /' /tmp/ls
         "the gate says why and serves no refs: {ls}"
     );
     assert!(t.elapsed() < Duration::from_secs(120));
+    let git = &r.result["audit"]["git"];
+    assert_eq!(git["pushes_accepted"], 1, "{}", r.result);
+    assert_eq!(git["pushes_rejected"], 3, "{}", r.result);
+    assert!(git["fetches"].as_u64().unwrap_or(0) >= 2, "{}", r.result);
+    assert_eq!(git["fetches_failed"], 1, "{}", r.result);
 }

@@ -46,6 +46,8 @@ pub struct World {
     pub base: String,
     pub gate: GitGate,
     pub rt: tokio::runtime::Runtime,
+    /// Every audit record the gate emitted.
+    pub audit: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
 }
 
 pub fn git_in(dir: &Path, home: &Path, args: &[&str]) -> Output {
@@ -140,6 +142,9 @@ impl World {
         cfg.limits.fetch_timeout = fetch_timeout;
         cfg.limits.max_blob_bytes = max_blob_bytes;
         cfg.limits.service_timeout = Duration::from_secs(60);
+        let audit = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = audit.clone();
+        cfg.audit = bottle_git_gate::AuditSink::new(move |r| sink.lock().unwrap().push(r.clone()));
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -158,6 +163,7 @@ impl World {
             base,
             gate,
             rt,
+            audit,
         }
     }
 

@@ -6,6 +6,7 @@
 //! `form:NAME`, `multipart:NAME/...`, `body`, `host` ([`scan_host`]) or, for text decoded
 //! by [`scan_text`], `percent` / `unescaped`.
 
+mod archive;
 mod body;
 mod codec;
 mod host;
@@ -13,6 +14,7 @@ mod json;
 mod text;
 mod url;
 
+pub use archive::{scan_file_deep, ArchiveError, ArchiveLimits};
 pub use body::{decode_content_encoding, scan_body, BodyScan, DecodeError, DecodeLimits};
 pub use host::{label_stats, scan_host, LabelStats, MAX_HOST_RUNS};
 pub use text::{scan_file, scan_text};
