@@ -74,6 +74,12 @@ impl Provider {
 
     /// The test upstream answering as `host` with these `NAME=value` environment entries.
     pub(crate) fn start_with(host: &str, env: &[String]) -> Provider {
+        Provider::start_as(&[host], env)
+    }
+
+    /// The test upstream answering as every name in `hosts` (network aliases and certificate
+    /// names), with its git repositories in `/tmp/gitroot`.
+    pub(crate) fn start_as(hosts: &[&str], env: &[String]) -> Provider {
         let imgs = images();
         let id = rand_hex(8);
         let label = format!("io.bottle.e2e={}", std::process::id());
@@ -106,13 +112,18 @@ impl Provider {
             &label,
             "--network",
             &net,
-            "--network-alias",
-            host,
         ];
+        for h in hosts {
+            args.extend(["--network-alias", h]);
+        }
         for e in env {
             args.extend(["-e", e.as_str()]);
         }
-        args.extend([imgs.upstream.as_str(), "--name", host, "--http-port", "0"]);
+        args.push(imgs.upstream.as_str());
+        for h in hosts {
+            args.extend(["--name", h]);
+        }
+        args.extend(["--http-port", "0", "--git-root", "/tmp/gitroot"]);
         docker_ok(&args);
         let deadline = Instant::now() + Duration::from_secs(60);
         let ca = loop {
@@ -586,4 +597,90 @@ fn bottle_start_claude_opens_claude_code_and_exiting_removes_everything() {
     let (c, n) = wait_gone(&id, Duration::from_secs(30));
     assert!(c.is_empty() && n.is_empty(), "exit left {c:?} {n:?}");
     assert_real_key_only(&p, &h.secret);
+}
+
+/// The real Claude Code, driven by the scripted model, commits a file holding a planted AWS
+/// key and pushes through the git gate: rejected, and the agent sees the `remote:` reason
+/// (rule and path, never the value); it then pushes a clean commit, which upstream accepts.
+#[test]
+fn claude_code_push_with_a_planted_key_is_rejected_and_a_clean_push_lands() {
+    require_engine!();
+    let (claude, _) = agent_images();
+    let h = home("claude-git");
+    // The key is assembled by the shell so the conversation itself carries no key.
+    let leak = "cd /tmp && git clone -q https://git.upstream.test/git/repo.git r && cd r && \
+        git config user.name agent && git config user.email agent@bottle.invalid && \
+        k=AKIA; echo \"aws_access_key_id = ${k}Z7QK4M2XW5RTY3PV\" > leak.txt && git add leak.txt && \
+        git commit -qm 'add config' && git push origin HEAD:main 2>&1 | grep 'remote:' ; echo PUSH_DONE";
+    let clean = "cd /tmp/r && git reset -q --hard HEAD~1 && echo fine > clean.txt && \
+        git add clean.txt && git commit -qm 'clean change' && git push origin HEAD:main > /tmp/out 2>&1; \
+        echo CLEAN_RC=$?";
+    let script = json!([
+        {"bash": leak},
+        {"bash": clean},
+        {"text": "REPORT: {last_tool_result}"}
+    ]);
+    let p = Provider::start_as(
+        &["api.anthropic.com", "git.upstream.test"],
+        &[
+            format!("FAKE_LLM_KEY={}", h.secret),
+            format!("FAKE_LLM_SCRIPT={script}"),
+            format!("UPSTREAM_GIT_TOKEN={}", h.secret),
+        ],
+    );
+    claude_home(&h, &p);
+    let path = h.home.join("bottles/claude.toml");
+    let mut toml = std::fs::read_to_string(&path).unwrap();
+    toml.push_str(&format!(
+        "\n[[git.remote]]\nname = \"origin\"\nurl = \"https://git.upstream.test/git/repo.git\"\n\
+         secret = \"ANTHROPIC_API_KEY\"\nallow_private = [\"{}/32\"]\n",
+        p.ip
+    ));
+    std::fs::write(&path, toml).unwrap();
+    let r = run_prompt(&h, &p, "claude", claude, "commit the config and push it");
+    let logs = docker_ok(&["logs", &p.container]);
+    assert_eq!(r.code, 0, "{}\n{}\nprovider: {logs}", r.stderr, r.result);
+    let calls = assert_real_key_only(&p, &h.secret);
+    let after_leak = calls
+        .iter()
+        .find(|c| c["turn"] == 1)
+        .and_then(|c| c["last_tool_result"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        after_leak.contains("remote:")
+            && after_leak.contains("aws-access-key-id")
+            && after_leak.contains("leak.txt"),
+        "the agent saw the gate's reason: {after_leak}\nprovider: {logs}"
+    );
+    assert!(!after_leak.contains("Z7QK4M2XW5RTY3PV"), "never the value");
+    let report = r.result["agent_result"]["result"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(report.contains("CLEAN_RC=0"), "the clean push: {report}");
+    let upstream_head = docker_ok(&[
+        "exec",
+        &p.container,
+        "git",
+        "--git-dir=/tmp/gitroot/repo.git",
+        "log",
+        "-1",
+        "--format=%s",
+        "main",
+    ]);
+    assert_eq!(
+        upstream_head, "clean change",
+        "upstream has the clean commit only"
+    );
+    assert_eq!(
+        r.result["audit"]["git"]["pushes_rejected"], 1,
+        "{}",
+        r.result
+    );
+    assert_eq!(
+        r.result["audit"]["git"]["pushes_accepted"], 1,
+        "{}",
+        r.result
+    );
 }
