@@ -41,6 +41,12 @@ pub struct HookReport {
     pub bytes: u64,
     /// Rule ids of the findings (one entry per finding).
     pub findings: Vec<String>,
+    /// Tickets this push opened or still waits on (review-marked findings).
+    #[serde(default)]
+    pub tickets: Vec<String>,
+    /// Tickets whose approval let this push through.
+    #[serde(default)]
+    pub approved: Vec<String>,
 }
 
 /// Most findings listed to the agent.
@@ -63,6 +69,10 @@ pub struct HookConfig {
     pub git_program: PathBuf,
     /// Known secrets: (name, base64 of the value). Scanned for in pushes, scrubbed from output.
     pub known_secrets: Vec<(String, String)>,
+    /// The approval tickets ([`crate::tickets`]); without it review-marked findings reject
+    /// like any other.
+    #[serde(default)]
+    pub tickets_dir: Option<PathBuf>,
 }
 
 /// Runs the hook: reads the configuration from [`CONFIG_ENV`], the updates from `input`,
@@ -184,6 +194,7 @@ fn run(
                 commit: None,
                 path: Some(u.name.clone()),
                 member: None,
+                object: None,
                 line: 1,
             });
         }
@@ -195,6 +206,50 @@ fn run(
     report_out.objects = report.objects;
     report_out.bytes = report.bytes;
     report_out.findings = findings.iter().map(|f| f.rule_id.clone()).collect();
+    let store = cfg
+        .tickets_dir
+        .as_ref()
+        .map(crate::tickets::TicketStore::new);
+    if let Some(store) = store.as_ref().filter(|_| {
+        !findings.is_empty()
+            && findings
+                .iter()
+                .all(|f| crate::tickets::is_review_rule(&f.rule_id))
+    }) {
+        // Only review-marked findings: a human decides, per ticket.
+        use crate::tickets::{ticket_for, Decision};
+        let mut waiting = Vec::new();
+        for f in &findings {
+            let t = ticket_for(&cfg.remote, f);
+            match store.decision(&t.id) {
+                Decision::Approved(_) => report_out.approved.push(t.id),
+                Decision::Denied(reason) => {
+                    waiting.push(format!("  {f} — ticket {} was denied: {reason}", t.id))
+                }
+                Decision::Pending => {
+                    if let Err(e) = store.open(&t) {
+                        return Err(vec![format!(
+                            "push rejected: {e}; nothing was pushed upstream"
+                        )]);
+                    }
+                    report_out.tickets.push(t.id.clone());
+                    waiting.push(format!("  {f} — ticket {}", t.id));
+                }
+            }
+        }
+        if !waiting.is_empty() {
+            report_out.decision = "review".into();
+            let mut lines = vec![format!(
+                "push to {:?} held for review: {} finding(s) of rules a human may judge false positives; nothing was pushed upstream:",
+                cfg.remote,
+                waiting.len()
+            )];
+            lines.extend(waiting);
+            lines.push("if these are not secrets, ask the user to run `bottle approve <ticket> --reason \"…\"` on the host and push again; otherwise remove them from every commit of the push".into());
+            return Err(lines);
+        }
+        findings.clear();
+    }
     if !findings.is_empty() {
         report_out.decision = "secrets".into();
         let mut lines = vec![format!(

@@ -28,6 +28,7 @@ mod process;
 pub mod request_body;
 pub mod scan;
 pub mod server;
+pub mod tickets;
 
 pub use config::{AuditSink, GateConfig, Limits, PushPolicy, RemoteConfig};
 pub use credential::Credential;

@@ -75,6 +75,8 @@ pub struct PushFinding {
     pub path: Option<String>,
     /// For a file that is an archive: the member the finding is in (`zip:dir/a.txt`).
     pub member: Option<String>,
+    /// The object the finding is in (blob, commit or tag id; none for names).
+    pub object: Option<String>,
     /// 1-based line in the object (0: not known, e.g. inside an archive member).
     pub line: usize,
 }
@@ -177,6 +179,7 @@ pub fn scan_push(
                     commit: None,
                     path: Some(p.clone()),
                     member: None,
+                    object: None,
                     line: 1,
                 });
             }
@@ -251,6 +254,7 @@ pub fn scan_push(
                 commit,
                 path,
                 member,
+                object: Some(oid.clone()),
                 line,
             };
             if place == Place::Blob {
@@ -443,6 +447,7 @@ mod tests {
             commit: Some("0123456789abcdef0123".into()),
             path: Some("conf/app.env".into()),
             member: None,
+            object: None,
             line: 3,
         };
         assert_eq!(

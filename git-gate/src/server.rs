@@ -122,6 +122,7 @@ impl GitGate {
                 push_timeout_secs: cfg.limits.service_timeout.as_secs().max(1),
                 git_program: cfg.git_program.clone(),
                 known_secrets: k,
+                tickets_dir: Some(cfg.state_dir.join("tickets")),
             };
             hook_env.insert(
                 r.name.clone(),
@@ -135,6 +136,11 @@ impl GitGate {
                 hook_env,
             }),
         })
+    }
+
+    /// The approval tickets of this gate (`<state_dir>/tickets`).
+    pub fn tickets(&self) -> crate::tickets::TicketStore {
+        crate::tickets::TicketStore::new(self.inner.cfg.state_dir.join("tickets"))
     }
 
     /// The mirror of remote `name`, if declared.
@@ -492,6 +498,8 @@ fn push_record(
         "objects": r.objects,
         "bytes": r.bytes,
         "findings": by_rule,
+        "tickets": r.tickets,
+        "approved": r.approved,
         "duration_ms": took.as_millis() as u64,
     })
 }

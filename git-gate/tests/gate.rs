@@ -477,6 +477,74 @@ fn every_fetch_and_push_is_an_audit_record_without_secrets() {
     assert_eq!(pushes[1]["findings"]["github-pat"], 1, "{text}");
 }
 
+/// The ticket id in a gate rejection.
+fn ticket_in(text: &str) -> Option<String> {
+    let i = text.find("ticket ")? + "ticket ".len();
+    Some(text.get(i..i + 12)?.to_string())
+}
+
+#[test]
+fn a_review_finding_waits_for_a_human_approval_and_a_denial_sticks() {
+    let w = World::start(PushPolicy::default());
+    let c = w.clone("c");
+    let before = w.upstream_ref("main").unwrap();
+    // A generic high-entropy assignment: maybe a secret, maybe a test fixture.
+    w.commit_file(
+        &c,
+        "conf/app.env",
+        "API_TOKEN=Zx8kP2mQ9vL4nR7tY3wB6cD1\n",
+        "conf",
+    );
+    let o = w.git(&c, &["push", "origin", "HEAD:main"]);
+    let e = stderr(&o);
+    assert!(!o.status.success(), "{e}");
+    assert!(
+        e.contains("held for review") && e.contains("bottle approve"),
+        "{e}"
+    );
+    assert!(!e.contains("Zx8kP2mQ9vL4nR7tY3wB6cD1"), "{e}");
+    let id = ticket_in(&e).expect("a ticket id");
+    let store = w.gate.tickets();
+    assert_eq!(store.pending().len(), 1);
+    assert_eq!(store.pending()[0].id, id);
+    assert_eq!(w.upstream_ref("main").as_deref(), Some(before.as_str()));
+    // Pushing again without a decision: still held, same ticket.
+    let o = w.git(&c, &["push", "origin", "HEAD:main"]);
+    assert_eq!(ticket_in(&stderr(&o)).as_deref(), Some(id.as_str()));
+    store.decide(&id, true, "a test fixture").unwrap();
+    let o = w.git(&c, &["push", "origin", "HEAD:main"]);
+    assert!(o.status.success(), "approved: {}", stderr(&o));
+    let head = w.ok(&c, &["rev-parse", "HEAD"]);
+    assert_eq!(w.upstream_ref("main").as_deref(), Some(head.as_str()));
+    let recs = w.audit.lock().unwrap().clone();
+    let last = recs.iter().rev().find(|r| r["op"] == "push").unwrap();
+    assert_eq!(last["approved"][0], id.as_str(), "{last}");
+    // A denied ticket stays refused, with the user's reason.
+    w.commit_file(
+        &c,
+        "conf/other.env",
+        "DB_PASSWORD=Qw7eR9tY2uI4oP6aS8dF3gH5\n",
+        "more",
+    );
+    let o = w.git(&c, &["push", "origin", "HEAD:main"]);
+    let id2 = ticket_in(&stderr(&o)).expect("a second ticket");
+    assert_ne!(id2, id);
+    store
+        .decide(&id2, false, "that is the production password")
+        .unwrap();
+    let o = w.git(&c, &["push", "origin", "HEAD:main"]);
+    let e = stderr(&o);
+    assert!(!o.status.success());
+    assert!(e.contains("denied: that is the production password"), "{e}");
+    // A hard finding is never held for review.
+    w.commit_file(&c, "t.txt", &format!("{}\n", token()), "tok");
+    let e = stderr(&w.git(&c, &["push", "origin", "HEAD:main"]));
+    assert!(
+        e.contains("secret finding") && !e.contains("held for review"),
+        "{e}"
+    );
+}
+
 fn zip_of(name: &str, data: &[u8]) -> Vec<u8> {
     use std::io::Write as _;
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));

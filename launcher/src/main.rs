@@ -116,6 +116,23 @@ enum Cmd {
         #[arg(short, long)]
         follow: bool,
     },
+    /// Approve a git gate ticket: the held finding (same file content, same rule) passes on
+    /// the agent's next push. Only from the host; recorded in the bottle's audit log.
+    Approve {
+        /// Ticket id (from the agent's `remote:` lines or `bottle list`).
+        ticket: String,
+        /// Why this is not a secret.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Deny a git gate ticket: the finding keeps its push refused, with your reason.
+    Deny {
+        /// Ticket id.
+        ticket: String,
+        /// Why (shown to the agent on its next push).
+        #[arg(long)]
+        reason: String,
+    },
     /// End a bottle: stop its launcher and remove every object.
     End {
         /// Bottle id (see `bottle list`).
@@ -405,6 +422,25 @@ async fn real_main() -> Result<i32> {
         Cmd::Teardown { id } => {
             let docker = runtime::engine::connect().await?;
             runtime::run::detached_teardown(&docker, &id).await;
+            Ok(0)
+        }
+        cmd @ (Cmd::Approve { .. } | Cmd::Deny { .. }) => {
+            let (approve, ticket, reason) = match cmd {
+                Cmd::Approve { ticket, reason } => (true, ticket, reason),
+                Cmd::Deny { ticket, reason } => (false, ticket, reason),
+                _ => unreachable!("matched above"),
+            };
+            let docker = runtime::engine::connect().await?;
+            let bottle = runtime::tickets::decide(&docker, &ticket, approve, &reason).await?;
+            eprintln!(
+                "bottle {bottle}: ticket {ticket} {}; the agent's next push of it {}",
+                if approve { "approved" } else { "denied" },
+                if approve {
+                    "passes"
+                } else {
+                    "is refused with your reason"
+                }
+            );
             Ok(0)
         }
         Cmd::End { id } => {

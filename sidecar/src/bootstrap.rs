@@ -502,6 +502,7 @@ pub async fn run(
             let listener = tokio::net::TcpListener::bind(section.listen)
                 .await
                 .map_err(|e| RunError::Bind(format!("git gate on {}: {e}", section.listen)))?;
+            tokio::spawn(crate::git::audit_decisions(section.state_dir.clone()));
             Some(tokio::spawn(async move { gate.serve(listener).await }))
         }
         None => None,

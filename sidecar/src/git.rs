@@ -288,6 +288,68 @@ pub async fn start(
     })
 }
 
+/// Where bottle mode keeps the gate's state (the launcher mounts a tmpfs there and names the
+/// same path in the bootstrap's `git.state_dir`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/bottle-git";
+
+/// `bottle-sidecar git-ticket list | approve ID REASON | deny ID REASON`: the host's approval
+/// channel (`bottle approve` runs it with `docker exec`, which the agent cannot). Prints one
+/// JSON document; returns the exit code (0 ok, 3 unknown ticket, 2 usage).
+pub fn ticket_command(args: &[String]) -> i32 {
+    let dir = std::env::var_os("BOTTLE_GIT_STATE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    let store = bottle_git_gate::tickets::TicketStore::new(dir.join("tickets"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["list"] => {
+            println!("{}", serde_json::json!({ "pending": store.pending() }));
+            0
+        }
+        [verb @ ("approve" | "deny"), id, reason] => {
+            match store.decide(id, *verb == "approve", reason) {
+                Ok(t) => {
+                    println!("{}", serde_json::json!({ "ticket": t, "decision": verb }));
+                    0
+                }
+                Err(e) => {
+                    eprintln!("bottle-sidecar: {e}");
+                    3
+                }
+            }
+        }
+        _ => {
+            eprintln!("usage: bottle-sidecar git-ticket list | approve ID REASON | deny ID REASON");
+            2
+        }
+    }
+}
+
+/// Emits an audit record for every approval and denial recorded in the ticket store (by
+/// `git-ticket` from the host), polling once a second.
+pub async fn audit_decisions(state_dir: PathBuf) {
+    let store = bottle_git_gate::tickets::TicketStore::new(state_dir.join("tickets"));
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        for (state, decision) in [("approved", "approve"), ("denied", "deny")] {
+            for t in store.list(state) {
+                if seen.insert((state, t.id.clone())) {
+                    use std::io::Write as _;
+                    let rec = serde_json::json!({
+                        "event": "git", "op": "ticket", "decision": decision,
+                        "ticket": t.id, "remote": t.remote, "rule": t.rule,
+                        "path": t.path, "commit": t.commit, "reason": t.reason,
+                    });
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{rec}");
+                    let _ = out.flush();
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// Whether this process was started as the gate's `pre-receive` hook (git runs the symlink
 /// `hooks/pre-receive` pointing at the sidecar binary).
 pub fn invoked_as_hook() -> bool {

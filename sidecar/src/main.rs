@@ -17,6 +17,7 @@ fn main() {
         .as_slice()
     {
         ["--version"] | ["-V"] => println!("bottle-sidecar {}", env!("CARGO_PKG_VERSION")),
+        ["git-ticket", ..] => std::process::exit(git::ticket_command(&args[1..])),
         ["--bootstrap-stdin"] => {
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,

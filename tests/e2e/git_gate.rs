@@ -191,3 +191,98 @@ git ls-remote origin > /tmp/ls 2>&1; echo LS_RC=$?; sed 's/^/LS /' /tmp/ls
     assert!(git["fetches"].as_u64().unwrap_or(0) >= 2, "{}", r.result);
     assert_eq!(git["fetches_failed"], 1, "{}", r.result);
 }
+
+/// A finding of a review-marked rule holds the push with a ticket; `bottle list` shows it,
+/// `bottle approve` on the host (never reachable from the agent) lets the next push through,
+/// and the approval is an audit record.
+#[test]
+fn git_gate_review_ticket_is_approved_from_the_host_and_the_push_lands() {
+    require_engine!();
+    let h = home("gitgate-approve");
+    let up = Provider::start_with(UPSTREAM, &[format!("UPSTREAM_GIT_TOKEN={}", h.secret)]);
+    gated_home(&h, &up, "");
+    let script = format!(
+        r#"cd /tmp && git clone -q https://{UPSTREAM}/git/repo.git r && cd r
+git config user.name agent && git config user.email agent@bottle.invalid
+echo "API_TOKEN=Zx8kP2mQ9vL4nR7tY3wB6cD1" > app.env && git add app.env && git commit -qm conf
+git push origin HEAD:main > /tmp/p1 2>&1; echo PUSH1_RC=$?; sed 's/^/PUSH1 /' /tmp/p1
+grep -o 'ticket [0-9a-f]*' /tmp/p1 | head -1 | cut -d' ' -f2 > /workspace/ticket.tmp
+mv /workspace/ticket.tmp /workspace/ticket
+while [ ! -e /workspace/approved ]; do sleep 0.2; done
+git push origin HEAD:main > /tmp/p2 2>&1; echo PUSH2_RC=$?; sed 's/^/PUSH2 /' /tmp/p2
+echo HEAD=$(git rev-parse HEAD)
+echo UPSTREAM_MAIN=$(git ls-remote origin refs/heads/main | cut -f1)
+"#
+    );
+    let child = spawn_gated(&h, &up, &script);
+    let have = wait_for_file(&h.workspace.join("ticket"), Duration::from_secs(180));
+    let ticket = std::fs::read_to_string(h.workspace.join("ticket"))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let list = bottle_cmd(&h).args(["list", "--json"]).output().unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap_or_default();
+    let row = rows
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["bottle"] == "gated" && r["pending_tickets"].is_array())
+        .cloned()
+        .unwrap_or_default();
+    let approve = bottle_cmd(&h)
+        .args([
+            "approve",
+            &ticket,
+            "--reason",
+            "a test fixture, not a secret",
+        ])
+        .output()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let id = row["id"].as_str().unwrap_or_default().to_string();
+    let audit = bottle_cmd(&h)
+        .args(["logs", "--audit", &id])
+        .output()
+        .unwrap();
+    std::fs::write(h.workspace.join("approved"), "").unwrap();
+    let r = finish(child);
+    let out = r.stderr.clone();
+    assert!(have && ticket.len() == 12, "a ticket: {ticket:?}\n{out}");
+    assert_ne!(value_of(&out, "PUSH1_RC"), Some("0"), "held: {out}");
+    assert!(out.contains("held for review"), "{out}");
+    assert_eq!(
+        row["pending_tickets"][0]["id"],
+        ticket.as_str(),
+        "bottle list shows the ticket: {rows}"
+    );
+    assert_eq!(row["pending_tickets"][0]["rule"], "generic-env-secret");
+    assert!(
+        approve.status.success(),
+        "bottle approve: {}",
+        String::from_utf8_lossy(&approve.stderr)
+    );
+    assert_eq!(value_of(&out, "PUSH2_RC"), Some("0"), "approved: {out}");
+    assert_eq!(
+        value_of(&out, "UPSTREAM_MAIN"),
+        value_of(&out, "HEAD"),
+        "{out}"
+    );
+    let audit = String::from_utf8_lossy(&audit.stdout).to_string();
+    assert!(
+        audit.contains("\"op\":\"ticket\"") && audit.contains("a test fixture, not a secret"),
+        "the approval is an audit record: {audit}"
+    );
+    // Unknown tickets and empty reasons are clear errors.
+    let o = bottle_cmd(&h)
+        .args(["approve", &ticket, "--reason", " "])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--reason must say why"));
+    let o = bottle_cmd(&h)
+        .args(["approve", "0123456789ab", "--reason", "x"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(e.contains("no running bottle"), "{e}");
+}

@@ -594,7 +594,13 @@ impl Bottle {
             attach_stdout: Some(false),
             attach_stderr: Some(false),
             tty: Some(false),
-            labels: Some(self.labels.for_role("sidecar")),
+            labels: Some({
+                let mut l = self.labels.for_role("sidecar");
+                if gate {
+                    l.insert(super::tickets::GIT_GATE_LABEL.into(), "1".into());
+                }
+                l
+            }),
             host_config: Some(host_config),
             ..Default::default()
         };

@@ -18,6 +18,7 @@ pub mod run;
 pub mod spec;
 pub mod statedir;
 pub mod subnet;
+pub mod tickets;
 pub mod timing;
 pub mod tty;
 pub mod verbs;

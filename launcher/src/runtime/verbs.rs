@@ -32,6 +32,9 @@ pub struct BottleRow {
     pub live: bool,
     /// Creation time of the agent container (unix seconds).
     pub created: i64,
+    /// The git gate's tickets waiting for `bottle approve` / `bottle deny`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pending_tickets: Vec<super::tickets::PendingTicket>,
 }
 
 /// Lists bottles (one row per agent container).
@@ -74,8 +77,15 @@ pub async fn list(docker: &Docker) -> Result<Vec<BottleRow>> {
             pid: l.get(labels::LAUNCHER_PID).and_then(|p| p.parse().ok()),
             live: launcher_alive(&l),
             created: c.created.unwrap_or(0),
+            pending_tickets: Vec::new(),
             id,
         });
+    }
+    if !rows.is_empty() {
+        let mut tickets = super::tickets::pending(docker).await;
+        for r in &mut rows {
+            r.pending_tickets = tickets.remove(&r.id).unwrap_or_default();
+        }
     }
     rows.sort_by_key(|r| r.created);
     Ok(rows)
@@ -101,6 +111,17 @@ pub fn print_table(rows: &[BottleRow]) {
             "{:<14} {:<16} {:<16} {:<6} {:<9} {:<9} {}",
             r.id, r.bottle, r.agent, r.mode, r.state, r.sidecar, launcher
         );
+        for t in &r.pending_tickets {
+            println!(
+                "  ticket {}: rule {} in {} (remote {}, commit {}) — `bottle approve {} --reason …` or `bottle deny`",
+                t.id,
+                t.rule,
+                t.path.as_deref().unwrap_or("?"),
+                t.remote,
+                t.commit.as_deref().map(|c| &c[..c.len().min(12)]).unwrap_or("?"),
+                t.id
+            );
+        }
     }
 }
 
