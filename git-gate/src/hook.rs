@@ -328,6 +328,7 @@ mod tests {
             push_timeout_secs: 1,
             git_program: "/nonexistent/git".into(),
             known_secrets: Vec::new(),
+            tickets_dir: None,
         };
         let mut input: &[u8] = b"--upload-pack=evil x refs/heads/main\n";
         let mut out = Vec::new();
