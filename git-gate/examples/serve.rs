@@ -20,6 +20,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 url: url.into(),
                 credential: None,
                 policy: PushPolicy::default(),
+                git_config: Vec::new(),
             })
         })
         .collect::<Result<Vec<_>, &str>>()?;

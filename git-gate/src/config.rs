@@ -51,6 +51,10 @@ pub struct RemoteConfig {
     pub credential: Option<Credential>,
     /// What pushes may do.
     pub policy: PushPolicy,
+    /// Extra git config for this remote only, written into its mirror's config (so the
+    /// refresh and the hook's upstream push both use it), e.g. `core.sshCommand` for an ssh
+    /// remote. No secret values: paths and options.
+    pub git_config: Vec<(String, String)>,
 }
 
 /// Size and time limits.
@@ -194,16 +198,23 @@ fn validate_name(name: &str) -> Result<(), GateError> {
 }
 
 fn validate_url(name: &str, url: &str) -> Result<(), GateError> {
-    let rest = ["https://", "http://", "file://"]
+    let rest = ["https://", "http://", "file://", "ssh://"]
         .iter()
         .find_map(|s| url.strip_prefix(s));
     let Some(rest) = rest else {
         return Err(GateError::Config(format!(
-            "remote {name:?}: url must start with https://, http:// or file:// (ssh remotes are not supported yet)"
+            "remote {name:?}: url must start with https://, http://, ssh:// or file://"
         )));
     };
     let authority = rest.split('/').next().unwrap_or("");
-    if authority.contains('@') {
+    let userinfo = authority.rsplit_once('@').map(|(u, _)| u);
+    // ssh URLs name the login user (`git@`); a password in any URL is refused.
+    let bad_userinfo = match (url.starts_with("ssh://"), userinfo) {
+        (true, Some(u)) => u.contains(':'),
+        (false, Some(_)) => true,
+        (_, None) => false,
+    };
+    if bad_userinfo {
         return Err(GateError::Config(format!(
             "remote {name:?}: url must not contain credentials; use the remote's credential field"
         )));
@@ -229,6 +240,7 @@ mod tests {
                 url: url.into(),
                 credential: None,
                 policy: PushPolicy::default(),
+                git_config: Vec::new(),
             }],
         )
     }
@@ -253,7 +265,8 @@ mod tests {
         assert!(!e.to_string().contains("tok@"), "{e}");
         assert!(cfg("../x", "file:///r").validate().is_err());
         assert!(cfg(".hidden", "file:///r").validate().is_err());
-        assert!(cfg("p", "ssh://git@example.com/r").validate().is_err());
+        cfg("p", "ssh://git@example.com/r").validate().unwrap();
+        assert!(cfg("p", "ssh://git:pw@example.com/r").validate().is_err());
         assert!(cfg("p", "ext::sh -c evil").validate().is_err());
     }
 

@@ -55,7 +55,11 @@ impl Mirror {
             ("core.logAllRefUpdates", "false".into()),
             ("uploadpack.allowFilter", "true".into()),
         ];
-        for (k, v) in settings {
+        let extra = remote
+            .git_config
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()));
+        for (k, v) in settings.into_iter().chain(extra) {
             run_ok(
                 git(cfg, None, Some(&dir)).args(["config", k]).arg(v),
                 "git config (mirror)",

@@ -321,11 +321,13 @@ async fn engine_checks(docker: &Docker, report: &mut Report, findings: &mut Vec<
     if sidecar_image.is_none() {
         sidecar_image = newest_image_of(docker, ImageKind::Sidecar).await;
     }
-    if report.images.iter().any(|i| !i.present) {
+    // The test images (test-upstream, test-sshd) are only for bottle's own tests.
+    let needed = |i: &&ImageStatus| !i.present && !i.kind.starts_with("test-");
+    if report.images.iter().any(|i| needed(&i)) {
         let missing: Vec<&str> = report
             .images
             .iter()
-            .filter(|i| !i.present)
+            .filter(needed)
             .map(|i| i.kind.as_str())
             .collect();
         findings.push(Finding {

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use bollard::Docker;
 
 use crate::guard::{check_workspace_location, ProtectedDir};
@@ -168,19 +168,6 @@ pub async fn launch_spec(docker: &Docker, plan: &Plan, quiet: bool) -> Result<La
     };
     // Images given explicitly are used as they are; the others are built when missing.
     let git_gate = !plan.git.remotes.is_empty();
-    if let Some(r) = plan
-        .git
-        .remotes
-        .iter()
-        .find(|r| !r.url.starts_with("https://"))
-    {
-        bail!(
-            "bottle {}: git remote `{}`: the git gate reaches upstream over https:// only for now \
-             (ssh remotes are planned); use the https URL with a token secret",
-            plan.bottle,
-            r.name
-        );
-    }
     // Bottles with git remotes get the sidecar image that has git (for the gate).
     let (sidecar_kind, sidecar_var) = if git_gate {
         (ImageKind::SidecarGit, "BOTTLE_SIDECAR_GIT_IMAGE")

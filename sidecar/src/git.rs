@@ -55,6 +55,12 @@ pub struct GitRemote {
     /// the secret is a `Bearer` token.
     #[serde(default)]
     pub username: Option<String>,
+    /// SSH remotes: the secret (a key of the document's `secrets`) holding the private key.
+    #[serde(default)]
+    pub ssh_key: Option<String>,
+    /// SSH remotes: the pinned host key (`<type> <base64>`).
+    #[serde(default)]
+    pub host_key: Option<String>,
     /// Non-public networks the upstream host may resolve into.
     #[serde(default)]
     pub allow_private: Vec<ipnet::IpNet>,
@@ -107,17 +113,31 @@ fn redact_quoted(msg: &str) -> String {
     out
 }
 
-/// The host and port of an `https://` URL.
+/// The host and port of an `https://` or `ssh://` URL.
 fn host_port(remote: &GitRemote) -> Result<(String, u16), GitError> {
     let bad = |p: &str| GitError::Remote {
         remote: remote.name.clone(),
         problem: p.to_string(),
     };
-    let rest = remote
-        .url
-        .strip_prefix("https://")
-        .ok_or_else(|| bad("the gate reaches upstream over https:// only"))?;
-    let authority = rest.split('/').next().unwrap_or("");
+    let (rest, default_port, ssh) = if let Some(r) = remote.url.strip_prefix("https://") {
+        (r, 443, false)
+    } else if let Some(r) = remote.url.strip_prefix("ssh://") {
+        (r, 22, true)
+    } else {
+        return Err(bad(
+            "the gate reaches upstream over https:// or ssh:// only",
+        ));
+    };
+    let mut authority = rest.split('/').next().unwrap_or("");
+    if ssh {
+        // The login user (`git@`) is part of an ssh URL; never a password.
+        if let Some((user, host)) = authority.rsplit_once('@') {
+            if user.contains(':') {
+                return Err(bad("the url must not hold a password"));
+            }
+            authority = host;
+        }
+    }
     if authority.is_empty() || authority.contains('@') {
         return Err(bad("the url needs a host and no user info"));
     }
@@ -126,7 +146,7 @@ fn host_port(remote: &GitRemote) -> Result<(String, u16), GitError> {
             Ok(port) => (h, port),
             Err(_) => return Err(bad("the url's port is not a number")),
         },
-        _ => (authority, 443),
+        _ => (authority, default_port),
     };
     Ok((
         host.trim_start_matches('[')
@@ -213,6 +233,80 @@ fn credential(
     }))
 }
 
+/// For an ssh remote: writes its private key (0600) and the pinned host key into the state
+/// directory and returns the `core.sshCommand` that uses exactly them — strict host key
+/// checking, no agent, no config files, the vetted address dialled (`HostName`) while the
+/// host key is matched against the remote's name (`HostKeyAlias`).
+fn ssh_setup(
+    remote: &GitRemote,
+    secrets: &BTreeMap<String, Zeroizing<String>>,
+    state_dir: &Path,
+    pin: &str,
+) -> Result<Option<String>, GitError> {
+    if !remote.url.starts_with("ssh://") {
+        return Ok(None);
+    }
+    let fail = |problem: String| GitError::Remote {
+        remote: remote.name.clone(),
+        problem,
+    };
+    let (Some(key_name), Some(host_key)) = (&remote.ssh_key, &remote.host_key) else {
+        return Err(fail(
+            "an ssh remote needs ssh_key and host_key (strict host key checking)".into(),
+        ));
+    };
+    let key = secrets.get(key_name).ok_or_else(|| {
+        fail(format!(
+            "its ssh_key secret `{key_name}` is not in the document's secrets"
+        ))
+    })?;
+    let (host, port) = host_port(remote)?;
+    // pin = host:port:address ([v6] bracketed)
+    let addr = pin
+        .strip_prefix(&format!("{host}:{port}:"))
+        .unwrap_or("")
+        .trim_matches(['[', ']']);
+    let dir = state_dir.join("ssh");
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| GitError::Gate(format!("creating {}: {e}", dir.display())))?;
+    let key_path = dir.join(format!("{}.key", remote.name));
+    let known = dir.join(format!("{}.known_hosts", remote.name));
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let _ = std::fs::remove_file(&key_path);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key_path)
+            .map_err(|e| {
+                GitError::Gate(format!("writing the ssh key of `{}`: {e}", remote.name))
+            })?;
+        let mut text = key.as_str().to_string();
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        f.write_all(text.as_bytes()).map_err(|e| {
+            GitError::Gate(format!("writing the ssh key of `{}`: {e}", remote.name))
+        })?;
+    }
+    let entry = host_key
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    std::fs::write(&known, format!("{host} {entry}\n[{host}]:{port} {entry}\n"))
+        .map_err(|e| GitError::Gate(format!("writing {}: {e}", known.display())))?;
+    Ok(Some(format!(
+        "ssh -F /dev/null -i {key} -o IdentitiesOnly=yes -o IdentityAgent=none -o BatchMode=yes \
+         -o StrictHostKeyChecking=yes -o UserKnownHostsFile={known} -o GlobalKnownHostsFile=/dev/null \
+         -o HostKeyAlias={host} -o HostName={addr} -o Port={port} -o ConnectTimeout=15",
+        key = key_path.display(),
+        known = known.display(),
+    )))
+}
+
 /// Writes the trust anchors git uses for upstream: the system bundle plus the policy's extra
 /// roots. Returns the file's path.
 fn write_ca_bundle(state_dir: &Path, extra_roots: &[String]) -> Result<PathBuf, GitError> {
@@ -239,12 +333,18 @@ pub async fn start(
     let mut upstream_config = Vec::new();
     let mut remotes = Vec::new();
     for r in &section.remotes {
-        upstream_config.push(("http.curloptResolve".to_string(), vet(r).await?));
+        let pin = vet(r).await?;
+        let mut git_config = Vec::new();
+        match ssh_setup(r, secrets, &section.state_dir, &pin)? {
+            Some(cmd) => git_config.push(("core.sshCommand".to_string(), cmd)),
+            None => upstream_config.push(("http.curloptResolve".to_string(), pin)),
+        }
         remotes.push(RemoteConfig {
             name: r.name.clone(),
             url: r.url.clone(),
             credential: credential(r, secrets)?,
             policy: r.policy.clone(),
+            git_config,
         });
     }
     let ca = write_ca_bundle(&section.state_dir, extra_roots)?;
@@ -378,6 +478,8 @@ mod tests {
             url: url.into(),
             secret: None,
             username: None,
+            ssh_key: None,
+            host_key: None,
             allow_private: allow.iter().map(|n| n.parse().unwrap()).collect(),
             policy: PushPolicy::default(),
         }
@@ -394,6 +496,15 @@ mod tests {
             ("h.test".into(), 8443)
         );
         assert!(host_port(&remote("http://h.test/r", &[])).is_err());
+        assert_eq!(
+            host_port(&remote("ssh://git@h.test/o/r.git", &[])).unwrap(),
+            ("h.test".into(), 22)
+        );
+        assert_eq!(
+            host_port(&remote("ssh://git@h.test:2222/r", &[])).unwrap(),
+            ("h.test".into(), 2222)
+        );
+        assert!(host_port(&remote("ssh://git:pw@h.test/r", &[])).is_err());
         assert!(host_port(&remote("https://u:p@h.test/r", &[])).is_err());
     }
 

@@ -286,3 +286,255 @@ echo UPSTREAM_MAIN=$(git ls-remote origin refs/heads/main | cut -f1)
     let e = String::from_utf8_lossy(&o.stderr).to_string();
     assert!(e.contains("no running bottle"), "{e}");
 }
+
+/// An sshd + git-shell upstream on a network of the test's own, answering as `git.ssh.test`:
+/// it makes its host key and a client key at start and prints both (test only).
+struct SshUpstream {
+    net: String,
+    container: String,
+    ip: String,
+    host_key: String,
+    client_key: String,
+}
+
+impl Drop for SshUpstream {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "-f", &self.container]);
+        let _ = docker(&["network", "rm", &self.net]);
+    }
+}
+
+const SSH_HOST: &str = "git.ssh.test";
+
+const SSHD_SCRIPT: &str = r#"set -e
+mkdir -p /run/sshd /srv && rm -f /etc/ssh/ssh_host_*
+ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key
+useradd -m -s /usr/bin/git-shell git && usermod -p '*' git
+ssh-keygen -q -t ed25519 -N '' -f /tmp/client -C bottle-e2e
+mkdir -p /home/git/.ssh && cp /tmp/client.pub /home/git/.ssh/authorized_keys
+chmod 700 /home/git/.ssh && chmod 600 /home/git/.ssh/authorized_keys && chown -R git:git /home/git/.ssh
+git init -q --bare -b main /srv/repo.git
+git clone -q /srv/repo.git /tmp/seed 2>/dev/null && cd /tmp/seed && echo 'hello over ssh' > README
+git -c user.name=seed -c user.email=seed@test add README && git -c user.name=seed -c user.email=seed@test commit -qm initial
+git push -q origin HEAD:main && chown -R git:git /srv/repo.git
+echo "HOSTKEY $(cut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub)"
+echo CLIENTKEY_BEGIN; cat /tmp/client; echo CLIENTKEY_END
+exec /usr/sbin/sshd -D -e -o PasswordAuthentication=no -o HostKey=/etc/ssh/ssh_host_ed25519_key
+"#;
+
+impl SshUpstream {
+    fn start() -> SshUpstream {
+        static IMAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let image = IMAGE.get_or_init(|| {
+            let o = std::process::Command::new(bottle_bin())
+                .args(["images", "build", "test-sshd"])
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "bottle images build test-sshd failed");
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .find(|l| l.starts_with("bottle/test-sshd:"))
+                .expect("the test-sshd tag")
+                .trim()
+                .to_string()
+        });
+        let id = rand_hex(8);
+        let label = format!("io.bottle.e2e={}", std::process::id());
+        let net = format!("bottle-e2e-ssh-{id}");
+        let mut tries = 0;
+        loop {
+            let third = u8::from_str_radix(&rand_hex(2), 16).unwrap();
+            let subnet = format!("10.216.{third}.0/24");
+            let o = docker(&[
+                "network", "create", "--label", &label, "--subnet", &subnet, &net,
+            ]);
+            if o.status.success() {
+                break;
+            }
+            tries += 1;
+            assert!(tries < 30, "no free subnet for the ssh network");
+        }
+        let container = format!("bottle-e2e-ssh-{id}");
+        docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            &container,
+            "--label",
+            &label,
+            "--network",
+            &net,
+            "--network-alias",
+            SSH_HOST,
+            image,
+            "sh",
+            "-c",
+            SSHD_SCRIPT,
+        ]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let logs = loop {
+            let o = docker(&["logs", &container]);
+            let logs = format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            if logs.contains("CLIENTKEY_END") && logs.contains("Server listening") {
+                break logs;
+            }
+            assert!(Instant::now() < deadline, "sshd did not start: {logs}");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let host_key = logs
+            .lines()
+            .find_map(|l| l.strip_prefix("HOSTKEY "))
+            .unwrap()
+            .trim()
+            .to_string();
+        let client_key = logs
+            .split("CLIENTKEY_BEGIN\n")
+            .nth(1)
+            .and_then(|s| s.split("CLIENTKEY_END").next())
+            .unwrap()
+            .to_string();
+        let ip = docker_ok(&[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &container,
+        ]);
+        SshUpstream {
+            net,
+            container,
+            ip,
+            host_key,
+            client_key,
+        }
+    }
+}
+
+/// A bottle `sshgated` whose remote `origin` is the ssh upstream, pinned to `host_key`.
+fn ssh_home(h: &Home, up: &SshUpstream, host_key: &str) {
+    let key_file = h.home.join("client.key");
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let _ = std::fs::remove_file(&key_file);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key_file)
+            .unwrap();
+        f.write_all(up.client_key.as_bytes()).unwrap();
+    }
+    let toml = format!(
+        r#"description = "e2e git gate over ssh"
+image = "shell"
+workspace = "bind"
+
+[resources]
+cpus = 1
+memory = "512m"
+pids = 256
+
+[secrets]
+GIT_SSH_KEY = {{ file = {key:?} }}
+
+[[git.remote]]
+name = "origin"
+url = "git@{SSH_HOST}:srv/repo.git"
+ssh_key = "GIT_SSH_KEY"
+host_key = "{host_key}"
+allow_private = ["{ip}/32"]
+"#,
+        key = key_file.display().to_string(),
+        ip = up.ip,
+    );
+    std::fs::write(h.home.join("bottles/sshgated.toml"), toml).unwrap();
+}
+
+/// Over ssh: clone with the scp-style URL, a clean push lands, a key push is rejected, the
+/// private key is nowhere in the agent; a wrong pinned host key fails closed.
+#[test]
+fn git_gate_over_ssh_with_a_pinned_host_key() {
+    require_engine!();
+    let h = home("gitgate-ssh");
+    let up = SshUpstream::start();
+    ssh_home(&h, &up, &up.host_key);
+    let script = format!(
+        r#"cd /tmp && git clone -q git@{SSH_HOST}:srv/repo.git r 2>&1; echo CLONE_RC=$?
+cd r && echo README=$(cat README)
+git config user.name agent && git config user.email agent@bottle.invalid
+echo clean > clean.txt && git add clean.txt && git commit -qm 'clean over ssh'
+git push origin HEAD:main > /tmp/p1 2>&1; echo PUSH1_RC=$?; sed 's/^/PUSH1 /' /tmp/p1
+k=AKIA; echo "aws_access_key_id = ${{k}}Z7QK4M2XW5RTY3PV" > leak.txt && git add leak.txt && git commit -qm leak
+git push origin HEAD:main > /tmp/p2 2>&1; echo PUSH2_RC=$?; sed 's/^/PUSH2 /' /tmp/p2
+echo AGENT_VIEW_START; env; cat /etc/gitconfig; ls -la ~ /tmp; echo AGENT_VIEW_END
+"#
+    );
+    let o = bottle_cmd(&h)
+        .env("BOTTLE_EGRESS_NETWORK", &up.net)
+        .env_remove("BOTTLE_SIDECAR_IMAGE")
+        .args(["run", "--json", "sshgated", "--", "bash", "-c", &script])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stderr).to_string();
+    let sshd_logs = docker_ok(&["logs", &up.container]);
+    assert_eq!(
+        value_of(&out, "CLONE_RC"),
+        Some("0"),
+        "{out}\nsshd: {sshd_logs}"
+    );
+    assert_eq!(value_of(&out, "README"), Some("hello over ssh"), "{out}");
+    assert_eq!(value_of(&out, "PUSH1_RC"), Some("0"), "{out}");
+    assert_ne!(value_of(&out, "PUSH2_RC"), Some("0"), "{out}");
+    assert!(out.contains("aws-access-key-id"), "{out}");
+    let head = docker_ok(&[
+        "exec",
+        &up.container,
+        "git",
+        "--git-dir=/srv/repo.git",
+        "log",
+        "-1",
+        "--format=%s",
+        "main",
+    ]);
+    assert_eq!(head, "clean over ssh", "upstream has the clean push only");
+    let key_body: String = up
+        .client_key
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    assert!(key_body.len() > 40);
+    for line in up.client_key.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(
+            !out.contains(line),
+            "a line of the private key reached the agent's output"
+        );
+    }
+    // The wrong host key (another server's): refused, nothing served.
+    let other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGd2B9LqkN4cFQ7PqJ0yQ8v3m1ZsXo5bTt2aR6uW9eKc";
+    ssh_home(&h, &up, other);
+    let o = bottle_cmd(&h)
+        .env("BOTTLE_EGRESS_NETWORK", &up.net)
+        .env_remove("BOTTLE_SIDECAR_IMAGE")
+        .args([
+            "run",
+            "--json",
+            "sshgated",
+            "--",
+            "bash",
+            "-c",
+            &format!("git ls-remote git@{SSH_HOST}:srv/repo.git 2>&1; echo LS_RC=$?"),
+        ])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_ne!(value_of(&out, "LS_RC"), Some("0"), "{out}");
+    assert!(
+        out.contains("stale") && !out.contains("refs/heads/main"),
+        "fail closed: {out}"
+    );
+}

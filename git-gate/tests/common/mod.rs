@@ -135,6 +135,7 @@ impl World {
                 url,
                 credential,
                 policy,
+                git_config: Vec::new(),
             }],
         );
         cfg.known_secrets = known;

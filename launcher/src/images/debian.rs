@@ -28,6 +28,14 @@ impl Rootfs {
         }
     }
 
+    /// The e2e tests' ssh upstream (test-sshd).
+    pub fn sshd() -> Rootfs {
+        Rootfs {
+            packages: recipe::test_sshd_packages(),
+            changes: &recipe::TEST_SSHD_IMPORT_CHANGES,
+        }
+    }
+
     /// The git gate sidecar's base (git-base).
     pub fn git() -> Rootfs {
         Rootfs {

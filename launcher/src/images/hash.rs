@@ -189,6 +189,15 @@ fn rootfs_hash(kind: &str, packages: &[&str], changes: &[&str]) -> String {
     h.finish()
 }
 
+/// Hash of the test sshd image, like [`agent_shell_hash`].
+pub fn test_sshd_hash() -> String {
+    rootfs_hash(
+        "test-sshd",
+        &recipe::test_sshd_packages(),
+        &recipe::TEST_SSHD_IMPORT_CHANGES,
+    )
+}
+
 /// Hash of the git gate's sidecar image: the sidecar's own hash, the git base tag and both
 /// Dockerfiles.
 pub fn sidecar_git_hash(sidecar_hash: &str, base_tag: &str) -> String {

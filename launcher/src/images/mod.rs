@@ -50,8 +50,10 @@ pub enum ImageKind {
     AgentCodex,
     /// The e2e tests' fake upstream (HTTPS + git smart HTTP, logs every request as JSON on stdout).
     TestUpstream,
-    /// The git gate's rootfs: Debian with git and ca-certificates only.
+    /// The git gate's rootfs: Debian with git, openssh-client and ca-certificates only.
     GitBase,
+    /// The e2e tests' ssh git upstream (sshd + git-shell).
+    TestSshd,
     /// The sidecar for bottles with git remotes: the same `bottle-sidecar` over git-base, so the
     /// gate can run `git upload-pack`/`receive-pack` on its mirrors.
     SidecarGit,
@@ -65,7 +67,7 @@ pub use custom::{dockerfile_ref, ensure_dockerfile, ensure_tag};
 
 impl ImageKind {
     /// Every kind, in build order (dependencies first).
-    pub const ALL: [ImageKind; 7] = [
+    pub const ALL: [ImageKind; 8] = [
         ImageKind::Sidecar,
         ImageKind::AgentShell,
         ImageKind::AgentClaude,
@@ -73,6 +75,7 @@ impl ImageKind {
         ImageKind::TestUpstream,
         ImageKind::GitBase,
         ImageKind::SidecarGit,
+        ImageKind::TestSshd,
     ];
 
     /// The short name: `sidecar`, `agent-shell`, `test-upstream` (also the label value).
@@ -85,6 +88,7 @@ impl ImageKind {
             ImageKind::TestUpstream => "test-upstream",
             ImageKind::GitBase => "git-base",
             ImageKind::SidecarGit => "sidecar-git",
+            ImageKind::TestSshd => "test-sshd",
             ImageKind::Custom => "custom",
         }
     }
@@ -99,6 +103,7 @@ impl ImageKind {
             ImageKind::TestUpstream => "bottle/test-upstream",
             ImageKind::GitBase => "bottle/git-base",
             ImageKind::SidecarGit => "bottle/sidecar-git",
+            ImageKind::TestSshd => "bottle/test-sshd",
             ImageKind::Custom => "bottle/custom",
         }
     }
@@ -180,6 +185,7 @@ pub fn image_ref(kind: ImageKind, opts: &BuildOpts) -> anyhow::Result<ImageRef> 
         }
         ImageKind::AgentShell => hash::agent_shell_hash(),
         ImageKind::GitBase => hash::git_base_hash(),
+        ImageKind::TestSshd => hash::test_sshd_hash(),
         ImageKind::SidecarGit => {
             let base = image_ref(ImageKind::GitBase, opts)?;
             hash::sidecar_git_hash(&hash::sidecar_hash(opts)?, &base.tag)
@@ -292,6 +298,9 @@ pub async fn ensure_images(
                     debian::build(docker, &r, &debian::Rootfs::agent(), &ui).await
                 }
                 ImageKind::GitBase => debian::build(docker, &r, &debian::Rootfs::git(), &ui).await,
+                ImageKind::TestSshd => {
+                    debian::build(docker, &r, &debian::Rootfs::sshd(), &ui).await
+                }
                 ImageKind::SidecarGit => {
                     let base = image_ref(ImageKind::GitBase, opts)?;
                     sidecar::build_git(docker, &r, &base, opts, &ui).await

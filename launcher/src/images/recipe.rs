@@ -6,6 +6,8 @@ pub const AGENT_PACKAGES: &str = include_str!("../../../images/agent-shell/packa
 pub const SIDECAR_DOCKERFILE: &str = include_str!("../../../images/sidecar/Dockerfile.offline");
 /// `images/sidecar-git/packages.txt`: the git base rootfs of the git gate's sidecar.
 pub const GIT_BASE_PACKAGES: &str = include_str!("../../../images/sidecar-git/packages.txt");
+/// `images/test-sshd/packages.txt`: the e2e tests' ssh git upstream.
+pub const TEST_SSHD_PACKAGES: &str = include_str!("../../../images/test-sshd/packages.txt");
 /// `images/sidecar-git/Dockerfile.offline` (`{{BASE}}` is replaced by the git base tag).
 pub const SIDECAR_GIT_DOCKERFILE: &str =
     include_str!("../../../images/sidecar-git/Dockerfile.offline");
@@ -166,6 +168,12 @@ pub const GIT_BASE_IMPORT_CHANGES: [&str; 3] = [
     "ENV LANG=C.UTF-8",
     "LABEL io.bottle.image=git-base",
 ];
+/// Dockerfile instructions applied by `docker import` to the test sshd image.
+pub const TEST_SSHD_IMPORT_CHANGES: [&str; 3] = [
+    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "ENV LANG=C.UTF-8",
+    "LABEL io.bottle.image=test-sshd",
+];
 /// The Rust target and flags of the static sidecar build (part of the hash).
 pub const SIDECAR_TARGET: &str = "x86_64-unknown-linux-gnu";
 /// RUSTFLAGS of the static sidecar build.
@@ -183,6 +191,11 @@ pub fn agent_packages() -> Vec<&'static str> {
 /// The package names of [`GIT_BASE_PACKAGES`].
 pub fn git_base_packages() -> Vec<&'static str> {
     package_list(GIT_BASE_PACKAGES)
+}
+
+/// The package names of [`TEST_SSHD_PACKAGES`].
+pub fn test_sshd_packages() -> Vec<&'static str> {
+    package_list(TEST_SSHD_PACKAGES)
 }
 
 fn package_list(text: &'static str) -> Vec<&'static str> {

@@ -130,6 +130,13 @@ pub struct GitRemote {
     /// without it, as a `Bearer` token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
+    /// SSH remotes: the secret (in `[secrets]`) holding the private key (OpenSSH format).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_key: Option<String>,
+    /// SSH remotes: the upstream's pinned host key, `<type> <base64>` as in `known_hosts`
+    /// (e.g. `ssh-ed25519 AAAA…`). Required: host keys are checked strictly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<String>,
     /// Ref patterns a push may update (`*` matches anything). Default `["refs/heads/*"]`.
     #[serde(default = "default_push", skip_serializing_if = "is_default_push")]
     pub push: Vec<String>,
@@ -558,6 +565,18 @@ pub(crate) fn parse_layer(
                     format!("`{}` is not a git URL; use https://host/owner/repo.git, ssh://git@host/owner/repo.git or git@host:owner/repo.git", remote.url),
                 ));
             }
+            let ssh = !remote.url.starts_with("https://");
+            let ssh_problem = match (ssh, &remote.ssh_key, &remote.host_key) {
+                (true, None, _) => Some(("ssh_key", "an ssh remote needs `ssh_key`: the secret holding its private key".to_string())),
+                (true, _, None) => Some(("host_key", "an ssh remote needs `host_key`: the upstream's host key as in known_hosts (`ssh-ed25519 AAAA…`), from `ssh-keyscan <host>` checked against the forge's published fingerprints; it is checked strictly".to_string())),
+                (true, _, Some(k)) if host_key_problem(k).is_some() => Some(("host_key", host_key_problem(k).unwrap_or_default())),
+                (true, _, _) if remote.secret.is_some() => Some(("secret", "an ssh remote authenticates with `ssh_key`; `secret` is for https remotes".to_string())),
+                (false, Some(_), _) | (false, _, Some(_)) => Some(("ssh_key", "`ssh_key` and `host_key` are for ssh remotes (ssh://… or git@host:path)".to_string())),
+                _ => None,
+            };
+            if let Some((key, problem)) = ssh_problem {
+                return Err(invalid(src.loc_within(Some(&span), "url"), key, problem));
+            }
             for (key, pats) in [
                 ("push", &remote.push),
                 ("force_namespaces", &remote.force_namespaces),
@@ -705,6 +724,40 @@ pub(crate) fn check_env_value(
         ));
     }
     Ok(())
+}
+
+/// Why a pinned host key is unusable (`<type> <base64>`), if it is.
+fn host_key_problem(k: &str) -> Option<String> {
+    let mut parts = k.split_whitespace();
+    let (Some(kind), Some(b64)) = (parts.next(), parts.next()) else {
+        return Some(
+            "`host_key` must be `<type> <base64>` as in known_hosts, e.g. `ssh-ed25519 AAAA…`"
+                .into(),
+        );
+    };
+    let known = [
+        "ssh-ed25519",
+        "ssh-rsa",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "sk-ssh-ed25519@openssh.com",
+    ];
+    if !known.contains(&kind) {
+        return Some(format!(
+            "`{kind}` is not an ssh host key type ({})",
+            known.join(", ")
+        ));
+    }
+    use base64::Engine as _;
+    if b64.len() < 32
+        || base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .is_err()
+    {
+        return Some("the key after the type is not base64".into());
+    }
+    None
 }
 
 /// Whether `url` looks like a git remote URL we can gate.

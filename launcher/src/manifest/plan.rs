@@ -162,7 +162,12 @@ impl Plan {
     pub fn resolve_secrets(&self) -> Result<BTreeMap<String, Zeroizing<String>>, ManifestError> {
         let mut out = BTreeMap::new();
         for s in &self.secrets {
-            out.insert(s.name.clone(), s.source.resolve_named(&s.name)?);
+            let value = if s.used_by.iter().all(|b| b.ends_with(SSH_KEY_USE)) {
+                s.source.resolve_multiline(&s.name)?
+            } else {
+                s.source.resolve_named(&s.name)?
+            };
+            out.insert(s.name.clone(), value);
         }
         Ok(out)
     }
@@ -172,6 +177,9 @@ impl Plan {
         super::render::render(self)
     }
 }
+
+/// Marks a secret use as an ssh private key (multi-line, never sent in a header).
+const SSH_KEY_USE: &str = " (ssh key)";
 
 /// What a bottle contributes to a plan, after every cross-check.
 struct BottlePart {
@@ -215,8 +223,14 @@ fn build_bottle(
         }
     }
     for g in &merged.remotes {
-        if let Some(secret) = &g.value.secret {
-            let by = format!("git remote `{}`", g.value.name);
+        let uses = g
+            .value
+            .secret
+            .iter()
+            .map(|s| (s, ""))
+            .chain(g.value.ssh_key.iter().map(|s| (s, SSH_KEY_USE)));
+        for (secret, what) in uses {
+            let by = format!("git remote `{}`{what}", g.value.name);
             if !merged.secrets.contains_key(secret) {
                 return Err(unknown(g.loc_of(&format!("\"{secret}\"")), secret, by));
             }

@@ -73,6 +73,20 @@ impl SecretSource {
     ///
     /// `name` is the secret's name, used in error messages only.
     pub fn resolve_named(&self, name: &str) -> Result<Zeroizing<String>, ManifestError> {
+        self.resolve_value(name, false)
+    }
+
+    /// Like [`SecretSource::resolve_named`], for values that are never sent in a header (an
+    /// ssh private key): line breaks are kept.
+    pub fn resolve_multiline(&self, name: &str) -> Result<Zeroizing<String>, ManifestError> {
+        self.resolve_value(name, true)
+    }
+
+    fn resolve_value(
+        &self,
+        name: &str,
+        multiline: bool,
+    ) -> Result<Zeroizing<String>, ManifestError> {
         let fail = |message: String| ManifestError::Secret {
             name: name.to_string(),
             source_desc: self.to_string(),
@@ -105,7 +119,10 @@ impl SecretSource {
                 "the value is larger than {MAX_SECRET_BYTES} bytes"
             )));
         }
-        if bytes.iter().any(|b| *b == b'\n' || *b == b'\r' || *b == 0) {
+        if bytes
+            .iter()
+            .any(|b| *b == 0 || (!multiline && (*b == b'\n' || *b == b'\r')))
+        {
             return Err(fail(
                 "the value contains a line break or NUL byte, which cannot be sent in an HTTP header".to_string(),
             ));

@@ -862,3 +862,57 @@ fn dlp_rule_files_are_read_checked_and_inlined() {
     let e = env.err("p");
     assert!(e.contains("did you mean `jwt`"), "{e}");
 }
+
+#[test]
+fn git_remote_fields_are_checked_with_the_line() {
+    let env = Env::new();
+    let remote = |extra: &str| {
+        format!(
+            "[secrets]\nK = {{ env = \"HOME\" }}\n\n[[git.remote]]\nname = \"origin\"\n{extra}\n"
+        )
+    };
+    env.bottle(
+        "g",
+        &remote("url = \"git@github.com:a/b.git\"\nssh_key = \"K\""),
+    );
+    let e = env.err("g");
+    assert!(e.contains("host_key") && e.contains("strictly"), "{e}");
+    env.bottle(
+        "g",
+        &remote(
+            "url = \"git@github.com:a/b.git\"\nssh_key = \"K\"\nhost_key = \"ssh-ed25519 nope\"",
+        ),
+    );
+    assert!(env.err("g").contains("not base64"), "{}", env.err("g"));
+    env.bottle("g", &remote("url = \"ssh://git@github.com/a/b.git\""));
+    assert!(env.err("g").contains("needs `ssh_key`"));
+    env.bottle(
+        "g",
+        &remote("url = \"https://github.com/a/b.git\"\nsecret = \"K\"\nhost_key = \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGd2B9LqkN4cFQ7PqJ0yQ8v3m1ZsXo5bTt2aR6uW9eKc\""),
+    );
+    assert!(env.err("g").contains("are for ssh remotes"));
+    env.bottle(
+        "g",
+        &remote("url = \"https://github.com/a/b.git\"\nsecret = \"K\"\npush = [\"heads/*\"]"),
+    );
+    let e = env.err("g");
+    assert!(
+        e.contains("bottles/g.toml:") && e.contains("not a ref pattern"),
+        "{e}"
+    );
+    env.bottle(
+        "g",
+        &remote("url = \"https://github.com/a/b.git\"\nsecret = \"K\"\nallow_private = [\"10.0.0.0/33\"]"),
+    );
+    assert!(env.err("g").contains("not a network"));
+    env.bottle(
+        "g",
+        &remote("url = \"git@github.com:a/b.git\"\nssh_key = \"K\"\nhost_key = \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGd2B9LqkN4cFQ7PqJ0yQ8v3m1ZsXo5bTt2aR6uW9eKc\"\nforce_namespaces = [\"refs/heads/bottle/*\"]"),
+    );
+    let p = env.plan("g").expect("a valid ssh remote");
+    assert_eq!(p.git.remotes[0].push, vec!["refs/heads/*".to_string()]);
+    assert!(
+        p.secrets.iter().any(|s| s.name == "K"),
+        "the ssh key secret is delivered"
+    );
+}

@@ -43,6 +43,12 @@ pub struct GitRemoteBootstrap {
     /// Basic-auth user name (else the secret is a Bearer token).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
+    /// SSH remotes: the secret holding the private key, by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_key: Option<String>,
+    /// SSH remotes: the pinned host key (`<type> <base64>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<String>,
     /// Private networks the upstream host may resolve into.
     pub allow_private: Vec<String>,
     /// What a push may do.
@@ -69,9 +75,11 @@ impl GitRemoteBootstrap {
     pub fn from_manifest(r: &crate::manifest::GitRemote) -> Self {
         GitRemoteBootstrap {
             name: r.name.clone(),
-            url: r.url.clone(),
+            url: ssh_url(&r.url),
             secret: r.secret.clone(),
             username: r.username.clone(),
+            ssh_key: r.ssh_key.clone(),
+            host_key: r.host_key.clone(),
             allow_private: r
                 .allow_private
                 .iter()
@@ -92,6 +100,17 @@ impl GitRemoteBootstrap {
                 force_namespaces: r.force_namespaces.clone(),
             },
         }
+    }
+}
+
+/// `git@host:path` → `ssh://git@host/path` (other URLs unchanged): the gate takes one form.
+pub fn ssh_url(url: &str) -> String {
+    if url.contains("://") {
+        return url.to_string();
+    }
+    match url.split_once(':') {
+        Some((user_host, path)) => format!("ssh://{user_host}/{}", path.trim_start_matches('/')),
+        None => url.to_string(),
     }
 }
 
@@ -148,6 +167,27 @@ pub fn secret_refs(secrets: &BTreeMap<String, Zeroizing<String>>) -> BTreeMap<&s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_spelling_of_a_remote_is_rewritten() {
+        use crate::runtime::bottle::remote_spellings;
+        let s = remote_spellings("https://github.com/acme/w.git");
+        for want in [
+            "https://github.com/acme/w.git",
+            "https://github.com/acme/w",
+            "ssh://git@github.com/acme/w.git",
+            "git@github.com:acme/w.git",
+            "git@github.com:acme/w",
+        ] {
+            assert!(s.contains(&want.to_string()), "{want} in {s:?}");
+        }
+        let s = remote_spellings("deploy@git.example:srv/r.git");
+        assert!(s.contains(&"deploy@git.example:srv/r.git".to_string()));
+        assert!(s.contains(&"ssh://deploy@git.example/srv/r.git".to_string()));
+        assert!(s.contains(&"https://git.example/srv/r.git".to_string()));
+        assert_eq!(ssh_url("git@h:o/r.git"), "ssh://git@h/o/r.git");
+        assert_eq!(ssh_url("https://h/r"), "https://h/r");
+    }
 
     #[test]
     fn json_has_contract_fields_and_debug_hides_secrets() {

@@ -1300,24 +1300,53 @@ pub fn gate_gitconfig(remotes: &[crate::manifest::GitRemote], gate: &str) -> Str
          # scans pushes for secrets and holds the upstream credential. Read-only.\n",
     );
     for r in remotes {
-        let Some(rest) = r.url.strip_prefix("https://") else {
-            continue;
-        };
-        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let bare = path.trim_end_matches('/').trim_end_matches(".git");
-        let host_only = host.split(':').next().unwrap_or(host);
         out.push_str(&format!("[url \"http://{gate}/{}\"]\n", r.name));
-        for p in [format!("{bare}.git"), bare.to_string()] {
-            for spelling in [
-                format!("https://{host}/{p}"),
-                format!("ssh://git@{host_only}/{p}"),
-                format!("git@{host_only}:{p}"),
-            ] {
-                out.push_str(&format!("\tinsteadOf = {spelling}\n"));
-            }
+        for spelling in remote_spellings(&r.url) {
+            out.push_str(&format!("\tinsteadOf = {spelling}\n"));
         }
     }
     out.push_str("[credential]\n\thelper =\n");
+    out
+}
+
+/// Every way a user writes the remote `url`: `https://host/p`, `ssh://user@host/p` and
+/// `user@host:p` (the URL's own user, and `git`), each with and without `.git`, plus the URL
+/// exactly as declared (a port included).
+pub fn remote_spellings(url: &str) -> Vec<String> {
+    let (user, host, path) = if let Some(rest) = url.strip_prefix("https://") {
+        let (h, p) = rest.split_once('/').unwrap_or((rest, ""));
+        (None, h.split(':').next().unwrap_or(h), p)
+    } else if let Some(rest) = url.strip_prefix("ssh://") {
+        let (auth, p) = rest.split_once('/').unwrap_or((rest, ""));
+        let (u, h) = match auth.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, auth),
+        };
+        (u, h.split(':').next().unwrap_or(h), p)
+    } else if let Some((uh, p)) = url.split_once(':') {
+        let (u, h) = match uh.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, uh),
+        };
+        (u, h, p)
+    } else {
+        return vec![url.to_string()];
+    };
+    let bare = path.trim_matches('/').trim_end_matches(".git");
+    let mut users = vec!["git"];
+    if let Some(u) = user.filter(|u| *u != "git") {
+        users.push(u);
+    }
+    let mut out = vec![url.to_string()];
+    for p in [format!("{bare}.git"), bare.to_string()] {
+        out.push(format!("https://{host}/{p}"));
+        for u in &users {
+            out.push(format!("ssh://{u}@{host}/{p}"));
+            out.push(format!("{u}@{host}:{p}"));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|s| seen.insert(s.clone()));
     out
 }
 
