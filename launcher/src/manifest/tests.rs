@@ -796,7 +796,7 @@ fn dockerfile_images_models_and_remotes() {
         e.starts_with("bottles/g.toml:3: invalid value for `url`"),
         "{e}"
     );
-    env.bottle("g", "[[git.remote]]\nname = \"origin\"\nurl = \"git@github.com:acme/w.git\"\n[[git.remote]]\nname = \"origin\"\nurl = \"git@github.com:acme/v.git\"\n");
+    env.bottle("g", "[[git.remote]]\nname = \"origin\"\nurl = \"https://github.com/acme/w.git\"\n[[git.remote]]\nname = \"origin\"\nurl = \"https://github.com/acme/v.git\"\n");
     assert!(env.err("g").contains("declared twice"));
 }
 
