@@ -24,6 +24,11 @@ pub struct Forwarded {
 /// racing an upstream change is refused upstream instead of overwriting it.
 pub fn push_args(url: &str, updates: &[RefUpdate]) -> Vec<String> {
     let mut args = vec![
+        // Objects keep the form the agent's pack gave them: deltas are reused, and what came
+        // without a delta is not searched for one again (that search is the client's job and
+        // would double the cost of forwarding a large push).
+        "-c".to_string(),
+        "pack.window=0".into(),
         "push".to_string(),
         "--porcelain".into(),
         "--atomic".into(),

@@ -39,6 +39,9 @@ pub struct HookReport {
     pub objects: usize,
     /// Bytes scanned.
     pub bytes: u64,
+    /// Time the object scan took (enumeration, reading and scanning), milliseconds.
+    #[serde(default)]
+    pub scan_ms: u64,
     /// Rule ids of the findings (one entry per finding).
     pub findings: Vec<String>,
     /// Tickets this push opened or still waits on (review-marked findings).
@@ -200,8 +203,10 @@ fn run(
         }
     }
     let tips: Vec<String> = updates.iter().map(|u| u.new.clone()).collect();
+    let scan_started = std::time::Instant::now();
     let report = scan_push(&cfg.git_program, &tips, &scanner, cfg.max_blob_bytes)
         .map_err(|e| vec![format!("push rejected: {e}; nothing was pushed upstream")])?;
+    report_out.scan_ms = scan_started.elapsed().as_millis() as u64;
     findings.extend(report.findings);
     report_out.objects = report.objects;
     report_out.bytes = report.bytes;

@@ -80,14 +80,17 @@ impl GitGate {
         for (n, v) in &cfg.known_secrets {
             known.push((n.clone(), b64(v)));
         }
-        // Fail at start-up, not on the first push, if a known secret is unusable.
-        let mut probe = bottle_scanner::Scanner::builder().default_rules(true);
+        // Fail at start-up, not on the first push, if a known secret is unusable (known
+        // secrets only: the hook builds the full scanner per push, in its own process).
+        let mut probe = bottle_scanner::Scanner::builder().default_rules(false);
         for (n, v) in &cfg.known_secrets {
             probe = probe.known_secret(n.clone(), v);
         }
-        probe
-            .build()
-            .map_err(|e| GateError::Config(format!("known secrets: {e}")))?;
+        if !cfg.known_secrets.is_empty() {
+            probe
+                .build()
+                .map_err(|e| GateError::Config(format!("known secrets: {e}")))?;
+        }
         std::fs::create_dir_all(&cfg.state_dir)
             .map_err(GateError::io(format!("create {}", cfg.state_dir.display())))?;
         set_private(&cfg.state_dir)?;
@@ -152,6 +155,9 @@ impl GitGate {
     pub async fn serve(&self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
         loop {
             let (stream, _) = listener.accept().await?;
+            // Small pkt-line responses end with a separate chunk: without NODELAY, Nagle and
+            // the client's delayed ACK add ~40 ms to every request.
+            let _ = stream.set_nodelay(true);
             let gate = self.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
@@ -497,6 +503,7 @@ fn push_record(
         "refs": r.refs.iter().map(|(name, old, new)| serde_json::json!({"ref": name, "old": old, "new": new})).collect::<Vec<_>>(),
         "objects": r.objects,
         "bytes": r.bytes,
+        "scan_ms": r.scan_ms,
         "findings": by_rule,
         "tickets": r.tickets,
         "approved": r.approved,

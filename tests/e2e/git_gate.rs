@@ -95,6 +95,18 @@ echo LEAK=$(git rev-parse HEAD)
 git reset -q --hard HEAD~2 && echo other > other.txt && git add other.txt && git commit -qm rewrite
 git push -f origin HEAD:main > /tmp/p3 2>&1; echo PUSH3_RC=$?; sed 's/^/PUSH3 /' /tmp/p3
 git tag v1 && git push origin v1 > /tmp/p4 2>&1; echo PUSH4_RC=$?; sed 's/^/PUSH4 /' /tmp/p4
+# More leaks, each on top of the clean commit, each rejected (values assembled by the shell).
+g=ghp; tok="${{g}}_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+case_push() {{ git push origin HEAD:main > /tmp/pc 2>&1; echo "CASE_$1_RC=$?"; sed "s/^/CASE_$1 /" /tmp/pc; git reset -q --hard "$CLEAN_REV"; }}
+CLEAN_REV=$(git ls-remote origin refs/heads/main | cut -f1)
+git reset -q --hard "$CLEAN_REV"
+echo "token = $tok" > gh.txt && git add gh.txt && git commit -qm gh && case_push ghtoken
+b=BEGIN; printf -- "-----$b OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\nQyNTUxOQAAACBnmiHqBPTmRwtOkK8b2pDkj63TzZmAwgyMV81acf5gAAAJCxWKLKsVii\n-----END OPENSSH PRIVATE KEY-----\n" > id_ed25519 && git add id_ed25519 && git commit -qm key && case_push privkey
+echo fine > m.txt && git add m.txt && git commit -qm "deploy with $tok" && case_push message
+printf '\0\1\2%s\0\3' "$tok" > blob.bin && git add blob.bin && git commit -qm bin && case_push binary
+python3 -c "import zipfile,sys; z=zipfile.ZipFile('b.zip','w',zipfile.ZIP_DEFLATED); z.writestr('conf/k.env','T='+sys.argv[1]); z.close()" "$tok" && git add b.zip && git commit -qm zip && case_push zip
+echo "t=$tok" > tmp.txt && git add tmp.txt && git commit -qm add && git rm -q tmp.txt && git commit -qm remove && case_push addremove
+echo "t=$tok # gitleaks:allow" > allow.txt && git add allow.txt && git commit -qm allow && case_push suppressed
 echo UPSTREAM_MAIN=$(git ls-remote origin refs/heads/main | cut -f1)
 echo AGENT_VIEW_START; env; cat /etc/gitconfig .git/config; echo AGENT_VIEW_END
 touch /workspace/part1-done
@@ -136,6 +148,35 @@ git ls-remote origin > /tmp/ls 2>&1; echo LS_RC=$?; sed 's/^/LS /' /tmp/ls
         "the finding names path and rule: {push2}"
     );
     assert!(!push2.contains(&key), "never the value: {push2}");
+    for (case, needle) in [
+        ("ghtoken", "github-pat"),
+        ("privkey", "private-key"),
+        ("message", "commit"),
+        ("binary", "blob.bin"),
+        ("zip", "zip:conf/k.env"),
+        ("addremove", "tmp.txt"),
+        ("suppressed", "allow.txt"),
+    ] {
+        let key = format!("CASE_{case}");
+        assert_ne!(
+            value_of(&out, &format!("{key}_RC")),
+            Some("0"),
+            "{case} must be rejected: {out}"
+        );
+        let lines: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with(&format!("{key} ")))
+            .collect();
+        let text = lines.join("\n");
+        assert!(
+            text.contains("remote:") && text.contains(needle),
+            "{case}: the reason names {needle}: {text}"
+        );
+        assert!(
+            !text.contains("A1b2C3d4E5f6G7h8I9j0"),
+            "{case}: never the value"
+        );
+    }
     for (n, what) in [("PUSH3", "force"), ("PUSH4", "tag")] {
         assert_ne!(
             value_of(&out, &format!("{n}_RC")),
@@ -187,7 +228,7 @@ git ls-remote origin > /tmp/ls 2>&1; echo LS_RC=$?; sed 's/^/LS /' /tmp/ls
     assert!(t.elapsed() < Duration::from_secs(120));
     let git = &r.result["audit"]["git"];
     assert_eq!(git["pushes_accepted"], 1, "{}", r.result);
-    assert_eq!(git["pushes_rejected"], 3, "{}", r.result);
+    assert_eq!(git["pushes_rejected"], 10, "{}", r.result);
     assert!(git["fetches"].as_u64().unwrap_or(0) >= 2, "{}", r.result);
     assert_eq!(git["fetches_failed"], 1, "{}", r.result);
 }
