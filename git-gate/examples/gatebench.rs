@@ -54,7 +54,11 @@ fn text(seed: &mut u64, len: usize) -> Vec<u8> {
         let w = WORDS[(*seed % 16) as usize];
         out.extend_from_slice(w.as_bytes());
         out.extend_from_slice(format!("_{:x}", *seed % 100_000).as_bytes());
-        out.push(if (*seed).is_multiple_of(9) { b'\n' } else { b' ' });
+        out.push(if (*seed).is_multiple_of(9) {
+            b'\n'
+        } else {
+            b' '
+        });
     }
     out
 }

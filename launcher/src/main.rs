@@ -133,6 +133,42 @@ enum Cmd {
         #[arg(long)]
         reason: String,
     },
+    /// Freeze a bottle's agent (the proxy sidecar keeps running; see docs/design.md).
+    Pause {
+        /// Bottle id (see `bottle list`).
+        id: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Thaw a paused bottle.
+    Resume {
+        /// Bottle id.
+        id: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove every object of a bottle at once (no grace period; works on a paused bottle).
+    Kill {
+        /// Bottle id.
+        id: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command in a bottle's agent (its user, /workspace, its environment); exits with
+    /// the command's exit code.
+    Exec {
+        /// Bottle id.
+        id: String,
+        /// Send this terminal's standard input to the command.
+        #[arg(short, long)]
+        interactive: bool,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
     /// End a bottle: stop its launcher and remove every object.
     End {
         /// Bottle id (see `bottle list`).
@@ -442,6 +478,34 @@ async fn real_main() -> Result<i32> {
                 }
             );
             Ok(0)
+        }
+        cmd @ (Cmd::Pause { .. } | Cmd::Resume { .. } | Cmd::Kill { .. }) => {
+            let docker = runtime::engine::connect().await?;
+            let (r, id, json) = match cmd {
+                Cmd::Pause { id, json } => {
+                    (runtime::lifecycle::pause(&docker, &id).await?, id, json)
+                }
+                Cmd::Resume { id, json } => {
+                    (runtime::lifecycle::resume(&docker, &id).await?, id, json)
+                }
+                Cmd::Kill { id, json } => (runtime::lifecycle::kill(&docker, &id).await?, id, json),
+                _ => unreachable!("matched above"),
+            };
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                eprintln!("bottle {id}: {} ({})", r.verb, r.containers.join(", "));
+            }
+            Ok(0)
+        }
+        Cmd::Exec {
+            id,
+            interactive,
+            cmd,
+        } => {
+            let docker = runtime::engine::connect().await?;
+            let code = runtime::lifecycle::exec(&docker, &id, &cmd, interactive).await?;
+            Ok(i32::try_from(code).unwrap_or(1))
         }
         Cmd::End { id } => {
             let docker = runtime::engine::connect().await?;

@@ -9,6 +9,7 @@
 mod agents;
 mod git_gate;
 mod harness;
+mod lifecycle;
 mod security_regressions;
 
 use std::fmt::Write;

@@ -11,6 +11,7 @@ pub mod ca;
 pub mod engine;
 pub mod gate;
 pub mod labels;
+pub mod lifecycle;
 pub mod lifeline;
 pub mod reap;
 pub mod roots;
