@@ -92,6 +92,39 @@ enum Cmd {
         #[arg(last = true)]
         cmd: Vec<String>,
     },
+    /// Start an agent in a new, detached bottle and print its id: the agent runs with a
+    /// terminal and open input, owned by a background supervisor; use attach, send-keys,
+    /// capture, pause, resume, exec, end or kill on it.
+    Spawn {
+        /// Agent name (as for `start`).
+        agent: String,
+        /// Labels stamped on every container (an orchestrator's own, e.g. gemba.session=42).
+        #[arg(long, value_name = "KEY=VALUE")]
+        tag: Vec<String>,
+        /// JSON output: {id, bottle, agent, agent_container, sidecar_container, supervisor_pid}.
+        #[arg(long)]
+        json: bool,
+        /// Command to run instead of the agent's default.
+        #[arg(last = true)]
+        cmd: Vec<String>,
+    },
+    /// The supervisor of a spawned bottle (started by `bottle spawn`).
+    #[command(name = "__supervise", hide = true)]
+    Supervise {
+        agent: String,
+        #[arg(long)]
+        tag: Vec<String>,
+        #[arg(last = true)]
+        cmd: Vec<String>,
+    },
+    /// Attach this terminal to a bottle's agent; the detach keys leave it running.
+    Attach {
+        /// Bottle id.
+        id: String,
+        /// Key sequence that detaches.
+        #[arg(long, default_value = runtime::tty::DEFAULT_DETACH_KEYS)]
+        detach_keys: String,
+    },
     /// Remove one bottle's objects (the detached end of `bottle run`).
     #[command(name = "__teardown", hide = true)]
     Teardown {
@@ -168,6 +201,42 @@ enum Cmd {
         /// The command and its arguments.
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
+    },
+    /// Print a bottle agent's recent output: the last N lines, or with --since only what came
+    /// after an earlier capture's cursor (printed on stderr, or in --json).
+    Capture {
+        /// Bottle id.
+        id: String,
+        /// How many lines (without --since).
+        #[arg(long, default_value_t = 100)]
+        lines: usize,
+        /// Only output after this cursor (from an earlier capture).
+        #[arg(long)]
+        since: Option<String>,
+        /// Remove terminal control sequences (default: escape them).
+        #[arg(long, conflicts_with = "raw")]
+        plain: bool,
+        /// Bytes as the agent wrote them (for a trusted consumer only).
+        #[arg(long)]
+        raw: bool,
+        /// JSON output: {id, lines, cursor}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Type into a `bottle start` bottle's terminal: TEXT (words joined by spaces), then
+    /// --keys (Enter, Escape, Up, C-c, … comma-separated), then Enter with --enter. One write
+    /// per call; concurrent calls never interleave.
+    SendKeys {
+        /// Bottle id.
+        id: String,
+        /// Text to type.
+        text: Vec<String>,
+        /// Named keys after the text, e.g. `C-c` or `Escape,Up,Enter`.
+        #[arg(long)]
+        keys: Vec<String>,
+        /// Press Enter at the end.
+        #[arg(long)]
+        enter: bool,
     },
     /// End a bottle: stop its launcher and remove every object.
     End {
@@ -287,6 +356,32 @@ fn config_home() -> Result<PathBuf> {
     manifest::bottle_home().context(
         "none of BOTTLE_HOME, XDG_CONFIG_HOME and HOME is set; set BOTTLE_HOME to your bottle config directory",
     )
+}
+
+/// `--tag KEY=VALUE` labels: keys like Docker label keys (not bottle's own `io.bottle.*`),
+/// values one line.
+fn parse_tags(tags: &[String]) -> Result<Vec<(String, String)>> {
+    tags.iter()
+        .map(|t| {
+            let (k, v) = t
+                .split_once('=')
+                .with_context(|| format!("--tag {t:?} must be KEY=VALUE"))?;
+            let key_ok = !k.is_empty()
+                && k.len() <= 128
+                && k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b));
+            if !key_ok {
+                anyhow::bail!("--tag key {k:?} must be 1-128 characters of [A-Za-z0-9._-/]");
+            }
+            if k.starts_with("io.bottle.") {
+                anyhow::bail!("--tag key {k:?}: io.bottle.* labels are bottle's own");
+            }
+            if v.len() > 256 || v.chars().any(char::is_control) {
+                anyhow::bail!("--tag {k}: the value must be one line of at most 256 bytes");
+            }
+            Ok((k.to_string(), v.to_string()))
+        })
+        .collect()
 }
 
 fn launch_options(mode: Mode, cmd: Vec<String>, extra_env: Vec<(String, String)>) -> LaunchOptions {
@@ -455,6 +550,69 @@ async fn real_main() -> Result<i32> {
             runtime::verbs::logs(&docker, &id, audit, follow).await?;
             Ok(0)
         }
+        Cmd::Spawn {
+            agent,
+            tag,
+            json,
+            cmd,
+        } => {
+            // Manifest and tag errors show here, before anything runs.
+            let home = config_home()?;
+            let repo = std::env::current_dir().context("reading the current directory")?;
+            let plan = launch::plan(&home, &repo, &agent)?;
+            launch::check_before_launch(&home, &plan)?;
+            parse_tags(&tag)?;
+            let mut args = vec![agent];
+            for t in tag {
+                args.push("--tag".into());
+                args.push(t);
+            }
+            if !cmd.is_empty() {
+                args.push("--".into());
+                args.extend(cmd);
+            }
+            let s = runtime::spawn::spawn_detached(&args)?;
+            if json {
+                println!("{}", serde_json::to_string(&s)?);
+            } else {
+                println!("{}", s.id);
+                eprintln!(
+                    "bottle {}: spawned ({} agent {}, supervisor pid {}); `bottle attach {}` to use it, `bottle end {}` to end it",
+                    s.id, s.bottle, s.agent_container, s.supervisor_pid, s.id, s.id
+                );
+            }
+            Ok(0)
+        }
+        Cmd::Supervise { agent, tag, cmd } => {
+            let r = async {
+                let home = config_home()?;
+                let repo = std::env::current_dir().context("reading the current directory")?;
+                let plan = launch::plan(&home, &repo, &agent)?;
+                let used = launch::check_before_launch(&home, &plan)?;
+                eprintln!("{}", used.line());
+                let docker = runtime::engine::connect().await?;
+                let mut spec = launch::launch_spec(&docker, &plan, false).await?;
+                spec.labels.extend(parse_tags(&tag)?);
+                let (facts, reaping) = preflight(&docker).await?;
+                let opts = launch_options(Mode::Spawn, cmd, vec![]);
+                let code = runtime::spawn::supervise(&docker, &facts, &spec, &opts).await;
+                finish_reap(reaping).await;
+                code
+            }
+            .await;
+            match r {
+                Ok(code) => Ok(exit_code(code)),
+                Err(e) => {
+                    runtime::spawn::report_failure(&e);
+                    Ok(1)
+                }
+            }
+        }
+        Cmd::Attach { id, detach_keys } => {
+            let docker = runtime::engine::connect().await?;
+            let code = runtime::tty::attach(&docker, &id, &detach_keys).await?;
+            Ok(exit_code(code))
+        }
         Cmd::Teardown { id } => {
             let docker = runtime::engine::connect().await?;
             runtime::run::detached_teardown(&docker, &id).await;
@@ -496,6 +654,45 @@ async fn real_main() -> Result<i32> {
             } else {
                 eprintln!("bottle {id}: {} ({})", r.verb, r.containers.join(", "));
             }
+            Ok(0)
+        }
+        Cmd::Capture {
+            id,
+            lines,
+            since,
+            plain,
+            raw,
+            json,
+        } => {
+            let docker = runtime::engine::connect().await?;
+            let mode = match (plain, raw) {
+                (true, _) => runtime::lifecycle::CaptureMode::Plain,
+                (_, true) => runtime::lifecycle::CaptureMode::Raw,
+                _ => runtime::lifecycle::CaptureMode::Escaped,
+            };
+            let c =
+                runtime::lifecycle::capture(&docker, &id, lines, since.as_deref(), mode).await?;
+            if json {
+                println!("{}", serde_json::to_string(&c)?);
+            } else {
+                for l in &c.lines {
+                    println!("{l}");
+                }
+                if !c.cursor.is_empty() {
+                    eprintln!("cursor: {}", c.cursor);
+                }
+            }
+            Ok(0)
+        }
+        Cmd::SendKeys {
+            id,
+            text,
+            keys,
+            enter,
+        } => {
+            let payload = runtime::lifecycle::keys_payload(&text, &keys, enter)?;
+            let docker = runtime::engine::connect().await?;
+            runtime::lifecycle::send_keys(&docker, &id, &payload).await?;
             Ok(0)
         }
         Cmd::Exec {

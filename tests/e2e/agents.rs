@@ -424,10 +424,10 @@ fn codex_tool_calls_are_refused_by_the_proxy() {
 }
 
 /// A detached tmux session of 120x40 running `cmd`, killed on drop.
-struct Tmux(String);
+pub(crate) struct Tmux(String);
 
 impl Tmux {
-    fn start(cmd: &str) -> Tmux {
+    pub(crate) fn start(cmd: &str) -> Tmux {
         let name = format!("bottle-e2e-{}", rand_hex(6));
         let o = Command::new("tmux")
             .args([
@@ -456,7 +456,7 @@ impl Tmux {
     }
 
     /// The rendered screen.
-    fn screen(&self) -> String {
+    pub(crate) fn screen(&self) -> String {
         let o = Command::new("tmux")
             .args(["capture-pane", "-p", "-t", &self.0])
             .output()
@@ -484,7 +484,7 @@ impl Tmux {
     }
 
     /// Whether the pane's process exited, and its status.
-    fn exit_status(&self) -> Option<i32> {
+    pub(crate) fn exit_status(&self) -> Option<i32> {
         let o = Command::new("tmux")
             .args([
                 "display-message",
@@ -497,7 +497,11 @@ impl Tmux {
             .ok()?;
         let s = String::from_utf8_lossy(&o.stdout).to_string();
         let mut it = s.split_whitespace();
-        (it.next()? == "1").then(|| it.next().and_then(|c| c.parse().ok()).unwrap_or(-1))
+        // Dead with its status known (tmux fills the status a moment after the death).
+        if it.next()? != "1" {
+            return None;
+        }
+        it.next()?.parse().ok()
     }
 }
 

@@ -27,9 +27,9 @@ fn pause_freezes_resume_continues_exec_returns_the_code_and_kill_removes_a_pause
             "--",
             "bash",
             "-c",
-            "echo $BOTTLE_ID > /workspace/id; i=0; while true; do i=$((i+1)); echo $i > /workspace/counter; sleep 0.05; done",
+            "echo $BOTTLE_ID > /workspace/id; i=0; while true; do i=$((i+1)); echo $i > /workspace/counter; printf 'tick \\033[1m%d\\033[0m\\n' $i; sleep 0.05; done",
         ])
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -86,6 +86,45 @@ fn pause_freezes_resume_continues_exec_returns_the_code_and_kill_removes_a_pause
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     std::thread::sleep(Duration::from_secs(1));
     assert!(counter(&h) > frozen, "resume continues the loop");
+    // capture: the last lines, then only what came after the cursor.
+    let cap = |args: &[&str]| -> serde_json::Value {
+        let mut a = vec!["capture", id.as_str(), "--json"];
+        a.extend_from_slice(args);
+        let o = bottle_cmd(&h).args(&a).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let tick = |l: &serde_json::Value| -> u64 {
+        l.as_str()
+            .and_then(|s| s.strip_prefix("tick "))
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let first = cap(&["--lines", "5", "--plain"]);
+    let lines = first["lines"].as_array().unwrap().clone();
+    assert_eq!(lines.len(), 5, "{first}");
+    assert!(
+        lines.iter().all(|l| tick(l) > 0),
+        "plain text without escapes: {first}"
+    );
+    let escaped = cap(&["--lines", "1"]);
+    assert!(
+        escaped["lines"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("\\x1b[1m"),
+        "escaped by default: {escaped}"
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    let cursor = first["cursor"].as_str().unwrap().to_string();
+    let next = cap(&["--since", &cursor, "--plain"]);
+    let newer = next["lines"].as_array().unwrap().clone();
+    let last_seen = tick(lines.last().unwrap());
+    assert!(!newer.is_empty(), "new output after the cursor: {next}");
+    assert!(
+        newer.iter().all(|l| tick(l) > last_seen),
+        "only output after the cursor ({last_seen}): {next}"
+    );
     let o = bottle_cmd(&h)
         .args(["exec", &id, "--", "sh", "-c", "echo in-$(id -u); exit 7"])
         .output()
@@ -118,4 +157,220 @@ fn pause_freezes_resume_continues_exec_returns_the_code_and_kill_removes_a_pause
     assert_ne!(out.status.code(), Some(0), "the launcher ends too");
     let o = bottle_cmd(&h).args(["kill", &id]).output().unwrap();
     assert!(!o.status.success(), "killing an unknown bottle is an error");
+}
+
+/// `bottle send-keys` types into a `bottle start` bottle's shell: an echo round trip through
+/// `bottle capture`, `C-c` interrupts a `sleep`, concurrent calls never interleave, and
+/// typing `exit` ends the bottle with every object removed.
+#[test]
+fn send_keys_reaches_the_shell_control_keys_work_and_writes_do_not_interleave() {
+    require_engine!();
+    let h = home("sendkeys");
+    let imgs = images();
+    let w = world();
+    let cmd = format!(
+        "cd {ws} && env BOTTLE_HOME={home} BOTTLE_EGRESS_NETWORK={net} BOTTLE_E2E_TOKEN={secret} \
+         BOTTLE_SIDECAR_IMAGE={sidecar} BOTTLE_AGENT_IMAGE={agent} {bin} start e2e -- \
+         bash -c 'echo $BOTTLE_ID > /workspace/id; exec bash --norc'",
+        ws = h.workspace.display(),
+        home = h.home.display(),
+        net = w.net,
+        secret = h.secret,
+        sidecar = imgs.sidecar,
+        agent = imgs.agent,
+        bin = bottle_bin(),
+    );
+    let t = crate::agents::Tmux::start(&cmd);
+    assert!(
+        wait_for_file(&h.workspace.join("id"), Duration::from_secs(60)),
+        "the shell did not start: {}",
+        t.screen()
+    );
+    let id = std::fs::read_to_string(h.workspace.join("id"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let send = |args: &[&str]| {
+        let mut a = vec!["send-keys", id.as_str()];
+        a.extend_from_slice(args);
+        let o = bottle_cmd(&h).args(&a).output().unwrap();
+        assert!(
+            o.status.success(),
+            "send-keys: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let captured = |needle: &str| -> (bool, String) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let o = bottle_cmd(&h)
+                .args(["capture", &id, "--plain", "--lines", "200"])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&o.stdout).to_string();
+            if text.contains(needle) || Instant::now() > deadline {
+                return (text.contains(needle), text);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    send(&["echo", "hi-$((6*7))", "--enter"]);
+    let (ok, text) = captured("hi-42");
+    assert!(ok, "the echo round trip: {text}");
+    send(&["sleep 30", "--enter"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    send(&["--keys", "C-c"]);
+    send(&["echo after-$((1+1))", "--enter"]);
+    let (ok, text) = captured("after-2");
+    assert!(
+        ok && started.elapsed() < Duration::from_secs(10),
+        "C-c interrupted the sleep: {text}"
+    );
+    // Concurrent writers: every line arrives whole.
+    let lines: Vec<String> = (0..6).map(|i| format!("Z{i}").repeat(40)).collect();
+    std::thread::scope(|s| {
+        for l in &lines {
+            let l = format!("echo {l}");
+            s.spawn(move || send(&[&l, "--enter"]));
+        }
+    });
+    for l in &lines {
+        let (ok, text) = captured(l);
+        assert!(ok, "a whole line {l}: {text}");
+    }
+    let o = bottle_cmd(&h)
+        .args(["send-keys", &id, "--keys", "Hyper"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("unknown key"));
+    send(&["exit 0", "--enter"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while t.exit_status().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The exit code of `bottle start` is checked by start_interactive_tty_and_detach; here
+    // the pane's status may lag behind, so only a wrong code fails.
+    assert!(matches!(t.exit_status(), Some(0) | None), "{}", t.screen());
+    let (c, n) = wait_gone(&id, Duration::from_secs(30));
+    assert!(c.is_empty() && n.is_empty(), "exit left {c:?} {n:?}");
+}
+
+/// Spawns a detached bottle and returns `bottle spawn --json`'s report.
+fn spawn(h: &Home, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["spawn", "e2e", "--json"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", "bash", "--norc"]);
+    let t = Instant::now();
+    let o = bottle_cmd(h).args(&args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "bottle spawn: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(t.elapsed() < Duration::from_secs(120));
+    serde_json::from_slice(&o.stdout).expect("spawn --json prints one object")
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+/// `bottle spawn` returns once the bottle is ready and leaves it running under a supervisor:
+/// the orchestrator's tags are on every container, `bottle list` shows it live, send-keys and
+/// capture drive it, and `bottle end` removes every object and ends the supervisor.
+#[test]
+fn spawned_bottles_run_detached_and_end_removes_everything() {
+    require_engine!();
+    let h = home("spawn");
+    let s = spawn(
+        &h,
+        &["--tag", "gemba.session=42", "--tag", "gemba.agent=coder"],
+    );
+    let id = s["id"].as_str().unwrap().to_string();
+    let pid = s["supervisor_pid"].as_i64().unwrap() as i32;
+    assert!(pid_alive(pid), "the supervisor runs");
+    for c in [&s["agent_container"], &s["sidecar_container"]] {
+        let c = c.as_str().unwrap();
+        let l = docker_ok(&[
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"gemba.session\"}} {{index .Config.Labels \"gemba.agent\"}}",
+            c,
+        ]);
+        assert_eq!(l, "42 coder", "{c} carries the orchestrator's tags");
+    }
+    let list = bottle_cmd(&h).args(["list", "--json"]).output().unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id.as_str())
+        .cloned()
+        .expect("listed");
+    assert_eq!(row["mode"], "spawn");
+    assert_eq!(row["live"], true);
+    assert_eq!(row["state"], "running");
+    let o = bottle_cmd(&h)
+        .args(["send-keys", &id, "echo spawned-$((2*21))", "--enter"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let o = bottle_cmd(&h)
+            .args(["capture", &id, "--plain"])
+            .output()
+            .unwrap();
+        let t = String::from_utf8_lossy(&o.stdout).to_string();
+        if t.contains("spawned-42") || Instant::now() > deadline {
+            break t;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(text.contains("spawned-42"), "send-keys → capture: {text}");
+    let o = bottle_cmd(&h).args(["end", &id]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (c, n) = wait_gone(&id, Duration::from_secs(30));
+    assert!(c.is_empty() && n.is_empty(), "end left {c:?} {n:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pid_alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!pid_alive(pid), "the supervisor ended");
+}
+
+/// A supervisor killed with SIGKILL closes the sidecar's lifeline: the proxy stops (the
+/// agent has no way out), and the next reap leaves no labelled object.
+#[test]
+fn a_killed_supervisor_fails_closed_and_the_reap_cleans_up() {
+    require_engine!();
+    let h = home("spawn-kill");
+    let s = spawn(&h, &[]);
+    let id = s["id"].as_str().unwrap().to_string();
+    let pid = s["supervisor_pid"].as_i64().unwrap() as i32;
+    // SAFETY: the pid of the supervisor this test spawned.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    let sidecar = s["sidecar_container"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let state = loop {
+        let st = docker_ok(&["inspect", "-f", "{{.State.Status}}", &sidecar]);
+        if st != "running" || Instant::now() > deadline {
+            break st;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_ne!(
+        state, "running",
+        "the sidecar stops when its lifeline closes"
+    );
+    let o = bottle_cmd(&h).args(["reap"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (c, n) = wait_gone(&id, Duration::from_secs(30));
+    assert!(c.is_empty() && n.is_empty(), "reap left {c:?} {n:?}");
 }

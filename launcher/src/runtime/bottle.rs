@@ -75,6 +75,8 @@ pub enum Mode {
     Start,
     /// Unattended, no TTY (`bottle run`).
     Run,
+    /// Detached with a TTY and open input (`bottle spawn`): a supervisor process owns it.
+    Spawn,
 }
 
 impl Mode {
@@ -82,6 +84,7 @@ impl Mode {
         match self {
             Mode::Start => "start",
             Mode::Run => "run",
+            Mode::Spawn => "spawn",
         }
     }
 }
@@ -683,7 +686,7 @@ impl Bottle {
             None
         };
         let name = labels::name(&self.id, "agent");
-        let interactive = opts.mode == Mode::Start;
+        let interactive = matches!(opts.mode, Mode::Start | Mode::Spawn);
         let proxy = format!("http://{sidecar_ip}:{PROXY_PORT}");
         let mut env: Vec<(String, String)> = vec![
             ("HOME".into(), AGENT_HOME.into()),
@@ -864,7 +867,8 @@ impl Bottle {
             env: Some(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()),
             tty: Some(interactive),
             open_stdin: Some(with_stdin),
-            stdin_once: Some(with_stdin),
+            // A spawned agent's input outlives each attachment (attach, send-keys).
+            stdin_once: Some(with_stdin && opts.mode != Mode::Spawn),
             attach_stdin: Some(with_stdin),
             attach_stdout: Some(true),
             attach_stderr: Some(true),

@@ -16,6 +16,7 @@ pub mod lifeline;
 pub mod reap;
 pub mod roots;
 pub mod run;
+pub mod spawn;
 pub mod spec;
 pub mod statedir;
 pub mod subnet;

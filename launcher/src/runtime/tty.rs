@@ -76,12 +76,78 @@ async fn session(
     cancel: &mut tokio::sync::watch::Receiver<Option<&'static str>>,
     detach_keys: &str,
 ) -> Result<i64> {
-    let docker = &bottle.docker;
     let agent = bottle.agent.clone().context("agent container missing")?;
     let sidecar = bottle
         .sidecar
         .clone()
         .context("sidecar container missing")?;
+    let r = relay(
+        &bottle.docker,
+        &bottle.id,
+        &agent,
+        &sidecar,
+        cancel,
+        detach_keys,
+        true,
+    )
+    .await?;
+    if r == DETACHED {
+        eprintln!("\r\nbottle {}: detached — ending the bottle", bottle.id);
+        return Ok(-1);
+    }
+    Ok(r)
+}
+
+/// What [`relay`] returns when the user detached and the agent still runs.
+const DETACHED: i64 = i64::MIN;
+
+/// `bottle attach <id>`: this terminal on a running bottle's agent (a spawned or started
+/// one); the detach keys leave the bottle running. Returns the agent's exit code if it ended.
+pub async fn attach(docker: &Docker, id: &str, detach_keys: &str) -> Result<i64> {
+    if !super::labels::is_valid_id(id) {
+        anyhow::bail!("{id:?} is not a bottle id; `bottle list` shows the ids of running bottles");
+    }
+    let agent = super::labels::name(id, "agent");
+    let sidecar = super::labels::name(id, "sidecar");
+    let info = docker
+        .inspect_container(&agent, None)
+        .await
+        .with_context(|| format!("no bottle {id}; `bottle list` shows running bottles"))?;
+    if info.config.and_then(|c| c.tty) != Some(true) {
+        anyhow::bail!("bottle {id} has no terminal (it was started by `bottle run`); `bottle logs {id}` shows its output");
+    }
+    let mut cancel = cancellation()?;
+    eprintln!("bottle {id}: attached — {detach_keys} to detach (the bottle keeps running)");
+    let r = relay(
+        docker,
+        id,
+        &agent,
+        &sidecar,
+        &mut cancel,
+        detach_keys,
+        false,
+    )
+    .await?;
+    if r == DETACHED {
+        eprintln!("\r\nbottle {id}: detached, still running");
+        return Ok(0);
+    }
+    Ok(r)
+}
+
+/// Relays this terminal to the agent's TTY until it exits, the user detaches ([`DETACHED`]) or
+/// a signal cancels (-1). With `start`, the agent is started after the attachment.
+async fn relay(
+    docker: &Docker,
+    bottle_id: &str,
+    agent: &str,
+    sidecar: &str,
+    cancel: &mut tokio::sync::watch::Receiver<Option<&'static str>>,
+    detach_keys: &str,
+    start: bool,
+) -> Result<i64> {
+    let agent = agent.to_string();
+    let sidecar = sidecar.to_string();
     let attached = docker
         .attach_container(
             &agent,
@@ -91,7 +157,7 @@ async fn session(
                     .stdout(true)
                     .stderr(true)
                     .stream(true)
-                    .logs(true)
+                    .logs(start)
                     .detach_keys(detach_keys)
                     .build(),
             ),
@@ -100,10 +166,12 @@ async fn session(
         .context("attaching to the agent")?;
     let mut output = attached.output;
     let mut input = attached.input;
-    docker
-        .start_container(&agent, None)
-        .await
-        .context("starting the agent")?;
+    if start {
+        docker
+            .start_container(&agent, None)
+            .await
+            .context("starting the agent")?;
+    }
 
     let is_tty = std::io::stdin().is_terminal();
     let _raw = if is_tty {
@@ -175,7 +243,7 @@ async fn session(
             },
             code = &mut died, if !sidecar_gone => {
                 sidecar_gone = true;
-                let msg = sidecar_died_message(&bottle.id, code);
+                let msg = sidecar_died_message(bottle_id, code);
                 let _ = std::io::stderr().write_all(format!("\r\n{msg}\r\n").as_bytes());
             }
             _ = cancel.changed() => {}
@@ -195,8 +263,7 @@ async fn session(
         .and_then(|s| s.running)
         .unwrap_or(false);
     if running {
-        eprintln!("\r\nbottle {}: detached — ending the bottle", bottle.id);
-        return Ok(-1);
+        return Ok(DETACHED);
     }
     Ok(agent_exit_code(docker, &agent).await)
 }
