@@ -117,6 +117,16 @@ enum Cmd {
         #[arg(last = true)]
         cmd: Vec<String>,
     },
+    /// Print the session event log as JSON lines (session.started, .paused, .resumed,
+    /// .ended, .killed, .reaped, .failed_to_start, approval.resolved).
+    Events {
+        /// Only this bottle's events.
+        #[arg(long)]
+        id: Option<String>,
+        /// Keep printing new events.
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// Attach this terminal to a bottle's agent; the detach keys leave it running.
     Attach {
         /// Bottle id.
@@ -608,6 +618,10 @@ async fn real_main() -> Result<i32> {
                 }
             }
         }
+        Cmd::Events { id, follow } => {
+            runtime::events::print(id.as_deref(), follow).await?;
+            Ok(0)
+        }
         Cmd::Attach { id, detach_keys } => {
             let docker = runtime::engine::connect().await?;
             let code = runtime::tty::attach(&docker, &id, &detach_keys).await?;
@@ -626,6 +640,11 @@ async fn real_main() -> Result<i32> {
             };
             let docker = runtime::engine::connect().await?;
             let bottle = runtime::tickets::decide(&docker, &ticket, approve, &reason).await?;
+            runtime::events::emit(
+                "approval.resolved",
+                &bottle,
+                serde_json::json!({"ticket": ticket, "decision": if approve { "approve" } else { "deny" }, "reason": reason}),
+            );
             eprintln!(
                 "bottle {bottle}: ticket {ticket} {}; the agent's next push of it {}",
                 if approve { "approved" } else { "denied" },

@@ -157,6 +157,27 @@ fn pause_freezes_resume_continues_exec_returns_the_code_and_kill_removes_a_pause
     assert_ne!(out.status.code(), Some(0), "the launcher ends too");
     let o = bottle_cmd(&h).args(["kill", &id]).output().unwrap();
     assert!(!o.status.success(), "killing an unknown bottle is an error");
+    let ev = events_of(&h, &id);
+    for want in [
+        "session.started",
+        "session.paused",
+        "session.resumed",
+        "session.killed",
+    ] {
+        assert!(ev.iter().any(|e| e == want), "{want} in {ev:?}");
+    }
+}
+
+/// The event names recorded for bottle `id` (`bottle events --id`).
+fn events_of(h: &Home, id: &str) -> Vec<String> {
+    let o = bottle_cmd(h).args(["events", "--id", id]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .inspect(|v| assert_eq!(v["backend"], "docker"))
+        .filter_map(|v| v["event"].as_str().map(str::to_string))
+        .collect()
 }
 
 /// `bottle send-keys` types into a `bottle start` bottle's shell: an echo round trip through
@@ -341,6 +362,13 @@ fn spawned_bottles_run_detached_and_end_removes_everything() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(!pid_alive(pid), "the supervisor ended");
+    let ev = events_of(&h, &id);
+    assert_eq!(
+        ev.first().map(String::as_str),
+        Some("session.started"),
+        "{ev:?}"
+    );
+    assert!(ev.iter().any(|e| e == "session.ended"), "{ev:?}");
 }
 
 /// A supervisor killed with SIGKILL closes the sidecar's lifeline: the proxy stops (the
@@ -373,4 +401,8 @@ fn a_killed_supervisor_fails_closed_and_the_reap_cleans_up() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let (c, n) = wait_gone(&id, Duration::from_secs(30));
     assert!(c.is_empty() && n.is_empty(), "reap left {c:?} {n:?}");
+    assert!(
+        events_of(&h, &id).iter().any(|e| e == "session.reaped"),
+        "the reap is an event"
+    );
 }

@@ -155,6 +155,10 @@ pub struct Bottle {
     git_read_only: Vec<String>,
     /// Whether git protection was asked for (bottle key `protect_git`).
     protect_git: bool,
+    /// The agent's exit code once known (for the `session.ended` event).
+    exit_code: Mutex<Option<i64>>,
+    /// Whether `session.ended` was recorded.
+    exit_code_reported: Mutex<bool>,
 }
 
 /// What happened to the workspace's git metadata during a run (`bottle run --json`: `git`).
@@ -221,10 +225,29 @@ impl Bottle {
             git_before: None,
             git_read_only: Vec::new(),
             protect_git: spec.protect_git,
+            exit_code: Mutex::new(None),
+            exit_code_reported: Mutex::new(false),
         };
         match b.build(facts, spec, opts).await {
-            Ok(()) => Ok(b),
+            Ok(()) => {
+                super::events::emit(
+                    "session.started",
+                    &b.id,
+                    serde_json::json!({
+                        "bottle": spec.bottle, "agent": spec.agent, "mode": opts.mode.as_str(),
+                        "image": spec.agent_image, "sidecar_image": spec.sidecar_image,
+                        "containers": [b.agent, b.sidecar],
+                        "routes": spec.policy.routes.len(), "git_remotes": spec.git_remotes.len(),
+                    }),
+                );
+                Ok(b)
+            }
             Err(e) => {
+                super::events::emit(
+                    "session.failed_to_start",
+                    &b.id,
+                    serde_json::json!({"bottle": spec.bottle, "agent": spec.agent, "error": format!("{e:#}")}),
+                );
                 b.teardown().await;
                 // The agent never ran: its copy of the workspace holds nothing new.
                 if let Some(copy) = &b.workspace_copy {
@@ -447,6 +470,28 @@ impl Bottle {
         u64::from_str_radix(&self.id, 16).unwrap_or(0)
             ^ u64::from(std::process::id())
             ^ salt.wrapping_mul(0x9e37_79b9)
+    }
+
+    /// Records the agent's exit code (reported by the `session.ended` event at teardown).
+    pub fn set_exit_code(&self, code: i64) {
+        *self.exit_code.lock().unwrap_or_else(|e| e.into_inner()) = Some(code);
+    }
+
+    /// Records the `session.ended` event (once; [`Bottle::teardown`] does it too).
+    pub fn emit_ended(&self) {
+        let code = *self.exit_code.lock().unwrap_or_else(|e| e.into_inner());
+        let mut done = self
+            .exit_code_reported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !*done && self.agent.is_some() {
+            *done = true;
+            super::events::emit(
+                "session.ended",
+                &self.id,
+                serde_json::json!({ "exit_code": code }),
+            );
+        }
     }
 
     /// The session record of this bottle.
@@ -977,6 +1022,7 @@ impl Bottle {
     /// stop on errors. The containers are stopped first, so that their removal and the
     /// networks' removal (which needs no endpoint left) run side by side.
     pub async fn teardown(&self) {
+        self.emit_ended();
         self.link.cut().await;
         let containers: Vec<&String> = self.agent.iter().chain(self.sidecar.iter()).collect();
         timed(

@@ -86,6 +86,11 @@ pub async fn pause(docker: &Docker, id: &str) -> Result<VerbResult> {
         }
         done.push(format!("{role}: {c}"));
     }
+    super::events::emit(
+        "session.paused",
+        id,
+        serde_json::json!({ "containers": done }),
+    );
     Ok(VerbResult {
         id: id.into(),
         verb: "pause",
@@ -111,6 +116,11 @@ pub async fn resume(docker: &Docker, id: &str) -> Result<VerbResult> {
         }
         done.push(format!("{role}: {c}"));
     }
+    super::events::emit(
+        "session.resumed",
+        id,
+        serde_json::json!({ "containers": done }),
+    );
     Ok(VerbResult {
         id: id.into(),
         verb: "resume",
@@ -135,6 +145,11 @@ pub async fn kill(docker: &Docker, id: &str) -> Result<VerbResult> {
         }
     }
     let report = reap(docker, Some(id), true).await?;
+    super::events::emit(
+        "session.killed",
+        id,
+        serde_json::json!({ "containers": cs.iter().map(|(_, c, _)| c).collect::<Vec<_>>() }),
+    );
     if let Some(pid) = launcher {
         // SAFETY: kill(2) with the pid of this bottle's live launcher (checked above).
         unsafe {

@@ -9,6 +9,7 @@ pub mod bootstrap;
 pub mod bottle;
 pub mod ca;
 pub mod engine;
+pub mod events;
 pub mod gate;
 pub mod labels;
 pub mod lifecycle;

@@ -119,6 +119,10 @@ pub async fn reap(docker: &Docker, only: Option<&str>, force: bool) -> Result<Re
                 report.dirs += 1;
             }
         }
+        if !force {
+            // Only stale bottles (their launcher or supervisor is gone) count as reaped.
+            super::events::emit("session.reaped", id, serde_json::json!({}));
+        }
         report.bottles.push(id.clone());
     }
     // Runtime dirs with no objects left and a dead launcher.

@@ -144,6 +144,10 @@ pub async fn run(
     .await?;
     let output = bottle.agent_output.take();
     let mut result = supervise(&bottle, output, &mut cancel, json, started).await;
+    if let Ok(r) = &result {
+        bottle.set_exit_code(r.exit_code);
+    }
+    bottle.emit_ended();
     let t = Instant::now();
     let detach = !opts.wait_teardown && result.as_ref().is_ok_and(|r| r.cancelled_by.is_none());
     if detach && timed("teardown (detached)", detach_teardown(&bottle)).await {

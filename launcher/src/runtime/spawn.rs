@@ -153,6 +153,9 @@ pub async fn supervise(
         _ = &mut died => -1,
         _ = cancel.changed() => -1,
     };
+    if code >= 0 {
+        bottle.set_exit_code(code);
+    }
     bottle.teardown().await;
     Ok(code)
 }

@@ -58,6 +58,11 @@ pub async fn start(
         detach_keys
     );
     let r = session(&bottle, &mut cancel, detach_keys).await;
+    if let Ok(code) = &r {
+        if *code >= 0 {
+            bottle.set_exit_code(*code);
+        }
+    }
     bottle.teardown().await;
     eprintln!("bottle {}: ended, every object removed", bottle.id);
     if let (Some(g), Some(ws)) = (bottle.git_report(), bottle.workspace_dir()) {
