@@ -101,6 +101,15 @@ enum Cmd {
         /// Labels stamped on every container (an orchestrator's own, e.g. gemba.session=42).
         #[arg(long, value_name = "KEY=VALUE")]
         tag: Vec<String>,
+        /// A display label for `bottle list`.
+        #[arg(long)]
+        label: Option<String>,
+        /// Its colour in `bottle list`: red, green, yellow, blue, magenta, cyan or white.
+        #[arg(long)]
+        color: Option<String>,
+        /// The workspace directory (default: the current directory).
+        #[arg(long)]
+        workspace: Option<std::path::PathBuf>,
         /// JSON output: {id, bottle, agent, agent_container, sidecar_container, supervisor_pid}.
         #[arg(long)]
         json: bool,
@@ -114,6 +123,10 @@ enum Cmd {
         agent: String,
         #[arg(long)]
         tag: Vec<String>,
+        #[arg(long)]
+        label: Option<String>,
+        #[arg(long)]
+        color: Option<String>,
         #[arg(last = true)]
         cmd: Vec<String>,
     },
@@ -563,10 +576,29 @@ async fn real_main() -> Result<i32> {
         Cmd::Spawn {
             agent,
             tag,
+            label,
+            color,
+            workspace,
             json,
             cmd,
         } => {
-            // Manifest and tag errors show here, before anything runs.
+            // Manifest, tag and option errors show here, before anything runs.
+            if let Some(c) = &color {
+                if runtime::verbs::ansi_color(c).is_none() {
+                    anyhow::bail!(
+                        "--color {c:?}: use red, green, yellow, blue, magenta, cyan or white"
+                    );
+                }
+            }
+            if let Some(l) = &label {
+                if l.len() > 64 || l.chars().any(char::is_control) {
+                    anyhow::bail!("--label must be one line of at most 64 bytes");
+                }
+            }
+            if let Some(w) = &workspace {
+                std::env::set_current_dir(w)
+                    .with_context(|| format!("--workspace {}: cannot enter it", w.display()))?;
+            }
             let home = config_home()?;
             let repo = std::env::current_dir().context("reading the current directory")?;
             let plan = launch::plan(&home, &repo, &agent)?;
@@ -576,6 +608,12 @@ async fn real_main() -> Result<i32> {
             for t in tag {
                 args.push("--tag".into());
                 args.push(t);
+            }
+            for (flag, v) in [("--label", label), ("--color", color)] {
+                if let Some(v) = v {
+                    args.push(flag.into());
+                    args.push(v);
+                }
             }
             if !cmd.is_empty() {
                 args.push("--".into());
@@ -593,7 +631,13 @@ async fn real_main() -> Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Supervise { agent, tag, cmd } => {
+        Cmd::Supervise {
+            agent,
+            tag,
+            label,
+            color,
+            cmd,
+        } => {
             let r = async {
                 let home = config_home()?;
                 let repo = std::env::current_dir().context("reading the current directory")?;
@@ -603,6 +647,12 @@ async fn real_main() -> Result<i32> {
                 let docker = runtime::engine::connect().await?;
                 let mut spec = launch::launch_spec(&docker, &plan, false).await?;
                 spec.labels.extend(parse_tags(&tag)?);
+                if let Some(l) = label {
+                    spec.labels.insert(runtime::labels::LABEL.into(), l);
+                }
+                if let Some(c) = color {
+                    spec.labels.insert(runtime::labels::COLOR.into(), c);
+                }
                 let (facts, reaping) = preflight(&docker).await?;
                 let opts = launch_options(Mode::Spawn, cmd, vec![]);
                 let code = runtime::spawn::supervise(&docker, &facts, &spec, &opts).await;

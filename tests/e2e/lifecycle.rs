@@ -406,3 +406,72 @@ fn a_killed_supervisor_fails_closed_and_the_reap_cleans_up() {
         "the reap is an event"
     );
 }
+
+/// Eight spawned bottles at once: each listed with its label, driven through send-keys and
+/// capture, and ended, all in parallel.
+#[test]
+fn eight_spawned_bottles_are_listed_captured_and_ended_in_parallel() {
+    require_engine!();
+    let h = home("spawn8");
+    let ids: Vec<String> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..8)
+            .map(|i| {
+                let h = &h;
+                s.spawn(move || {
+                    let label = format!("worker-{i}");
+                    let r = spawn(h, &["--label", &label, "--color", "green"]);
+                    r["id"].as_str().unwrap().to_string()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|j| j.join().unwrap()).collect()
+    });
+    let list = bottle_cmd(&h).args(["list", "--json"]).output().unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        let row = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id.as_str())
+            .unwrap_or_else(|| panic!("{id} listed: {rows}"));
+        assert_eq!(row["backend"], "docker");
+        assert_eq!(row["color"], "green");
+        assert!(row["routes"].as_u64().is_some(), "{row}");
+        assert!(
+            row["label"].as_str().unwrap_or("").starts_with("worker-"),
+            "{row} ({i})"
+        );
+    }
+    std::thread::scope(|s| {
+        for (i, id) in ids.iter().enumerate() {
+            let h = &h;
+            s.spawn(move || {
+                let o = bottle_cmd(h)
+                    .args(["send-keys", id, &format!("echo n{i}-$((1+1))"), "--enter"])
+                    .output()
+                    .unwrap();
+                assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+                let want = format!("n{i}-2");
+                let deadline = Instant::now() + Duration::from_secs(20);
+                loop {
+                    let o = bottle_cmd(h)
+                        .args(["capture", id, "--plain"])
+                        .output()
+                        .unwrap();
+                    if String::from_utf8_lossy(&o.stdout).contains(&want) {
+                        break;
+                    }
+                    assert!(Instant::now() < deadline, "{id}: no {want}");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                let o = bottle_cmd(h).args(["end", id]).output().unwrap();
+                assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            });
+        }
+    });
+    for id in &ids {
+        let (c, n) = wait_gone(id, Duration::from_secs(30));
+        assert!(c.is_empty() && n.is_empty(), "{id} left {c:?} {n:?}");
+    }
+}

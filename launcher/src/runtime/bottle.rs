@@ -196,6 +196,10 @@ impl Bottle {
                 .labels
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
+                .chain([(
+                    labels::ROUTES.to_string(),
+                    spec.policy.routes.len().to_string(),
+                )])
                 .collect(),
         };
         let state = timed_sync("runtime dir", || StateDir::create(&id))?;

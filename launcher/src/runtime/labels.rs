@@ -16,6 +16,12 @@ pub const LAUNCHER_PID: &str = "io.bottle.launcher-pid";
 pub const LAUNCHER_START: &str = "io.bottle.launcher-start";
 /// Label carrying the run mode (`start` or `run`).
 pub const MODE: &str = "io.bottle.mode";
+/// Number of egress routes of the bottle's policy (for `bottle list`).
+pub const ROUTES: &str = "io.bottle.routes";
+/// A spawned bottle's display label (`bottle spawn --label`).
+pub const LABEL: &str = "io.bottle.label";
+/// Its display colour (`bottle spawn --color`).
+pub const COLOR: &str = "io.bottle.color";
 
 /// A fresh random bottle id: 12 lower-case hex characters.
 pub fn new_id() -> std::io::Result<String> {

@@ -32,6 +32,20 @@ pub struct BottleRow {
     pub live: bool,
     /// Creation time of the agent container (unix seconds).
     pub created: i64,
+    /// The backend running it.
+    pub backend: &'static str,
+    /// Display label (`bottle spawn --label`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Display colour (`bottle spawn --color`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub color: Option<String>,
+    /// The agent's image.
+    pub image: String,
+    /// Egress routes of its policy (0: no way out at all).
+    pub routes: Option<u64>,
+    /// Seconds since the agent container was created.
+    pub age_secs: i64,
     /// The git gate's tickets waiting for `bottle approve` / `bottle deny`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pending_tickets: Vec<super::tickets::PendingTicket>,
@@ -78,6 +92,17 @@ pub async fn list(docker: &Docker) -> Result<Vec<BottleRow>> {
             live: launcher_alive(&l),
             created: c.created.unwrap_or(0),
             pending_tickets: Vec::new(),
+            backend: "docker",
+            label: l.get(labels::LABEL).cloned(),
+            color: l.get(labels::COLOR).cloned(),
+            image: c.image.clone().unwrap_or_default(),
+            routes: l.get(labels::ROUTES).and_then(|r| r.parse().ok()),
+            age_secs: (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0)
+                - c.created.unwrap_or(0))
+            .max(0),
             id,
         });
     }
@@ -98,18 +123,34 @@ pub fn print_table(rows: &[BottleRow]) {
         return;
     }
     println!(
-        "{:<14} {:<16} {:<16} {:<6} {:<9} {:<9} LAUNCHER",
-        "ID", "BOTTLE", "AGENT", "MODE", "AGENT", "SIDECAR"
+        "{:<14} {:<16} {:<16} {:<6} {:<9} {:<9} {:<7} {:<6} {:<16} LAUNCHER",
+        "ID", "BOTTLE", "AGENT", "MODE", "AGENT", "SIDECAR", "ROUTES", "AGE", "LABEL"
     );
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
     for r in rows {
         let launcher = match (r.pid, r.live) {
             (Some(p), true) => format!("{p}"),
             (Some(p), false) => format!("{p} (dead: `bottle reap`)"),
             (None, _) => "?".into(),
         };
+        let routes = match r.routes {
+            Some(0) => "none".to_string(),
+            Some(n) => n.to_string(),
+            None => "?".into(),
+        };
+        let age = match r.age_secs {
+            s if s < 120 => format!("{s}s"),
+            s if s < 7200 => format!("{}m", s / 60),
+            s => format!("{}h", s / 3600),
+        };
+        let label = crate::termfilter::escape_str(r.label.as_deref().unwrap_or("-"));
+        let label = match (tty, r.color.as_deref().and_then(ansi_color)) {
+            (true, Some(code)) => format!("\x1b[{code}m{label:<16}\x1b[0m"),
+            _ => format!("{label:<16}"),
+        };
         println!(
-            "{:<14} {:<16} {:<16} {:<6} {:<9} {:<9} {}",
-            r.id, r.bottle, r.agent, r.mode, r.state, r.sidecar, launcher
+            "{:<14} {:<16} {:<16} {:<6} {:<9} {:<9} {:<7} {:<6} {} {}",
+            r.id, r.bottle, r.agent, r.mode, r.state, r.sidecar, routes, age, label, launcher
         );
         for t in &r.pending_tickets {
             println!(
@@ -123,6 +164,20 @@ pub fn print_table(rows: &[BottleRow]) {
             );
         }
     }
+}
+
+/// The SGR code of a `--color` name.
+pub fn ansi_color(name: &str) -> Option<u8> {
+    Some(match name {
+        "red" => 31,
+        "green" => 32,
+        "yellow" => 33,
+        "blue" => 34,
+        "magenta" => 35,
+        "cyan" => 36,
+        "white" => 37,
+        _ => return None,
+    })
 }
 
 /// The container id of a bottle's role (`agent` or `sidecar`).
