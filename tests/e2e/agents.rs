@@ -429,6 +429,11 @@ pub(crate) struct Tmux(String);
 impl Tmux {
     pub(crate) fn start(cmd: &str) -> Tmux {
         let name = format!("bottle-e2e-{}", rand_hex(6));
+        // The exit code goes to a file: tmux's pane_dead_status is not reliable across
+        // versions and timing.
+        let _ = std::fs::remove_file(Tmux::rc_file(&name));
+        let cmd = format!("{cmd}; echo $? > {}", Tmux::rc_file(&name).display());
+        let cmd = cmd.as_str();
         let o = Command::new("tmux")
             .args([
                 "new-session",
@@ -485,28 +490,21 @@ impl Tmux {
 
     /// Whether the pane's process exited, and its status.
     pub(crate) fn exit_status(&self) -> Option<i32> {
-        let o = Command::new("tmux")
-            .args([
-                "display-message",
-                "-p",
-                "-t",
-                &self.0,
-                "#{pane_dead} #{pane_dead_status}",
-            ])
-            .output()
-            .ok()?;
-        let s = String::from_utf8_lossy(&o.stdout).to_string();
-        let mut it = s.split_whitespace();
-        // Dead with its status known (tmux fills the status a moment after the death).
-        if it.next()? != "1" {
-            return None;
+        let text = std::fs::read_to_string(Tmux::rc_file(&self.0)).ok()?;
+        if !text.ends_with('\n') {
+            return None; // still being written
         }
-        it.next()?.parse().ok()
+        text.trim().parse().ok()
+    }
+
+    fn rc_file(name: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("{name}.rc"))
     }
 }
 
 impl Drop for Tmux {
     fn drop(&mut self) {
+        let _ = std::fs::remove_file(Tmux::rc_file(&self.0));
         let _ = Command::new("tmux")
             .args(["kill-session", "-t", &self.0])
             .output();

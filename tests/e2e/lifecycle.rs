@@ -271,9 +271,7 @@ fn send_keys_reaches_the_shell_control_keys_work_and_writes_do_not_interleave() 
     while t.exit_status().is_none() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
-    // The exit code of `bottle start` is checked by start_interactive_tty_and_detach; here
-    // the pane's status may lag behind, so only a wrong code fails.
-    assert!(matches!(t.exit_status(), Some(0) | None), "{}", t.screen());
+    assert_eq!(t.exit_status(), Some(0), "{}", t.screen());
     let (c, n) = wait_gone(&id, Duration::from_secs(30));
     assert!(c.is_empty() && n.is_empty(), "exit left {c:?} {n:?}");
 }

@@ -71,12 +71,18 @@ impl BottleLabels {
     }
 }
 
-/// Start time of a process in clock ticks since boot (field 22 of `/proc/<pid>/stat`).
+/// Start time of a process in clock ticks since boot (field 22 of `/proc/<pid>/stat`); none
+/// for a process that does not exist or has exited and not been reaped yet (a zombie: a
+/// SIGKILLed supervisor whose parent is gone can stay one for a while).
 pub fn process_start_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces; fields after the last ')' are fixed.
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = rest.split_whitespace();
+    if matches!(fields.next(), Some("Z") | Some("X")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// Whether the launcher identified by these labels is still alive.
