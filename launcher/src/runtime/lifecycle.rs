@@ -479,7 +479,7 @@ pub fn keys_payload(text: &[String], keys: &[String], enter: bool) -> Result<Vec
     Ok(out)
 }
 
-/// Writes `payload` to the terminal of bottle `id`'s agent (a `bottle start` bottle: its
+/// Writes `payload` to the terminal of bottle `id`'s agent (a `start`ed or `spawn`ed bottle: its
 /// agent has a TTY) in one write, holding the bottle's send-keys lock so concurrent callers'
 /// bytes never interleave.
 pub async fn send_keys(docker: &Docker, id: &str, payload: &[u8]) -> Result<()> {
@@ -498,7 +498,7 @@ pub async fn send_keys(docker: &Docker, id: &str, payload: &[u8]) -> Result<()> 
     let cfg = info.config.unwrap_or_default();
     if cfg.tty != Some(true) || cfg.open_stdin != Some(true) {
         bail!(
-            "bottle {id} has no terminal to type into (it was started by `bottle run`); send-keys works on `bottle start` bottles"
+            "bottle {id} has no terminal to type into (it was started by `bottle run`); send-keys works on `bottle start` and `bottle spawn` bottles"
         );
     }
     let lock_path = super::statedir::StateDir::of(id)?
