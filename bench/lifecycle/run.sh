@@ -26,7 +26,7 @@ for i in $(seq "$rounds"); do
   sleep 0.5
   m="m$RANDOM$i"; s=$(date +%s%N)
   "$B" send-keys "$id" "echo $m-done" --enter
-  until "$B" capture "$id" --plain --lines 5 | grep -q "$m-done"; do :; done
+  until "$B" capture "$id" --plain --lines 5 2>/dev/null | grep -q "$m-done"; do :; done
   add keys_capture "$(ms "$s")"
   s=$(date +%s%N); docker exec "$cid" echo hi >/dev/null; add docker_exec "$(ms "$s")"
   s=$(date +%s%N); "$B" pause "$id" 2>/dev/null; "$B" resume "$id" 2>/dev/null; add pause_resume "$(ms "$s")"
