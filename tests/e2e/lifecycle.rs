@@ -395,14 +395,30 @@ fn a_killed_supervisor_fails_closed_and_the_reap_cleans_up() {
         state, "running",
         "the sidecar stops when its lifeline closes"
     );
+    // Its containers removed behind bottle's back: `bottle list` reports the session gone.
+    docker_ok(&["rm", "-f", s["agent_container"].as_str().unwrap(), &sidecar]);
+    let list = bottle_cmd(&h).args(["list", "--json"]).output().unwrap();
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id.as_str())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(row["state"], "gone", "reported, not crashed on: {rows}");
     let o = bottle_cmd(&h).args(["reap"]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let (c, n) = wait_gone(&id, Duration::from_secs(30));
     assert!(c.is_empty() && n.is_empty(), "reap left {c:?} {n:?}");
-    assert!(
-        events_of(&h, &id).iter().any(|e| e == "session.reaped"),
-        "the reap is an event"
-    );
+    let ev = events_of(&h, &id);
+    assert!(ev.iter().any(|e| e == "session.gone"), "{ev:?}");
+    assert!(ev.iter().any(|e| e == "session.reaped"), "{ev:?}");
 }
 
 /// Eight spawned bottles at once: each listed with its label, driven through send-keys and

@@ -80,7 +80,8 @@ pub enum Mode {
 }
 
 impl Mode {
-    fn as_str(self) -> &'static str {
+    /// The label value (`start`, `run`, `spawn`).
+    pub fn as_str(self) -> &'static str {
         match self {
             Mode::Start => "start",
             Mode::Run => "run",
@@ -244,6 +245,12 @@ impl Bottle {
                         "routes": spec.policy.routes.len(), "git_remotes": spec.git_remotes.len(),
                     }),
                 );
+                super::sessions::record_start(super::sessions::new_session(
+                    &b.id,
+                    spec,
+                    opts.mode.as_str(),
+                    b.agent.iter().chain(b.sidecar.iter()).cloned().collect(),
+                ));
                 Ok(b)
             }
             Err(e) => {
@@ -495,6 +502,7 @@ impl Bottle {
                 &self.id,
                 serde_json::json!({ "exit_code": code }),
             );
+            super::sessions::update(&self.id, "ended", code);
         }
     }
 

@@ -91,6 +91,7 @@ pub async fn pause(docker: &Docker, id: &str) -> Result<VerbResult> {
         id,
         serde_json::json!({ "containers": done }),
     );
+    super::sessions::update(id, "paused", None);
     Ok(VerbResult {
         id: id.into(),
         verb: "pause",
@@ -121,6 +122,7 @@ pub async fn resume(docker: &Docker, id: &str) -> Result<VerbResult> {
         id,
         serde_json::json!({ "containers": done }),
     );
+    super::sessions::update(id, "running", None);
     Ok(VerbResult {
         id: id.into(),
         verb: "resume",
@@ -150,6 +152,7 @@ pub async fn kill(docker: &Docker, id: &str) -> Result<VerbResult> {
         id,
         serde_json::json!({ "containers": cs.iter().map(|(_, c, _)| c).collect::<Vec<_>>() }),
     );
+    super::sessions::update(id, "killed", None);
     if let Some(pid) = launcher {
         // SAFETY: kill(2) with the pid of this bottle's live launcher (checked above).
         unsafe {

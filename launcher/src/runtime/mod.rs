@@ -17,6 +17,7 @@ pub mod lifeline;
 pub mod reap;
 pub mod roots;
 pub mod run;
+pub mod sessions;
 pub mod spawn;
 pub mod spec;
 pub mod statedir;

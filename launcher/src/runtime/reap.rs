@@ -122,6 +122,7 @@ pub async fn reap(docker: &Docker, only: Option<&str>, force: bool) -> Result<Re
         if !force {
             // Only stale bottles (their launcher or supervisor is gone) count as reaped.
             super::events::emit("session.reaped", id, serde_json::json!({}));
+            super::sessions::update(id, "reaped", None);
         }
         report.bottles.push(id.clone());
     }

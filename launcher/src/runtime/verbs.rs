@@ -106,6 +106,31 @@ pub async fn list(docker: &Docker) -> Result<Vec<BottleRow>> {
             id,
         });
     }
+    // Sessions whose containers vanished behind bottle's back are reported once, as `gone`.
+    let live: std::collections::HashSet<String> = cs
+        .iter()
+        .filter_map(|c| c.labels.as_ref()?.get(labels::ID).cloned())
+        .collect();
+    for s in super::sessions::reconcile(&live) {
+        rows.push(BottleRow {
+            id: s.id,
+            bottle: s.bottle,
+            agent: s.agent,
+            mode: s.mode,
+            state: "gone".into(),
+            sidecar: "missing".into(),
+            pid: None,
+            live: false,
+            created: s.started as i64,
+            backend: "docker",
+            label: None,
+            color: None,
+            image: s.image,
+            routes: None,
+            age_secs: 0,
+            pending_tickets: Vec::new(),
+        });
+    }
     if !rows.is_empty() {
         let mut tickets = super::tickets::pending(docker).await;
         for r in &mut rows {
