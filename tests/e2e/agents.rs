@@ -84,24 +84,7 @@ impl Provider {
         let id = rand_hex(8);
         let label = format!("io.bottle.e2e={}", std::process::id());
         let net = format!("bottle-e2e-llm-{id}");
-        // Tests start providers concurrently: pick a random /24 and retry on overlap.
-        let mut tries = 0;
-        loop {
-            let third = u8::from_str_radix(&rand_hex(2), 16).unwrap();
-            let subnet = format!("10.215.{third}.0/24");
-            let o = docker(&[
-                "network", "create", "--label", &label, "--subnet", &subnet, &net,
-            ]);
-            if o.status.success() {
-                break;
-            }
-            tries += 1;
-            assert!(
-                tries < 30,
-                "no free subnet for the provider network: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
+        create_test_network(&net, &label, 215);
         let container = format!("bottle-e2e-llm-{id}");
         let mut args = vec![
             "run",

@@ -383,19 +383,7 @@ impl SshUpstream {
         let id = rand_hex(8);
         let label = format!("io.bottle.e2e={}", std::process::id());
         let net = format!("bottle-e2e-ssh-{id}");
-        let mut tries = 0;
-        loop {
-            let third = u8::from_str_radix(&rand_hex(2), 16).unwrap();
-            let subnet = format!("10.216.{third}.0/24");
-            let o = docker(&[
-                "network", "create", "--label", &label, "--subnet", &subnet, &net,
-            ]);
-            if o.status.success() {
-                break;
-            }
-            tries += 1;
-            assert!(tries < 30, "no free subnet for the ssh network");
-        }
+        create_test_network(&net, &label, 216);
         let container = format!("bottle-e2e-ssh-{id}");
         docker_ok(&[
             "run",

@@ -453,3 +453,25 @@ pub fn objects_of(id: &str) -> (Vec<String>, Vec<String>) {
         n.split_whitespace().map(str::to_string).collect(),
     )
 }
+
+/// Creates network `name` (labelled `label`) on a random free `10.<second>.x.0/24`: tests
+/// create networks concurrently, so a subnet that overlaps is retried.
+pub fn create_test_network(name: &str, label: &str, second: u8) {
+    let mut tries = 0;
+    loop {
+        let third = u8::from_str_radix(&rand_hex(2), 16).unwrap();
+        let subnet = format!("10.{second}.{third}.0/24");
+        let o = docker(&[
+            "network", "create", "--label", label, "--subnet", &subnet, name,
+        ]);
+        if o.status.success() {
+            return;
+        }
+        tries += 1;
+        assert!(
+            tries < 30,
+            "no free subnet for network {name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}

@@ -64,6 +64,15 @@ async fn containers(docker: &Docker, id: &str) -> Result<Vec<(String, String, St
     Ok(out)
 }
 
+/// The (role, container, state) of bottle `id`'s agent.
+async fn agent_of(docker: &Docker, id: &str) -> Result<(String, String, String)> {
+    containers(docker, id)
+        .await?
+        .into_iter()
+        .find(|(r, _, _)| r == "agent")
+        .with_context(|| format!("bottle {id} has no agent container"))
+}
+
 /// The containers `pause`/`resume` act on: the agent (and, once they exist, model sidecars).
 fn frozen_roles(role: &str) -> bool {
     role == "agent" || role == "model"
@@ -71,61 +80,54 @@ fn frozen_roles(role: &str) -> bool {
 
 /// Freezes the agent of bottle `id` (the proxy sidecar keeps running: see the module docs).
 pub async fn pause(docker: &Docker, id: &str) -> Result<VerbResult> {
-    let mut done = Vec::new();
-    for (role, c, state) in containers(docker, id).await? {
-        if !frozen_roles(&role) {
-            continue;
-        }
-        match state.as_str() {
-            "paused" => {}
-            "running" => docker
-                .pause_container(&c)
-                .await
-                .with_context(|| format!("pausing the {role} of bottle {id}"))?,
-            other => bail!("bottle {id}: the {role} is {other}, not running; nothing to pause"),
-        }
-        done.push(format!("{role}: {c}"));
-    }
-    super::events::emit(
-        "session.paused",
-        id,
-        serde_json::json!({ "containers": done }),
-    );
-    super::sessions::update(id, "paused", None);
-    Ok(VerbResult {
-        id: id.into(),
-        verb: "pause",
-        containers: done,
-        removed: None,
-    })
+    freeze(docker, id, true).await
 }
 
 /// Thaws what [`pause`] froze.
 pub async fn resume(docker: &Docker, id: &str) -> Result<VerbResult> {
+    freeze(docker, id, false).await
+}
+
+/// Pauses (`pause`) or unpauses the containers of [`frozen_roles`]; one already in the wanted
+/// state is left alone, any other state is an error naming it.
+async fn freeze(docker: &Docker, id: &str, pause: bool) -> Result<VerbResult> {
+    let (from, to) = if pause {
+        ("running", "paused")
+    } else {
+        ("paused", "running")
+    };
     let mut done = Vec::new();
     for (role, c, state) in containers(docker, id).await? {
         if !frozen_roles(&role) {
             continue;
         }
-        match state.as_str() {
-            "running" => {}
-            "paused" => docker
-                .unpause_container(&c)
-                .await
-                .with_context(|| format!("resuming the {role} of bottle {id}"))?,
-            other => bail!("bottle {id}: the {role} is {other}; only a paused bottle resumes"),
+        if state == from {
+            let r = if pause {
+                docker.pause_container(&c).await
+            } else {
+                docker.unpause_container(&c).await
+            };
+            r.with_context(|| {
+                format!(
+                    "{} the {role} of bottle {id}",
+                    if pause { "pausing" } else { "resuming" }
+                )
+            })?;
+        } else if state != to {
+            bail!("bottle {id}: the {role} is {state}, not {from}");
         }
         done.push(format!("{role}: {c}"));
     }
-    super::events::emit(
-        "session.resumed",
-        id,
-        serde_json::json!({ "containers": done }),
-    );
-    super::sessions::update(id, "running", None);
+    let (verb, event) = if pause {
+        ("pause", "session.paused")
+    } else {
+        ("resume", "session.resumed")
+    };
+    super::events::emit(event, id, serde_json::json!({ "containers": done }));
+    super::sessions::update(id, to, None);
     Ok(VerbResult {
         id: id.into(),
-        verb: "resume",
+        verb,
         containers: done,
         removed: None,
     })
@@ -174,11 +176,7 @@ pub async fn exec(docker: &Docker, id: &str, cmd: &[String], stdin: bool) -> Res
     if cmd.is_empty() {
         bail!("bottle exec needs a command: bottle exec <id> -- CMD…");
     }
-    let (_, agent, state) = containers(docker, id)
-        .await?
-        .into_iter()
-        .find(|(r, _, _)| r == "agent")
-        .with_context(|| format!("bottle {id} has no agent container"))?;
+    let (_, agent, state) = agent_of(docker, id).await?;
     if state != "running" {
         bail!("bottle {id}: the agent is {state}; `bottle resume {id}` first if it is paused");
     }
@@ -342,11 +340,7 @@ pub async fn capture(
     since: Option<&str>,
     mode: CaptureMode,
 ) -> Result<Capture> {
-    let (_, agent, _) = containers(docker, id)
-        .await?
-        .into_iter()
-        .find(|(r, _, _)| r == "agent")
-        .with_context(|| format!("bottle {id} has no agent container"))?;
+    let (_, agent, _) = agent_of(docker, id).await?;
     let after = match since {
         Some(c) => Some(parse_timestamp(c).with_context(|| {
             format!("--since {c:?} is not a cursor from `bottle capture` (e.g. 2026-12-03T07:40:01.123456789Z)")
@@ -486,11 +480,7 @@ pub fn keys_payload(text: &[String], keys: &[String], enter: bool) -> Result<Vec
 /// agent has a TTY) in one write, holding the bottle's send-keys lock so concurrent callers'
 /// bytes never interleave.
 pub async fn send_keys(docker: &Docker, id: &str, payload: &[u8]) -> Result<()> {
-    let (_, agent, state) = containers(docker, id)
-        .await?
-        .into_iter()
-        .find(|(r, _, _)| r == "agent")
-        .with_context(|| format!("bottle {id} has no agent container"))?;
+    let (_, agent, state) = agent_of(docker, id).await?;
     if state != "running" {
         bail!("bottle {id}: the agent is {state}; `bottle resume {id}` first if it is paused");
     }
