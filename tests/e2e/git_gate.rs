@@ -270,6 +270,32 @@ echo UPSTREAM_MAIN=$(git ls-remote origin refs/heads/main | cut -f1)
         .find(|r| r["bottle"] == "gated" && r["pending_tickets"].is_array())
         .cloned()
         .unwrap_or_default();
+    // While it runs: the token is in no container's inspect output (env, args, labels,
+    // mounts) and no engine event; the git sidecar got it over stdin only.
+    let bid = row["id"].as_str().unwrap_or_default().to_string();
+    for role in ["agent", "sidecar"] {
+        let c = format!("bottle-{bid}-{role}");
+        let inspect = docker_ok(&["inspect", &c]);
+        assert!(inspect.len() > 100, "inspect of {c}");
+        assert!(
+            !inspect.contains(&h.secret),
+            "the token is in `docker inspect {c}`"
+        );
+    }
+    let events = docker_ok(&[
+        "events",
+        "--since",
+        "10m",
+        "--until",
+        "0s",
+        "--filter",
+        &format!("label=io.bottle.id={bid}"),
+    ]);
+    assert!(!events.is_empty(), "the bottle's engine events");
+    assert!(
+        !events.contains(&h.secret),
+        "the token is in `docker events`"
+    );
     let approve = bottle_cmd(&h)
         .args([
             "approve",
