@@ -262,6 +262,16 @@ pub async fn launch_spec(docker: &Docker, plan: &Plan, quiet: bool) -> Result<La
         protect_git: plan.protect_git,
         default_cmd: plan.command.clone().unwrap_or_default(),
         git_remotes: plan.git.remotes.clone(),
+        layout: crate::runtime::spec::AgentLayout {
+            workspace_target: plan
+                .workspace
+                .container_path
+                .clone()
+                .unwrap_or_else(|| crate::manifest::WORKSPACE_PATH.into()),
+            workspace_read_only: plan.workspace.read_only,
+            workdir: plan.workdir.clone(),
+            mounts: plan.mounts.clone(),
+        },
     })
 }
 
@@ -323,4 +333,61 @@ pub fn prompt_command(plan: &Plan, prompt: &str) -> Vec<String> {
 /// lets developers and tests run a locally built image instead of the content-hash tag.
 fn image_override(var: &str) -> Option<String> {
     std::env::var(var).ok().filter(|s| !s.trim().is_empty())
+}
+
+/// What `bottle spawn` starts: a plan (from an agent name, or a gemba `agents.toml`), how its
+/// prompt is delivered, and the extra labels it stamps.
+#[derive(Debug, Clone)]
+pub struct SpawnPlan {
+    /// The plan.
+    pub plan: Plan,
+    /// How `--prompt` reaches the agent.
+    pub preamble: crate::manifest::Preamble,
+    /// Labels for every container (gemba: `gemba.agent`).
+    pub tags: Vec<(String, String)>,
+}
+
+/// Resolves `bottle spawn [--gemba FILE] AGENT` for bottle `id`.
+pub fn spawn_plan(
+    home: &Path,
+    repo: &Path,
+    agent: &str,
+    gemba: Option<&Path>,
+    id: &str,
+) -> Result<SpawnPlan> {
+    match gemba {
+        Some(file) => {
+            let g = crate::manifest::load_gemba(home, repo, file, agent, id)?;
+            Ok(SpawnPlan {
+                plan: g.plan,
+                preamble: g.preamble,
+                tags: g.tags,
+            })
+        }
+        None => Ok(SpawnPlan {
+            plan: plan(home, repo, agent)?,
+            preamble: crate::manifest::Preamble::FirstMessage,
+            tags: Vec::new(),
+        }),
+    }
+}
+
+/// Checks that the prompt can be delivered the way the plan says (before anything starts).
+pub fn check_preamble(sp: &SpawnPlan, prompt: Option<&str>) -> Result<()> {
+    use crate::manifest::Preamble;
+    let Some(p) = prompt else { return Ok(()) };
+    if p.trim().is_empty() {
+        anyhow::bail!("--prompt is empty");
+    }
+    match sp.preamble {
+        Preamble::ClaudeMd if sp.plan.workspace.mode != WorkspaceMode::Bind => anyhow::bail!(
+            "the claude_md preamble writes CLAUDE.md into the workspace, but this bottle's workspace is {:?}; use a bound workspace or another preamble",
+            sp.plan.workspace.mode
+        ),
+        Preamble::StdoutBanner | Preamble::CodexExec if sp.plan.command.is_none() => anyhow::bail!(
+            "the {:?} preamble needs the agent's command (gemba `binary`)",
+            sp.preamble
+        ),
+        _ => Ok(()),
+    }
 }

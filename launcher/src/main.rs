@@ -40,6 +40,10 @@ const ENV_HELP: &str = "Environment:
     after_help = ENV_HELP
 )]
 struct Cli {
+    /// Skip the reap of stale bottles that spawn, start and run do first (orchestrators that
+    /// run `bottle reap` themselves; also BOTTLE_NO_REAP=1).
+    #[arg(long, global = true, env = "BOTTLE_NO_REAP", value_parser = clap::builder::FalseyValueParser::new())]
+    no_reap: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -110,6 +114,14 @@ enum Cmd {
         /// The workspace directory (default: the current directory).
         #[arg(long)]
         workspace: Option<std::path::PathBuf>,
+        /// The session prompt: typed into the agent once it is ready (gemba agents: delivered
+        /// per their `preamble`: first_message, claude_md, codex_exec or stdout_banner).
+        #[arg(long)]
+        prompt: Option<String>,
+        /// Take the agent from a gemba agents.toml: its `[[agent]]` named AGENT, with its
+        /// `[agent.container]` stanza mapped onto a bottle (docs/gemba.md).
+        #[arg(long, value_name = "AGENTS_TOML")]
+        gemba: Option<std::path::PathBuf>,
         /// JSON output: {id, bottle, agent, agent_container, sidecar_container, supervisor_pid}.
         #[arg(long)]
         json: bool,
@@ -121,6 +133,12 @@ enum Cmd {
     #[command(name = "__supervise", hide = true)]
     Supervise {
         agent: String,
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        gemba: Option<std::path::PathBuf>,
+        #[arg(long)]
+        prompt: Option<String>,
         #[arg(long)]
         tag: Vec<String>,
         #[arg(long)]
@@ -417,6 +435,7 @@ fn launch_options(mode: Mode, cmd: Vec<String>, extra_env: Vec<(String, String)>
             .filter(|s| !s.is_empty()),
         verbose: std::env::var_os("BOTTLE_VERBOSE").is_some(),
         wait_teardown: true,
+        id: None,
     }
 }
 
@@ -425,11 +444,19 @@ type ReapTask = tokio::task::JoinHandle<Result<runtime::reap::ReapReport>>;
 
 /// Starts the reap of stale bottles in the background (the new bottle's objects do not depend
 /// on it) and reads the engine facts.
-async fn preflight(docker: &bollard::Docker) -> Result<(runtime::engine::EngineFacts, ReapTask)> {
+async fn preflight(
+    docker: &bollard::Docker,
+    reap: bool,
+) -> Result<(runtime::engine::EngineFacts, ReapTask)> {
     use runtime::timing::timed;
     let reaping = {
         let docker = docker.clone();
-        tokio::spawn(async move { timed("reap", runtime::reap::reap(&docker, None, false)).await })
+        tokio::spawn(async move {
+            if !reap {
+                return Ok(runtime::reap::ReapReport::default());
+            }
+            timed("reap", runtime::reap::reap(&docker, None, false)).await
+        })
     };
     let facts = timed("engine facts", runtime::engine::facts(docker)).await?;
     if std::env::var_os("BOTTLE_VERBOSE").is_some() {
@@ -488,7 +515,7 @@ async fn real_main() -> Result<i32> {
                 "{}",
                 runtime::spec::summary_text(&runtime::spec::summary(&spec))
             );
-            let (facts, reaping) = preflight(&docker).await?;
+            let (facts, reaping) = preflight(&docker, !cli.no_reap).await?;
             let opts = launch_options(Mode::Start, cmd, vec![]);
             let code = runtime::tty::start(&docker, &facts, &spec, &opts, &detach_keys).await;
             finish_reap(reaping).await;
@@ -518,7 +545,7 @@ async fn real_main() -> Result<i32> {
                     "launch spec (images)",
                     launch::launch_spec(&docker, &plan, json)
                 ),
-                preflight(&docker)
+                preflight(&docker, !cli.no_reap)
             );
             let (spec, (facts, reaping)) = (spec?, facts?);
             let mut extra = vec![];
@@ -579,6 +606,8 @@ async fn real_main() -> Result<i32> {
             label,
             color,
             workspace,
+            prompt,
+            gemba,
             json,
             cmd,
         } => {
@@ -599,21 +628,37 @@ async fn real_main() -> Result<i32> {
                 std::env::set_current_dir(w)
                     .with_context(|| format!("--workspace {}: cannot enter it", w.display()))?;
             }
+            let gemba = match gemba {
+                Some(g) => Some(
+                    std::fs::canonicalize(&g)
+                        .with_context(|| format!("--gemba {}: cannot read it", g.display()))?,
+                ),
+                None => None,
+            };
+            let id = runtime::labels::new_id().context("generating a bottle id")?;
             let home = config_home()?;
             let repo = std::env::current_dir().context("reading the current directory")?;
-            let plan = launch::plan(&home, &repo, &agent)?;
-            launch::check_before_launch(&home, &plan)?;
+            let sp = launch::spawn_plan(&home, &repo, &agent, gemba.as_deref(), &id)?;
+            launch::check_before_launch(&home, &sp.plan)?;
+            launch::check_preamble(&sp, prompt.as_deref())?;
             parse_tags(&tag)?;
-            let mut args = vec![agent];
+            let mut args = vec![agent, "--id".into(), id];
+            if let Some(g) = gemba {
+                args.push("--gemba".into());
+                args.push(g.display().to_string());
+            }
             for t in tag {
                 args.push("--tag".into());
                 args.push(t);
             }
-            for (flag, v) in [("--label", label), ("--color", color)] {
+            for (flag, v) in [("--label", label), ("--color", color), ("--prompt", prompt)] {
                 if let Some(v) = v {
                     args.push(flag.into());
                     args.push(v);
                 }
+            }
+            if cli.no_reap {
+                args.push("--no-reap".into());
             }
             if !cmd.is_empty() {
                 args.push("--".into());
@@ -633,29 +678,74 @@ async fn real_main() -> Result<i32> {
         }
         Cmd::Supervise {
             agent,
+            id,
+            gemba,
+            prompt,
             tag,
             label,
             color,
             cmd,
         } => {
+            let no_reap = cli.no_reap;
             let r = async {
                 let home = config_home()?;
                 let repo = std::env::current_dir().context("reading the current directory")?;
-                let plan = launch::plan(&home, &repo, &agent)?;
-                let used = launch::check_before_launch(&home, &plan)?;
+                let sp = launch::spawn_plan(&home, &repo, &agent, gemba.as_deref(), &id)?;
+                let used = launch::check_before_launch(&home, &sp.plan)?;
                 eprintln!("{}", used.line());
                 let docker = runtime::engine::connect().await?;
-                let mut spec = launch::launch_spec(&docker, &plan, false).await?;
+                let mut spec = launch::launch_spec(&docker, &sp.plan, false).await?;
+                spec.labels.extend(sp.tags.iter().cloned());
                 spec.labels.extend(parse_tags(&tag)?);
-                if let Some(l) = label {
+                if let Some(l) = label.or(sp.plan.label.clone()) {
                     spec.labels.insert(runtime::labels::LABEL.into(), l);
                 }
-                if let Some(c) = color {
+                if let Some(c) = color.or(sp.plan.color.clone()) {
                     spec.labels.insert(runtime::labels::COLOR.into(), c);
                 }
-                let (facts, reaping) = preflight(&docker).await?;
-                let opts = launch_options(Mode::Spawn, cmd, vec![]);
-                let code = runtime::spawn::supervise(&docker, &facts, &spec, &opts).await;
+                let (facts, reaping) = preflight(&docker, !no_reap).await?;
+                let base = if cmd.is_empty() {
+                    spec.default_cmd.clone()
+                } else {
+                    cmd
+                };
+                let mut extra = vec![];
+                let mut first_message = None;
+                let mut claude_md = None;
+                let mut cmd = base.clone();
+                if let Some(p) = &prompt {
+                    extra.push(("BOTTLE_PREAMBLE".to_string(), p.clone()));
+                    match sp.preamble {
+                        manifest::Preamble::FirstMessage => first_message = Some(p.clone()),
+                        manifest::Preamble::ClaudeMd => {
+                            let ws = sp
+                                .plan
+                                .workspace
+                                .host_path
+                                .as_deref()
+                                .context("the claude_md preamble needs a workspace")?;
+                            claude_md = Some(runtime::preamble::ClaudeMd::write(ws, p)?);
+                        }
+                        s => {
+                            if let Some(c) = runtime::preamble::command_for(s, &base, p)? {
+                                cmd = c;
+                            }
+                        }
+                    }
+                }
+                let mut opts = launch_options(Mode::Spawn, cmd, extra);
+                opts.id = Some(id.clone());
+                let code = runtime::spawn::supervise(
+                    &docker,
+                    &facts,
+                    &spec,
+                    &opts,
+                    first_message.as_deref(),
+                )
+                .await;
+                if let Some(g) = claude_md {
+                    g.restore();
+                }
                 finish_reap(reaping).await;
                 code
             }

@@ -26,6 +26,8 @@ pub enum AgentOrigin {
     Repo,
     /// No agent file: a bottle of the same name (or a built-in) used directly.
     Implicit,
+    /// An `[[agent]]` of a gemba `agents.toml` outside the workspace (`bottle spawn --gemba`).
+    Gemba,
 }
 
 /// Keys only a bottle may set; an agent using one gets a pointed error.

@@ -782,7 +782,7 @@ fn is_git_url(url: &str) -> bool {
 
 /// Why `s` is not a Docker image reference (`[host[:port]/]path[:tag][@sha256:digest]`), if it
 /// is not: checked here so a typo fails in `bottle check`, not at the engine.
-fn image_reference_problem(s: &str) -> Option<&'static str> {
+pub(crate) fn image_reference_problem(s: &str) -> Option<&'static str> {
     if s.len() > 255 {
         return Some("longer than 255 characters");
     }

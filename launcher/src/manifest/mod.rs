@@ -22,6 +22,7 @@ mod agent;
 mod bottle;
 mod error;
 mod extends;
+mod gemba;
 mod plan;
 mod render;
 mod secrets;
@@ -40,9 +41,10 @@ pub use bottle::{
 };
 pub use error::{Location, ManifestError};
 pub use extends::MAX_EXTENDS_DEPTH;
+pub use gemba::{load_gemba, GembaAgent, Preamble, GEMBA_DEFAULT_CWD};
 pub use plan::{
-    check_all, list_agents, resolve_plan, AgentEntry, GitPlan, Plan, Resources, SecretPlan,
-    WorkspacePlan, DEFAULT_CPUS, DEFAULT_MEMORY, DEFAULT_PIDS, WORKSPACE_PATH,
+    check_all, list_agents, resolve_plan, AgentEntry, ExtraMount, GitPlan, Plan, Resources,
+    SecretPlan, WorkspacePlan, DEFAULT_CPUS, DEFAULT_MEMORY, DEFAULT_PIDS, WORKSPACE_PATH,
 };
 pub use secrets::{
     placeholder_value, SecretSource, COMMAND_TIMEOUT, KNOWN_PROVIDER_ENV, MAX_SECRET_BYTES,

@@ -76,6 +76,12 @@ pub struct Plan {
     pub placeholders: BTreeMap<String, String>,
     /// The command to run in the agent container (`None` = the image's default).
     pub command: Option<Vec<String>>,
+    /// The agent's working directory (`None` = the workspace path).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// Mounts beyond the workspace (gemba agents only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<ExtraMount>,
     /// Git identity and remotes.
     pub git: GitPlan,
     /// Model sidecars.
@@ -99,6 +105,31 @@ pub struct WorkspacePlan {
     pub host_path: Option<PathBuf>,
     /// Where it appears in the container ([`WORKSPACE_PATH`]), `None` for `none`.
     pub container_path: Option<String>,
+    /// Mounted read-only (gemba `mode = "ro"`); bottles mount it writable.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+}
+
+/// A mount beyond the workspace (from a gemba `[agent.container]` stanza).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ExtraMount {
+    /// A host directory or file.
+    Bind {
+        /// The host path (canonical).
+        source: PathBuf,
+        /// Where it appears in the agent container.
+        target: String,
+        /// Read-only.
+        read_only: bool,
+    },
+    /// A tmpfs owned by the agent's user.
+    Tmpfs {
+        /// Where it appears in the agent container.
+        target: String,
+        /// Its size limit in bytes.
+        size: u64,
+    },
 }
 
 /// Resource limits of the agent container.
@@ -449,6 +480,20 @@ pub fn resolve_plan(home: &Path, repo: &Path, agent: &str) -> Result<Plan, Manif
     }
 }
 
+/// The plan of bottle `bottle` used directly (no agent file is looked up): for gemba's
+/// `network = "bridge:<bottle>"`.
+pub(crate) fn resolve_bottle_plan(
+    home: &Path,
+    repo: &Path,
+    bottle: &str,
+    from: Location,
+) -> Result<Plan, ManifestError> {
+    if bottle_source(home, bottle)?.is_none() {
+        return Err(missing_bottle(home, bottle, Some(from), "bottle"));
+    }
+    plan_for(home, repo, None, bottle, Vec::new())
+}
+
 /// Builds the plan for an agent document (or an implicit agent named after a bottle).
 fn plan_for(
     home: &Path,
@@ -541,11 +586,13 @@ fn plan_for(
             mode,
             host_path: None,
             container_path: None,
+            read_only: false,
         },
         _ => WorkspacePlan {
             mode,
             host_path: Some(host),
             container_path: Some(WORKSPACE_PATH.to_string()),
+            read_only: false,
         },
     };
     let (memory_bytes, memory) = m
@@ -617,6 +664,8 @@ fn plan_for(
         env,
         placeholders,
         command: doc.as_ref().and_then(|d| d.command.clone()),
+        workdir: None,
+        mounts: Vec::new(),
         git,
         models: m.models.iter().map(|x| x.value.clone()).collect(),
         label: doc.as_ref().and_then(|d| d.label.clone()),

@@ -64,6 +64,7 @@ pub(crate) fn render(p: &Plan) -> String {
         super::AgentOrigin::Home => "home agent",
         super::AgentOrigin::Repo => "repository agent",
         super::AgentOrigin::Implicit => "no agent file; bottle used directly",
+        super::AgentOrigin::Gemba => "gemba agents.toml",
     };
     let _ = writeln!(o, "agent      {} ({origin})", p.agent);
     let mut chain = p.bottle.clone();

@@ -673,7 +673,8 @@ fn inline_routes_and_default_bottle_name() {
         WorkspacePlan {
             mode: WorkspaceMode::None,
             host_path: None,
-            container_path: None
+            container_path: None,
+            read_only: false,
         }
     );
 }

@@ -107,6 +107,9 @@ pub struct LaunchOptions {
     /// `bottle run`: return only once every object is removed (by default the removal
     /// finishes in a detached `bottle` process once the result is known).
     pub wait_teardown: bool,
+    /// The bottle id to use (`bottle spawn` picks it first, for gemba's `{{session_id}}`);
+    /// `None`: a new one.
+    pub id: Option<String>,
 }
 
 /// A created bottle. Call [`Bottle::teardown`] when done.
@@ -187,7 +190,10 @@ impl Bottle {
         spec: &LaunchSpec,
         opts: &LaunchOptions,
     ) -> Result<Bottle> {
-        let id = labels::new_id().context("generating a bottle id")?;
+        let id = match &opts.id {
+            Some(id) => id.clone(),
+            None => labels::new_id().context("generating a bottle id")?,
+        };
         let blabels = BottleLabels {
             id: id.clone(),
             bottle: spec.bottle.clone(),

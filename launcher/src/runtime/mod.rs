@@ -14,6 +14,7 @@ pub mod gate;
 pub mod labels;
 pub mod lifecycle;
 pub mod lifeline;
+pub mod preamble;
 pub mod reap;
 pub mod roots;
 pub mod run;

@@ -115,6 +115,7 @@ pub async fn supervise(
     facts: &EngineFacts,
     spec: &LaunchSpec,
     opts: &LaunchOptions,
+    first_message: Option<&str>,
 ) -> Result<i64> {
     let mut cancel = cancellation()?;
     let bottle = Bottle::launch(docker, facts, spec, opts).await?;
@@ -137,6 +138,22 @@ pub async fn supervise(
     };
     println!("{}", serde_json::to_string(&report)?);
     detach_stdio();
+    if let Some(text) = first_message {
+        let (docker, id, text) = (docker.clone(), bottle.id.clone(), text.to_string());
+        tokio::spawn(async move {
+            let r = super::preamble::send_first_message(&docker, &id, &text).await;
+            super::events::emit(
+                "session.prompt_sent",
+                &id,
+                match r {
+                    Ok(()) => serde_json::json!({"preamble": "first_message"}),
+                    Err(e) => {
+                        serde_json::json!({"preamble": "first_message", "error": format!("{e:#}")})
+                    }
+                },
+            );
+        });
+    }
     let mut wait = docker.wait_container(
         &agent,
         None::<bollard::query_parameters::WaitContainerOptions>,

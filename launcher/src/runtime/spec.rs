@@ -85,6 +85,40 @@ pub struct LaunchSpec {
     pub default_cmd: Vec<String>,
     /// Git remotes served by the sidecar's git gate (none: no gate).
     pub git_remotes: Vec<crate::manifest::GitRemote>,
+    /// Where the workspace and extra mounts go in the agent container.
+    pub layout: AgentLayout,
+}
+
+/// The agent container's file layout: the workspace's place, the working directory and any
+/// mounts beyond bottle's own (gemba agents).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentLayout {
+    /// Where the workspace appears (`/workspace`; gemba: its `{{workspace}}` mount's `dst`).
+    pub workspace_target: String,
+    /// The workspace bind is read-only.
+    pub workspace_read_only: bool,
+    /// The agent's working directory (default: the workspace target).
+    pub workdir: Option<String>,
+    /// Extra bind and tmpfs mounts.
+    pub mounts: Vec<crate::manifest::ExtraMount>,
+}
+
+impl Default for AgentLayout {
+    fn default() -> Self {
+        AgentLayout {
+            workspace_target: crate::manifest::WORKSPACE_PATH.into(),
+            workspace_read_only: false,
+            workdir: None,
+            mounts: Vec::new(),
+        }
+    }
+}
+
+impl AgentLayout {
+    /// The agent's working directory.
+    pub fn workdir(&self) -> &str {
+        self.workdir.as_deref().unwrap_or(&self.workspace_target)
+    }
 }
 
 impl std::fmt::Debug for LaunchSpec {
@@ -218,6 +252,7 @@ mod tests {
             protect_git: true,
             default_cmd: vec![],
             git_remotes: vec![],
+            layout: AgentLayout::default(),
         };
         let dbg = format!("{spec:?}");
         assert!(dbg.contains("GH") && !dbg.contains("topsecret"));
