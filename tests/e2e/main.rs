@@ -7,6 +7,7 @@
 //!
 //! Run: `cargo test -p bottle --test e2e --release -- --test-threads=2`.
 mod agents;
+mod gemba;
 mod git_gate;
 mod harness;
 mod lifecycle;

@@ -471,10 +471,24 @@ pub fn load_gemba(
             plan.workspace.read_only = read_only;
         }
         None => {
+            // No workspace: an empty scratch directory at `cwd`.
             plan.workspace.mode = WorkspaceMode::None;
             plan.workspace.host_path = None;
-            plan.workspace.container_path = None;
+            plan.workspace.container_path = Some(cwd.clone());
         }
+    }
+    let under = |t: &str| cwd == t || cwd.starts_with(&format!("{}/", t.trim_end_matches('/')));
+    let ws = plan.workspace.container_path.as_deref().unwrap_or("");
+    if !under(ws)
+        && !mounts.iter().any(|m| match m {
+            ExtraMount::Bind { target, .. } | ExtraMount::Tmpfs { target, .. } => under(target),
+        })
+    {
+        return Err(bad(
+            "cwd",
+            "container.cwd",
+            format!("`{cwd}` is not inside the workspace mount ({ws}) or another mount; the agent's root filesystem is read-only, so it could not be created"),
+        ));
     }
     plan.mounts = mounts;
 

@@ -859,24 +859,41 @@ impl Bottle {
                 format!("rw,nosuid,nodev,size=1g,uid={uid},gid={gid},mode=0700"),
             ),
         ]);
+        let ws_target = spec.layout.workspace_target.as_str();
         match &m.workspace {
             Some(src) => {
-                mounts.push(bind(src, "/workspace", false));
+                mounts.push(bind(src, ws_target, spec.layout.workspace_read_only));
                 // Over the workspace: `.git` pinned, its config, hooks and info read-only.
                 // The engine mounts parents before children (it sorts by target depth).
                 for g in &m.git_mounts {
                     mounts.push(bind(
                         &g.host,
-                        &guard::container_path("/workspace", &g.rel),
+                        &guard::container_path(ws_target, &g.rel),
                         g.read_only,
                     ));
                 }
             }
             None => {
                 tmpfs.insert(
-                    "/workspace".into(),
+                    ws_target.into(),
                     format!("rw,nosuid,nodev,size=1g,uid={uid},gid={gid},mode=0755"),
                 );
+            }
+        }
+        // Mounts beyond bottle's own (gemba agents; checked when the plan was made).
+        for x in &spec.layout.mounts {
+            match x {
+                crate::manifest::ExtraMount::Bind {
+                    source,
+                    target,
+                    read_only,
+                } => mounts.push(bind(source, target, *read_only)),
+                crate::manifest::ExtraMount::Tmpfs { target, size } => {
+                    tmpfs.insert(
+                        target.clone(),
+                        format!("rw,nosuid,nodev,size={size},uid={uid},gid={gid},mode=0700"),
+                    );
+                }
             }
         }
         let host_config = HostConfig {
@@ -925,7 +942,7 @@ impl Bottle {
             entrypoint,
             cmd,
             user: Some(format!("{uid}:{gid}")),
-            working_dir: Some("/workspace".into()),
+            working_dir: Some(spec.layout.workdir().into()),
             hostname: Some("bottle".into()),
             env: Some(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()),
             tty: Some(interactive),

@@ -188,7 +188,8 @@ pub async fn exec(docker: &Docker, id: &str, cmd: &[String], stdin: bool) -> Res
                 attach_stdin: Some(stdin),
                 attach_stdout: Some(true),
                 attach_stderr: Some(true),
-                working_dir: Some("/workspace".into()),
+                // The container's own working directory (the workspace, or gemba's `cwd`).
+                working_dir: None,
                 ..Default::default()
             },
         )
