@@ -560,7 +560,7 @@ async fn real_main() -> Result<i32> {
         }
         Cmd::List { json } => {
             let docker = runtime::engine::connect().await?;
-            let rows = runtime::verbs::list(&docker).await?;
+            let rows = runtime::docker::verbs::list(&docker).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
@@ -570,7 +570,7 @@ async fn real_main() -> Result<i32> {
         }
         Cmd::Logs { id, audit, follow } => {
             let docker = runtime::engine::connect().await?;
-            runtime::verbs::logs(&docker, &id, audit, follow).await?;
+            runtime::docker::verbs::logs(&docker, &id, audit, follow).await?;
             Ok(0)
         }
         Cmd::Spawn {
@@ -709,13 +709,21 @@ async fn real_main() -> Result<i32> {
         cmd @ (Cmd::Pause { .. } | Cmd::Resume { .. } | Cmd::Kill { .. }) => {
             let docker = runtime::engine::connect().await?;
             let (r, id, json) = match cmd {
-                Cmd::Pause { id, json } => {
-                    (runtime::lifecycle::pause(&docker, &id).await?, id, json)
-                }
-                Cmd::Resume { id, json } => {
-                    (runtime::lifecycle::resume(&docker, &id).await?, id, json)
-                }
-                Cmd::Kill { id, json } => (runtime::lifecycle::kill(&docker, &id).await?, id, json),
+                Cmd::Pause { id, json } => (
+                    runtime::docker::lifecycle::pause(&docker, &id).await?,
+                    id,
+                    json,
+                ),
+                Cmd::Resume { id, json } => (
+                    runtime::docker::lifecycle::resume(&docker, &id).await?,
+                    id,
+                    json,
+                ),
+                Cmd::Kill { id, json } => (
+                    runtime::docker::lifecycle::kill(&docker, &id).await?,
+                    id,
+                    json,
+                ),
                 _ => unreachable!("matched above"),
             };
             if json {
@@ -740,7 +748,8 @@ async fn real_main() -> Result<i32> {
                 _ => runtime::lifecycle::CaptureMode::Escaped,
             };
             let c =
-                runtime::lifecycle::capture(&docker, &id, lines, since.as_deref(), mode).await?;
+                runtime::docker::lifecycle::capture(&docker, &id, lines, since.as_deref(), mode)
+                    .await?;
             if json {
                 println!("{}", serde_json::to_string(&c)?);
             } else {
@@ -761,7 +770,7 @@ async fn real_main() -> Result<i32> {
         } => {
             let payload = runtime::lifecycle::keys_payload(&text, &keys, enter)?;
             let docker = runtime::engine::connect().await?;
-            runtime::lifecycle::send_keys(&docker, &id, &payload).await?;
+            runtime::docker::lifecycle::send_keys(&docker, &id, &payload).await?;
             Ok(0)
         }
         Cmd::Exec {
@@ -770,12 +779,12 @@ async fn real_main() -> Result<i32> {
             cmd,
         } => {
             let docker = runtime::engine::connect().await?;
-            let code = runtime::lifecycle::exec(&docker, &id, &cmd, interactive).await?;
+            let code = runtime::docker::lifecycle::exec(&docker, &id, &cmd, interactive).await?;
             Ok(i32::try_from(code).unwrap_or(1))
         }
         Cmd::End { id } => {
             let docker = runtime::engine::connect().await?;
-            let r = runtime::verbs::end(&docker, &id).await?;
+            let r = runtime::docker::verbs::end(&docker, &id).await?;
             eprintln!(
                 "bottle {id}: ended ({} containers, {} networks removed)",
                 r.containers, r.networks
