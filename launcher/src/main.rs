@@ -8,7 +8,9 @@ use anyhow::{Context, Result};
 use bottle::{doctor, images, launch, manifest, runtime, termfilter, trust};
 use clap::{Parser, Subcommand};
 
+use bottle::runtime::backend::{Backend, SessionId};
 use bottle::runtime::bottle::{LaunchOptions, Mode};
+use bottle::runtime::docker::DockerBackend;
 
 const ENV_HELP: &str = "Environment:
   BOTTLE_HOME            config home (bottles/, agents/); default ~/.config/bottle
@@ -559,8 +561,7 @@ async fn real_main() -> Result<i32> {
             Ok(exit_code(r.exit_code))
         }
         Cmd::List { json } => {
-            let docker = runtime::engine::connect().await?;
-            let rows = runtime::docker::verbs::list(&docker).await?;
+            let rows = DockerBackend::connect().await?.list().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
@@ -569,8 +570,8 @@ async fn real_main() -> Result<i32> {
             Ok(0)
         }
         Cmd::Logs { id, audit, follow } => {
-            let docker = runtime::engine::connect().await?;
-            runtime::docker::verbs::logs(&docker, &id, audit, follow).await?;
+            let backend = DockerBackend::connect().await?;
+            backend.logs(&SessionId::new(id), audit, follow).await?;
             Ok(0)
         }
         Cmd::Spawn {
@@ -673,8 +674,8 @@ async fn real_main() -> Result<i32> {
             Ok(0)
         }
         Cmd::Attach { id, detach_keys } => {
-            let docker = runtime::engine::connect().await?;
-            let code = runtime::tty::attach(&docker, &id, &detach_keys).await?;
+            let backend = DockerBackend::connect().await?;
+            let code = backend.attach(&SessionId::new(id), &detach_keys).await?;
             Ok(exit_code(code))
         }
         Cmd::Teardown { id } => {
@@ -707,23 +708,13 @@ async fn real_main() -> Result<i32> {
             Ok(0)
         }
         cmd @ (Cmd::Pause { .. } | Cmd::Resume { .. } | Cmd::Kill { .. }) => {
-            let docker = runtime::engine::connect().await?;
+            let backend = DockerBackend::connect().await?;
             let (r, id, json) = match cmd {
-                Cmd::Pause { id, json } => (
-                    runtime::docker::lifecycle::pause(&docker, &id).await?,
-                    id,
-                    json,
-                ),
-                Cmd::Resume { id, json } => (
-                    runtime::docker::lifecycle::resume(&docker, &id).await?,
-                    id,
-                    json,
-                ),
-                Cmd::Kill { id, json } => (
-                    runtime::docker::lifecycle::kill(&docker, &id).await?,
-                    id,
-                    json,
-                ),
+                Cmd::Pause { id, json } => (backend.pause(&SessionId::new(&*id)).await?, id, json),
+                Cmd::Resume { id, json } => {
+                    (backend.resume(&SessionId::new(&*id)).await?, id, json)
+                }
+                Cmd::Kill { id, json } => (backend.remove(&SessionId::new(&*id)).await?, id, json),
                 _ => unreachable!("matched above"),
             };
             if json {
@@ -741,15 +732,15 @@ async fn real_main() -> Result<i32> {
             raw,
             json,
         } => {
-            let docker = runtime::engine::connect().await?;
+            let backend = DockerBackend::connect().await?;
             let mode = match (plain, raw) {
                 (true, _) => runtime::lifecycle::CaptureMode::Plain,
                 (_, true) => runtime::lifecycle::CaptureMode::Raw,
                 _ => runtime::lifecycle::CaptureMode::Escaped,
             };
-            let c =
-                runtime::docker::lifecycle::capture(&docker, &id, lines, since.as_deref(), mode)
-                    .await?;
+            let c = backend
+                .capture(&SessionId::new(id), lines, since.as_deref(), mode)
+                .await?;
             if json {
                 println!("{}", serde_json::to_string(&c)?);
             } else {
@@ -769,8 +760,8 @@ async fn real_main() -> Result<i32> {
             enter,
         } => {
             let payload = runtime::lifecycle::keys_payload(&text, &keys, enter)?;
-            let docker = runtime::engine::connect().await?;
-            runtime::docker::lifecycle::send_keys(&docker, &id, &payload).await?;
+            let backend = DockerBackend::connect().await?;
+            backend.send_keys(&SessionId::new(id), &payload).await?;
             Ok(0)
         }
         Cmd::Exec {
@@ -778,13 +769,13 @@ async fn real_main() -> Result<i32> {
             interactive,
             cmd,
         } => {
-            let docker = runtime::engine::connect().await?;
-            let code = runtime::docker::lifecycle::exec(&docker, &id, &cmd, interactive).await?;
+            let backend = DockerBackend::connect().await?;
+            let code = backend.exec(&SessionId::new(id), &cmd, interactive).await?;
             Ok(i32::try_from(code).unwrap_or(1))
         }
         Cmd::End { id } => {
-            let docker = runtime::engine::connect().await?;
-            let r = runtime::docker::verbs::end(&docker, &id).await?;
+            let backend = DockerBackend::connect().await?;
+            let r = backend.stop(&SessionId::new(&*id)).await?;
             eprintln!(
                 "bottle {id}: ended ({} containers, {} networks removed)",
                 r.containers, r.networks
@@ -792,8 +783,7 @@ async fn real_main() -> Result<i32> {
             Ok(0)
         }
         Cmd::Reap { json } => {
-            let docker = runtime::engine::connect().await?;
-            let r = runtime::reap::reap(&docker, None, false).await?;
+            let r = DockerBackend::connect().await?.reap(None, false).await?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {

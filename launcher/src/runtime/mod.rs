@@ -6,6 +6,7 @@
 //! values, env, workspace, resources). Secret values travel only to the sidecar, over stdin.
 pub mod agent_env;
 pub mod audit;
+pub mod backend;
 pub mod bootstrap;
 pub mod bottle;
 pub mod ca;

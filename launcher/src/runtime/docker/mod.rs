@@ -2,6 +2,7 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | [`backend`] | [`DockerBackend`]: the [`crate::runtime::backend::Backend`] trait over these |
 //! | [`probe`] | connecting, engine facts, which OCI runtime works (probe containers) |
 //! | [`networks`] | the internal network, the egress network, subnet allocation |
 //! | [`container_spec`] | the sidecar's and the agent's container specs (pure data) |
@@ -12,6 +13,7 @@
 //! | [`reap`] | removing the objects of bottles whose launcher is gone |
 //! | [`lifecycle`] | pause, resume, kill, exec, capture, send-keys on a running bottle |
 //! | [`verbs`] | list, logs, end |
+pub mod backend;
 pub mod bottle;
 pub mod container_spec;
 pub mod containers;
@@ -22,6 +24,8 @@ pub mod networks;
 pub mod probe;
 pub mod reap;
 pub mod verbs;
+
+pub use backend::DockerBackend;
 
 /// Whether an engine error means "no such object".
 pub fn is_not_found(e: &bollard::errors::Error) -> bool {
