@@ -410,14 +410,14 @@ fn parse_tags(tags: &[String]) -> Result<Vec<(String, String)>> {
 }
 
 fn launch_options(mode: Mode, cmd: Vec<String>, extra_env: Vec<(String, String)>) -> LaunchOptions {
+    let settings = bottle::settings::current();
     LaunchOptions {
         mode,
         cmd: (!cmd.is_empty()).then_some(cmd),
         extra_env,
-        egress_network: std::env::var("BOTTLE_EGRESS_NETWORK")
-            .ok()
-            .filter(|s| !s.is_empty()),
-        verbose: std::env::var_os("BOTTLE_VERBOSE").is_some(),
+        egress_network: settings.egress_network(),
+        per_bottle_egress: settings.per_bottle_egress(),
+        verbose: settings.verbose,
         wait_teardown: true,
     }
 }
@@ -434,7 +434,7 @@ async fn preflight(docker: &bollard::Docker) -> Result<(runtime::engine::EngineF
         tokio::spawn(async move { timed("reap", runtime::reap::reap(&docker, None, false)).await })
     };
     let facts = timed("engine facts", runtime::engine::facts(docker)).await?;
-    if std::env::var_os("BOTTLE_VERBOSE").is_some() {
+    if bottle::settings::current().verbose {
         eprintln!(
             "bottle: Docker engine {} (runtimes: {})",
             facts.version,
@@ -1037,6 +1037,8 @@ fn exit_code(code: i64) -> i32 {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Every BOTTLE_* variable is read here, once.
+    bottle::settings::init(bottle::settings::Settings::from_env());
     let t0 = runtime::timing::init();
     let r = real_main().await;
     runtime::timing::mark("total (main)", t0);

@@ -64,6 +64,9 @@ pub struct LaunchOptions {
     /// Use this existing network (id or name) as the sidecars' egress network instead of a
     /// per-bottle one (`BOTTLE_EGRESS_NETWORK`).
     pub egress_network: Option<String>,
+    /// Give the sidecar its own egress network instead of the shared one
+    /// (`BOTTLE_EGRESS=per-bottle`; ignored with `egress_network`).
+    pub per_bottle_egress: bool,
     /// Print progress lines on stderr.
     pub verbose: bool,
     /// `bottle run`: return only once every object is removed (by default the removal

@@ -230,6 +230,7 @@ impl Bottle {
                     networks::egress_network(
                         &this.docker,
                         opts.egress_network.as_deref(),
+                        opts.per_bottle_egress,
                         &this.id,
                         &this.labels,
                         (this.seed(3), this.seed(2)),

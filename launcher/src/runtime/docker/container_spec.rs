@@ -305,6 +305,7 @@ mod tests {
             cmd: None,
             extra_env: vec![],
             egress_network: None,
+            per_bottle_egress: false,
             verbose: false,
             wait_teardown: true,
         }

@@ -61,12 +61,13 @@ pub async fn internal_network(
 }
 
 /// The egress network of bottle `id`: `existing` (an id or name, `None` = not ours), or the
-/// shared one, or with `BOTTLE_EGRESS=per-bottle` a new per-bottle bridge with
+/// shared one, or with `per_bottle` (`BOTTLE_EGRESS=per-bottle`) a new per-bottle bridge with
 /// inter-container traffic off. Returns its id and, when this bottle created it, the id again.
 /// `seeds` are (shared, per-bottle).
 pub async fn egress_network(
     docker: &Docker,
     existing: Option<&str>,
+    per_bottle: bool,
     id: &str,
     blabels: &BottleLabels,
     seeds: (u64, u64),
@@ -80,7 +81,7 @@ pub async fn egress_network(
             })?;
         return Ok((net.id.unwrap_or_else(|| n.to_string()), None));
     }
-    if std::env::var("BOTTLE_EGRESS").as_deref() != Ok("per-bottle") {
+    if !per_bottle {
         return Ok((shared_egress_network(docker, seeds.0).await?, None));
     }
     let pool = subnet::pool_from_env()?;
