@@ -4,6 +4,12 @@
 //!
 //! Input is a [`spec::LaunchSpec`]: everything resolved on the host (images, policy, secret
 //! values, env, workspace, resources). Secret values travel only to the sidecar, over stdin.
+//!
+//! The verbs go through [`backend::Backend`] (sessions named by an opaque
+//! [`backend::SessionId`]); [`docker`] holds every engine call, by what it does, and
+//! [`docker::DockerBackend`] implements the trait. The modules here outside `docker/` are
+//! backend-independent: pure rules ([`agent_env`], [`roots`], [`labels`], [`subnet`]), host
+//! files ([`workspace`], [`statedir`], [`sessions`], [`events`]) and the verbs' types.
 pub mod agent_env;
 pub mod audit;
 pub mod backend;
