@@ -524,8 +524,9 @@ async fn probe_inner(
 }
 
 async fn network_checks(docker: &Docker, findings: &mut Vec<Finding>) -> NetworkReport {
-    let pool_text =
-        std::env::var("BOTTLE_SUBNET_POOL").unwrap_or_else(|_| DEFAULT_SUBNET_POOL.into());
+    let pool_text = crate::settings::current()
+        .subnet_pool()
+        .unwrap_or_else(|| DEFAULT_SUBNET_POOL.into());
     let mut rep = NetworkReport {
         bottle_pool: pool_text.clone(),
         ..Default::default()
@@ -689,7 +690,7 @@ fn local_tool_checks(report: &Report, findings: &mut Vec<Finding>) {
             fix: "run scripts/deps.sh (apt-get install mmdebstrap)".into(),
         });
     }
-    if missing("sidecar") && std::env::var_os("BOTTLE_SIDECAR_BIN").is_none() && !on_path("cargo") {
+    if missing("sidecar") && crate::settings::current().sidecar_bin.is_none() && !on_path("cargo") {
         findings.push(Finding {
             level: Level::Warn,
             what: "cargo is not on PATH, so the sidecar image cannot be built".into(),

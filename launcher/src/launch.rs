@@ -169,13 +169,14 @@ pub async fn launch_spec(docker: &Docker, plan: &Plan, quiet: bool) -> Result<La
     // Images given explicitly are used as they are; the others are built when missing.
     let git_gate = !plan.git.remotes.is_empty();
     // Bottles with git remotes get the sidecar image that has git (for the gate).
+    let settings = crate::settings::current();
     let (sidecar_kind, sidecar_var) = if git_gate {
-        (ImageKind::SidecarGit, "BOTTLE_SIDECAR_GIT_IMAGE")
+        (ImageKind::SidecarGit, &settings.sidecar_git_image)
     } else {
-        (ImageKind::Sidecar, "BOTTLE_SIDECAR_IMAGE")
+        (ImageKind::Sidecar, &settings.sidecar_image)
     };
     let sidecar_override = image_override(sidecar_var);
-    let agent_override = image_override("BOTTLE_AGENT_IMAGE");
+    let agent_override = image_override(&settings.agent_image);
     let template_kind = match &plan.image {
         ImageSpec::Template { template } => Some(crate::images::usage::template_kind(*template)),
         _ => None,
@@ -331,8 +332,8 @@ pub fn prompt_command(plan: &Plan, prompt: &str) -> Vec<String> {
 
 /// An image reference from the environment (`BOTTLE_SIDECAR_IMAGE`, `BOTTLE_AGENT_IMAGE`):
 /// lets developers and tests run a locally built image instead of the content-hash tag.
-fn image_override(var: &str) -> Option<String> {
-    std::env::var(var).ok().filter(|s| !s.trim().is_empty())
+fn image_override(var: &Option<std::ffi::OsString>) -> Option<String> {
+    crate::settings::text(var).filter(|s| !s.trim().is_empty())
 }
 
 /// What `bottle spawn` starts: a plan (from an agent name, or a gemba `agents.toml`), how its

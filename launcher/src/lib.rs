@@ -11,6 +11,7 @@
 //! | [`termfilter`] | agent output made safe for the user's terminal |
 //! | [`trust`] | repository agents the user has reviewed (`bottle trust`) |
 //! | [`guard`] | workspace checks: no config/state dir inside it, git metadata read-only |
+//! | [`settings`] | every `BOTTLE_*` environment variable, read once at start |
 pub mod agent_result;
 pub mod doctor;
 pub mod guard;
@@ -18,5 +19,6 @@ pub mod images;
 pub mod launch;
 pub mod manifest;
 pub mod runtime;
+pub mod settings;
 pub mod termfilter;
 pub mod trust;

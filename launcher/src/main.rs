@@ -8,7 +8,9 @@ use anyhow::{Context, Result};
 use bottle::{doctor, images, launch, manifest, runtime, termfilter, trust};
 use clap::{Parser, Subcommand};
 
+use bottle::runtime::backend::{Backend, SessionId};
 use bottle::runtime::bottle::{LaunchOptions, Mode};
+use bottle::runtime::docker::DockerBackend;
 
 const ENV_HELP: &str = "Environment:
   BOTTLE_HOME            config home (bottles/, agents/); default ~/.config/bottle
@@ -426,14 +428,14 @@ fn parse_tags(tags: &[String]) -> Result<Vec<(String, String)>> {
 }
 
 fn launch_options(mode: Mode, cmd: Vec<String>, extra_env: Vec<(String, String)>) -> LaunchOptions {
+    let settings = bottle::settings::current();
     LaunchOptions {
         mode,
         cmd: (!cmd.is_empty()).then_some(cmd),
         extra_env,
-        egress_network: std::env::var("BOTTLE_EGRESS_NETWORK")
-            .ok()
-            .filter(|s| !s.is_empty()),
-        verbose: std::env::var_os("BOTTLE_VERBOSE").is_some(),
+        egress_network: settings.egress_network(),
+        per_bottle_egress: settings.per_bottle_egress(),
+        verbose: settings.verbose,
         wait_teardown: true,
         id: None,
     }
@@ -459,7 +461,7 @@ async fn preflight(
         })
     };
     let facts = timed("engine facts", runtime::engine::facts(docker)).await?;
-    if std::env::var_os("BOTTLE_VERBOSE").is_some() {
+    if bottle::settings::current().verbose {
         eprintln!(
             "bottle: Docker engine {} (runtimes: {})",
             facts.version,
@@ -586,8 +588,7 @@ async fn real_main() -> Result<i32> {
             Ok(exit_code(r.exit_code))
         }
         Cmd::List { json } => {
-            let docker = runtime::engine::connect().await?;
-            let rows = runtime::verbs::list(&docker).await?;
+            let rows = DockerBackend::connect().await?.list().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
@@ -596,8 +597,8 @@ async fn real_main() -> Result<i32> {
             Ok(0)
         }
         Cmd::Logs { id, audit, follow } => {
-            let docker = runtime::engine::connect().await?;
-            runtime::verbs::logs(&docker, &id, audit, follow).await?;
+            let backend = DockerBackend::connect().await?;
+            backend.logs(&SessionId::new(id), audit, follow).await?;
             Ok(0)
         }
         Cmd::Spawn {
@@ -763,8 +764,8 @@ async fn real_main() -> Result<i32> {
             Ok(0)
         }
         Cmd::Attach { id, detach_keys } => {
-            let docker = runtime::engine::connect().await?;
-            let code = runtime::tty::attach(&docker, &id, &detach_keys).await?;
+            let backend = DockerBackend::connect().await?;
+            let code = backend.attach(&SessionId::new(id), &detach_keys).await?;
             Ok(exit_code(code))
         }
         Cmd::Teardown { id } => {
@@ -797,15 +798,13 @@ async fn real_main() -> Result<i32> {
             Ok(0)
         }
         cmd @ (Cmd::Pause { .. } | Cmd::Resume { .. } | Cmd::Kill { .. }) => {
-            let docker = runtime::engine::connect().await?;
+            let backend = DockerBackend::connect().await?;
             let (r, id, json) = match cmd {
-                Cmd::Pause { id, json } => {
-                    (runtime::lifecycle::pause(&docker, &id).await?, id, json)
-                }
+                Cmd::Pause { id, json } => (backend.pause(&SessionId::new(&*id)).await?, id, json),
                 Cmd::Resume { id, json } => {
-                    (runtime::lifecycle::resume(&docker, &id).await?, id, json)
+                    (backend.resume(&SessionId::new(&*id)).await?, id, json)
                 }
-                Cmd::Kill { id, json } => (runtime::lifecycle::kill(&docker, &id).await?, id, json),
+                Cmd::Kill { id, json } => (backend.remove(&SessionId::new(&*id)).await?, id, json),
                 _ => unreachable!("matched above"),
             };
             if json {
@@ -823,14 +822,15 @@ async fn real_main() -> Result<i32> {
             raw,
             json,
         } => {
-            let docker = runtime::engine::connect().await?;
+            let backend = DockerBackend::connect().await?;
             let mode = match (plain, raw) {
                 (true, _) => runtime::lifecycle::CaptureMode::Plain,
                 (_, true) => runtime::lifecycle::CaptureMode::Raw,
                 _ => runtime::lifecycle::CaptureMode::Escaped,
             };
-            let c =
-                runtime::lifecycle::capture(&docker, &id, lines, since.as_deref(), mode).await?;
+            let c = backend
+                .capture(&SessionId::new(id), lines, since.as_deref(), mode)
+                .await?;
             if json {
                 println!("{}", serde_json::to_string(&c)?);
             } else {
@@ -850,8 +850,8 @@ async fn real_main() -> Result<i32> {
             enter,
         } => {
             let payload = runtime::lifecycle::keys_payload(&text, &keys, enter)?;
-            let docker = runtime::engine::connect().await?;
-            runtime::lifecycle::send_keys(&docker, &id, &payload).await?;
+            let backend = DockerBackend::connect().await?;
+            backend.send_keys(&SessionId::new(id), &payload).await?;
             Ok(0)
         }
         Cmd::Exec {
@@ -859,13 +859,13 @@ async fn real_main() -> Result<i32> {
             interactive,
             cmd,
         } => {
-            let docker = runtime::engine::connect().await?;
-            let code = runtime::lifecycle::exec(&docker, &id, &cmd, interactive).await?;
+            let backend = DockerBackend::connect().await?;
+            let code = backend.exec(&SessionId::new(id), &cmd, interactive).await?;
             Ok(i32::try_from(code).unwrap_or(1))
         }
         Cmd::End { id } => {
-            let docker = runtime::engine::connect().await?;
-            let r = runtime::verbs::end(&docker, &id).await?;
+            let backend = DockerBackend::connect().await?;
+            let r = backend.stop(&SessionId::new(&*id)).await?;
             eprintln!(
                 "bottle {id}: ended ({} containers, {} networks removed)",
                 r.containers, r.networks
@@ -873,8 +873,7 @@ async fn real_main() -> Result<i32> {
             Ok(0)
         }
         Cmd::Reap { json } => {
-            let docker = runtime::engine::connect().await?;
-            let r = runtime::reap::reap(&docker, None, false).await?;
+            let r = DockerBackend::connect().await?.reap(None, false).await?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -1128,6 +1127,8 @@ fn exit_code(code: i64) -> i32 {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Every BOTTLE_* variable is read here, once.
+    bottle::settings::init(bottle::settings::Settings::from_env());
     let t0 = runtime::timing::init();
     let r = real_main().await;
     runtime::timing::mark("total (main)", t0);

@@ -105,8 +105,11 @@ pub fn state_dir() -> Result<PathBuf, TrustError> {
             .filter(|s| !s.is_empty())
             .map(PathBuf::from)
     };
-    if let Some(d) = non_empty("BOTTLE_STATE_DIR") {
-        return Ok(d);
+    if let Some(d) = crate::settings::current()
+        .state_dir
+        .filter(|s| !s.is_empty())
+    {
+        return Ok(PathBuf::from(d));
     }
     if let Some(x) = non_empty("XDG_STATE_HOME") {
         return Ok(x.join("bottle"));

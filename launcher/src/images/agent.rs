@@ -27,7 +27,10 @@ pub fn wheel_cache_dir() -> anyhow::Result<PathBuf> {
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
     };
-    let base = env("BOTTLE_CACHE_DIR")
+    let base = crate::settings::current()
+        .cache_dir
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
         .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("bottle")))
         .or_else(|| env("HOME").map(|d| d.join(".cache/bottle")))
         .context(
@@ -99,7 +102,8 @@ pub async fn fetch_wheel(pin: &WheelPin, ui: &Ui) -> anyhow::Result<PathBuf> {
     let req = dir.join(format!(".{}-{}.txt", pin.name, std::process::id()));
     std::fs::write(&req, format!("{}\n", pin.requirement()))
         .with_context(|| format!("writing {}", req.display()))?;
-    let python = std::env::var("BOTTLE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = crate::settings::text(&crate::settings::current().python)
+        .unwrap_or_else(|| "python3".into());
     let mut cmd = tokio::process::Command::new(&python);
     cmd.args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
         .args([

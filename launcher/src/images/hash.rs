@@ -40,7 +40,7 @@ impl Hasher {
 /// Finds the bottle source checkout: `opts.source_dir`, `$BOTTLE_SRC_DIR`, or the checkout `bottle`
 /// was compiled from. It must hold `Cargo.lock` and `sidecar/Cargo.toml`.
 pub fn source_root(opts: &BuildOpts) -> anyhow::Result<PathBuf> {
-    let (dir, origin) = match (&opts.source_dir, std::env::var_os("BOTTLE_SRC_DIR")) {
+    let (dir, origin) = match (&opts.source_dir, crate::settings::current().src_dir) {
         (Some(d), _) => (d.clone(), "the source_dir option"),
         (None, Some(d)) => (PathBuf::from(d), "$BOTTLE_SRC_DIR"),
         (None, None) => (
@@ -65,7 +65,7 @@ pub fn source_root(opts: &BuildOpts) -> anyhow::Result<PathBuf> {
 pub fn prebuilt_sidecar(opts: &BuildOpts) -> Option<PathBuf> {
     opts.sidecar_binary
         .clone()
-        .or_else(|| std::env::var_os("BOTTLE_SIDECAR_BIN").map(PathBuf::from))
+        .or_else(|| crate::settings::current().sidecar_bin.map(PathBuf::from))
         .or_else(|| {
             let exe = std::env::current_exe().ok()?;
             sibling_sidecar(&exe)

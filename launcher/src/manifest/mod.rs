@@ -85,8 +85,8 @@ pub fn bottle_home() -> Option<PathBuf> {
             .filter(|s| !s.is_empty())
             .map(PathBuf::from)
     };
-    if let Some(h) = non_empty("BOTTLE_HOME") {
-        return Some(h);
+    if let Some(h) = crate::settings::current().home.filter(|s| !s.is_empty()) {
+        return Some(PathBuf::from(h));
     }
     if let Some(x) = non_empty("XDG_CONFIG_HOME") {
         return Some(x.join("bottle"));

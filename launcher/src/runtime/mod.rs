@@ -4,18 +4,25 @@
 //!
 //! Input is a [`spec::LaunchSpec`]: everything resolved on the host (images, policy, secret
 //! values, env, workspace, resources). Secret values travel only to the sidecar, over stdin.
+//!
+//! The verbs go through [`backend::Backend`] (sessions named by an opaque
+//! [`backend::SessionId`]); [`docker`] holds every engine call, by what it does, and
+//! [`docker::DockerBackend`] implements the trait. The modules here outside `docker/` are
+//! backend-independent: pure rules ([`agent_env`], [`roots`], [`labels`], [`subnet`]), host
+//! files ([`workspace`], [`statedir`], [`sessions`], [`events`]) and the verbs' types.
+pub mod agent_env;
 pub mod audit;
+pub mod backend;
 pub mod bootstrap;
 pub mod bottle;
 pub mod ca;
-pub mod engine;
+pub mod docker;
 pub mod events;
 pub mod gate;
 pub mod labels;
 pub mod lifecycle;
 pub mod lifeline;
 pub mod preamble;
-pub mod reap;
 pub mod roots;
 pub mod run;
 pub mod sessions;
@@ -27,3 +34,9 @@ pub mod tickets;
 pub mod timing;
 pub mod tty;
 pub mod verbs;
+pub mod workspace;
+
+/// The engine connection and facts ([`docker::probe`]), under their former path.
+pub use docker::probe as engine;
+/// Reaping stale bottles ([`docker::reap`]), under its former path.
+pub use docker::reap;

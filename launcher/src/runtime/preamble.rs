@@ -128,9 +128,14 @@ pub async fn send_first_message(docker: &Docker, id: &str, prompt: &str) -> Resu
     let start = Instant::now();
     let mut last = (0usize, Instant::now());
     loop {
-        let c =
-            super::lifecycle::capture(docker, id, 200, None, super::lifecycle::CaptureMode::Raw)
-                .await?;
+        let c = super::docker::lifecycle::capture(
+            docker,
+            id,
+            200,
+            None,
+            super::lifecycle::CaptureMode::Raw,
+        )
+        .await?;
         let size: usize = c.lines.iter().map(String::len).sum();
         if size != last.0 {
             last = (size, Instant::now());
@@ -144,7 +149,7 @@ pub async fn send_first_message(docker: &Docker, id: &str, prompt: &str) -> Resu
     }
     let mut payload = prompt.as_bytes().to_vec();
     payload.push(b'\r');
-    super::lifecycle::send_keys(docker, id, &payload).await
+    super::docker::lifecycle::send_keys(docker, id, &payload).await
 }
 
 #[cfg(test)]

@@ -226,6 +226,31 @@ pub fn summary_text(s: &SpecSummary) -> String {
 }
 
 #[cfg(test)]
+impl LaunchSpec {
+    /// A minimal spec for unit tests: no secrets, env, workspace or git remotes.
+    pub(crate) fn sample() -> LaunchSpec {
+        LaunchSpec {
+            bottle: "b".into(),
+            agent: "a".into(),
+            agent_image: "agent:img".into(),
+            sidecar_image: "sidecar:img".into(),
+            policy: PolicyFile::default(),
+            secrets: BTreeMap::new(),
+            env: BTreeMap::new(),
+            system_prompt: None,
+            workspace: WorkspaceSpec::None,
+            limits: Limits::default(),
+            runtime: RuntimeChoice::Auto,
+            labels: BTreeMap::new(),
+            protect_git: true,
+            default_cmd: vec![],
+            git_remotes: vec![],
+            layout: AgentLayout::default(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

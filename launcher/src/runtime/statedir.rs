@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 /// The directory under which every bottle's runtime directory lives.
 pub fn base_dir() -> Result<PathBuf> {
-    if let Some(d) = std::env::var_os("BOTTLE_RUNTIME_DIR") {
+    if let Some(d) = crate::settings::current().runtime_dir {
         return Ok(PathBuf::from(d));
     }
     if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR").filter(|x| !x.is_empty()) {
@@ -42,7 +42,10 @@ pub fn kept_workspace_dir(id: &str) -> Result<PathBuf> {
 /// `$BOTTLE_DATA_DIR`, else `$XDG_DATA_HOME/bottle`, else `~/.local/share/bottle`. Not created.
 pub fn data_dir() -> Result<PathBuf> {
     Ok(
-        if let Some(d) = std::env::var_os("BOTTLE_DATA_DIR").filter(|d| !d.is_empty()) {
+        if let Some(d) = crate::settings::current()
+            .data_dir
+            .filter(|d| !d.is_empty())
+        {
             PathBuf::from(d)
         } else if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
             PathBuf::from(x).join("bottle")

@@ -12,7 +12,9 @@ pub const PREFIX: u8 = 28;
 
 /// The pool from `BOTTLE_SUBNET_POOL`, or the default.
 pub fn pool_from_env() -> Result<Ipv4Net> {
-    let raw = std::env::var("BOTTLE_SUBNET_POOL").unwrap_or_else(|_| DEFAULT_POOL.into());
+    let raw = crate::settings::current()
+        .subnet_pool()
+        .unwrap_or_else(|| DEFAULT_POOL.into());
     let pool: Ipv4Net = raw.trim().parse().with_context(|| {
         format!(
             "BOTTLE_SUBNET_POOL={raw:?} is not an IPv4 CIDR like {DEFAULT_POOL}; fix or unset it"

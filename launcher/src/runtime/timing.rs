@@ -12,9 +12,7 @@ static ENABLED: OnceLock<bool> = OnceLock::new();
 
 /// Whether timings are printed (`BOTTLE_TRACE_TIMING` set to anything but `0` or empty).
 pub fn enabled() -> bool {
-    *ENABLED.get_or_init(|| {
-        std::env::var("BOTTLE_TRACE_TIMING").is_ok_and(|v| !v.is_empty() && v != "0")
-    })
+    *ENABLED.get_or_init(|| crate::settings::current().trace_timing())
 }
 
 /// Fixes the time origin (the first call wins; call it first thing in `main`).

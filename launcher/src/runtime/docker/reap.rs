@@ -8,9 +8,9 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use serde::Serialize;
 
-use super::bottle::is_not_found;
-use super::labels::{self, launcher_alive};
-use super::statedir::{self, StateDir};
+use super::is_not_found;
+use crate::runtime::labels::{self, launcher_alive};
+use crate::runtime::statedir::{self, StateDir};
 
 /// What a reap removed.
 #[derive(Debug, Default, Serialize)]
@@ -121,8 +121,8 @@ pub async fn reap(docker: &Docker, only: Option<&str>, force: bool) -> Result<Re
         }
         if !force {
             // Only stale bottles (their launcher or supervisor is gone) count as reaped.
-            super::events::emit("session.reaped", id, serde_json::json!({}));
-            super::sessions::update(id, "reaped", None);
+            crate::runtime::events::emit("session.reaped", id, serde_json::json!({}));
+            crate::runtime::sessions::update(id, "reaped", None);
         }
         report.bottles.push(id.clone());
     }
