@@ -61,6 +61,7 @@ pub const NAMES: &[&str] = &[
     "pass.test",
     "ws.test",
     "self.test",
+    "nows.test",
 ];
 
 /// A running upstream + proxy.
