@@ -15,7 +15,8 @@
 //!    (the label cap alone);
 //! 4. credential reflection — [`injected_credential_never_flows_back_in_headers`],
 //!    [`injected_credential_never_flows_back_in_a_body`],
-//!    [`injected_credential_never_flows_back_in_a_websocket_frame`];
+//!    [`injected_credential_never_flows_back_in_a_websocket_frame`],
+//!    [`injected_credential_never_flows_back_in_a_declined_websocket_handshake`];
 //! 5. `git push` through the proxy — [`smart_http_git_push_is_refused`];
 //! 6. encoded pattern secrets in a path — [`encoded_pattern_secret_in_a_path_segment_is_blocked`];
 //!
@@ -167,6 +168,16 @@ async fn request<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, raw: &str) -> Str
     let mut body = vec![0u8; len];
     let _ = s.read_exact(&mut body).await;
     format!("{head}{}", String::from_utf8_lossy(&body))
+}
+
+/// Reads everything until EOF, an error, or `quiet` without a byte.
+async fn read_until_quiet<S: AsyncRead + Unpin>(s: &mut S, quiet: std::time::Duration) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(Ok(n @ 1..)) = tokio::time::timeout(quiet, s.read(&mut buf)).await {
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
 }
 
 /// A masked client frame.
@@ -613,6 +624,42 @@ fn injected_credential_never_flows_back_in_a_websocket_frame() {
             }
         }
     });
+}
+
+/// Class 4: a credentialed route whose upstream declines the WebSocket upgrade with a 200
+/// echoing the injected Authorization in the body: only the declined response's headers
+/// were checked, the body went back to the agent unscanned.
+#[test]
+fn injected_credential_never_flows_back_in_a_declined_websocket_handshake() {
+    let h = harness();
+    let port = h.upstream_port;
+    h.rt.block_on(async {
+        let mut t = tunnel(&h, "api.allowed.test", &[b"http/1.1"]).await;
+        t.write_all(ws_handshake("api.allowed.test", port, "/ws-decline-auth").as_bytes())
+            .await
+            .unwrap();
+        let got = read_until_quiet(&mut t, std::time::Duration::from_secs(3)).await;
+        let text = String::from_utf8_lossy(&got);
+        // The body is cut before any of it is forwarded: hyper drops the connection, often
+        // before the head went out.
+        assert!(
+            text.is_empty() || text.starts_with("HTTP/1.1 200"),
+            "{text}"
+        );
+        assert!(
+            !text.contains(&secret()[..8]),
+            "the credential came back: {text}"
+        );
+    });
+    assert!(upstream_saw(&format!("auth Bearer {}", secret())));
+    let audit = h.audit_lines(2);
+    assert!(
+        audit.iter().any(|l| l["reason"] == "dlp"
+            && l["route"] == "cred"
+            && l["rule"] == "known-secret"
+            && l["location"] == "response:body"),
+        "{audit:?}"
+    );
 }
 
 /// Class 5: `POST …/git-receive-pack` to an allowed host updated refs; pack contents are

@@ -259,6 +259,13 @@ async fn upstream_app(mut req: Request<Incoming>) -> Result<Response<Body>, Infa
         }
         return Ok(r);
     }
+    if path == "/ws-decline-auth" {
+        // Declines a WebSocket upgrade with an ordinary 200 whose body echoes the
+        // Authorization it received.
+        return Ok(Response::new(full(format!(
+            "no upgrade here; you sent: {auth}\n"
+        ))));
+    }
     if path == "/echo-auth-only" {
         // Reflects the credential in the body only.
         return Ok(Response::new(full(format!("you sent: {auth}\n"))));
