@@ -16,7 +16,8 @@
 //! 4. credential reflection — [`injected_credential_never_flows_back_in_headers`],
 //!    [`injected_credential_never_flows_back_in_a_body`],
 //!    [`injected_credential_never_flows_back_in_a_websocket_frame`],
-//!    [`injected_credential_never_flows_back_in_a_declined_websocket_handshake`];
+//!    [`injected_credential_never_flows_back_in_a_declined_websocket_handshake`],
+//!    [`no_prefix_of_a_secret_split_across_event_stream_chunks_reaches_the_agent`];
 //! 5. `git push` through the proxy — [`smart_http_git_push_is_refused`];
 //! 6. encoded pattern secrets in a path — [`encoded_pattern_secret_in_a_path_segment_is_blocked`];
 //!
@@ -657,6 +658,57 @@ fn injected_credential_never_flows_back_in_a_declined_websocket_handshake() {
         audit.iter().any(|l| l["reason"] == "dlp"
             && l["route"] == "cred"
             && l["rule"] == "known-secret"
+            && l["location"] == "response:body"),
+        "{audit:?}"
+    );
+}
+
+/// Class 4: an event stream whose upstream splits the injected credential across two
+/// chunks: streaming bodies were forwarded chunk by chunk, so the chunk holding the
+/// credential's first part reached the agent before the second made the secret whole.
+/// Not even its first 8 bytes may arrive; the event before it must (events are not held).
+#[test]
+fn no_prefix_of_a_secret_split_across_event_stream_chunks_reaches_the_agent() {
+    let h = harness();
+    let port = h.upstream_port;
+    h.rt.block_on(async {
+        let mut t = tunnel(&h, "api.allowed.test", &[b"http/1.1"]).await;
+        t.write_all(
+            format!("GET /sse-split-auth HTTP/1.1\r\nHost: api.allowed.test:{port}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !String::from_utf8_lossy(&got).contains("data: hello\n\n") {
+            match tokio::time::timeout_at(deadline, t.read(&mut buf)).await {
+                Ok(Ok(n @ 1..)) => got.extend_from_slice(&buf[..n]),
+                other => panic!(
+                    "the first event did not arrive before the second chunk: {other:?} {}",
+                    String::from_utf8_lossy(&got)
+                ),
+            }
+        }
+        common::SSE_SPLIT_RELEASE.store(true, std::sync::atomic::Ordering::SeqCst);
+        got.extend(read_until_quiet(&mut t, std::time::Duration::from_secs(3)).await);
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.contains("text/event-stream"), "{text}");
+        assert!(
+            !text.contains(&secret()[..8]),
+            "a prefix of the credential came back: {text}"
+        );
+        assert!(
+            !text.contains("data: bye"),
+            "the stream was not cut: {text}"
+        );
+    });
+    let audit = h.audit_lines(2);
+    assert!(
+        audit.iter().any(|l| l["reason"] == "dlp"
+            && l["route"] == "cred"
             && l["location"] == "response:body"),
         "{audit:?}"
     );
