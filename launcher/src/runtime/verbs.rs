@@ -235,15 +235,25 @@ pub async fn logs(docker: &Docker, id: &str, audit: bool, follow: bool) -> Resul
         .stderr(!audit)
         .follow(follow)
         .build();
-    let mut s = docker.logs(&c, Some(opts));
     let mut out = std::io::stdout().lock();
-    // Agent output is untrusted (and audit lines quote agent-chosen hosts and paths): escape
-    // terminal control sequences. Stdout and stderr frames have their own filter state.
+    write_logs(docker.logs(&c, Some(opts)), &mut out, follow).await
+}
+
+/// Writes container log frames to `out` as `bottle logs` prints them. Agent output is
+/// untrusted (and audit lines quote agent-chosen hosts and paths): terminal control sequences
+/// are escaped ([`crate::termfilter`]); stdout and stderr frames have their own filter state.
+/// `follow` flushes after every frame.
+pub async fn write_logs<S, E>(frames: S, out: &mut impl Write, follow: bool) -> Result<()>
+where
+    S: futures_util::Stream<Item = std::result::Result<bollard::container::LogOutput, E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let mut frames = std::pin::pin!(frames);
     let mut filters = [
         crate::termfilter::TermFilter::new(),
         crate::termfilter::TermFilter::new(),
     ];
-    while let Some(item) = s.next().await {
+    while let Some(item) = frames.next().await {
         let chunk = item.context("reading container logs")?;
         let f = &mut filters[usize::from(matches!(
             chunk,
