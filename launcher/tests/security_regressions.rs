@@ -13,7 +13,7 @@
 //! | 7 | the agent plants git config/hooks that run on the host | `git_metadata_is_protected_by_default_and_opt_out_is_validated` (+ e2e) |
 //! | 8 | the workspace contains `$BOTTLE_HOME` (or bottle's state) | `workspace_containing_bottle_dirs_is_refused` |
 //! | 9 | a planted repository agent runs without review | `planted_repository_agent_needs_explicit_trust` |
-//! | 10 | terminal control sequences in agent output | `terminal_control_sequences_are_escaped` (+ e2e) |
+//! | 10 | terminal control sequences in agent output | `terminal_control_sequences_are_escaped`, `bottle_logs_escapes_terminal_control_sequences` (+ e2e) |
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -320,5 +320,52 @@ fn terminal_control_sequences_are_escaped() {
     assert_eq!(
         text,
         "\\x1b]52;c;cHduZWQ=\\x07\\x1b]0;title\\x1b\\ \\x1b[2J \\u{9b}6n ✓\n"
+    );
+}
+
+/// Bypass 10, `bottle logs`: the function it prints container log frames with escapes them
+/// like `bottle run`'s output, with stdout and stderr interleaved and a sequence split across
+/// frames of one stream (each stream keeps its own filter state), and flushes what is held
+/// at the end.
+#[test]
+fn bottle_logs_escapes_terminal_control_sequences() {
+    use bollard::container::LogOutput;
+    let frames = vec![
+        LogOutput::StdOut {
+            message: "ok \x1b]52;c;cHduZWQ=\x07 \x1b]0;".into(),
+        },
+        LogOutput::StdErr {
+            message: b"err \x1b[2J \xc2"[..].into(),
+        },
+        LogOutput::StdOut {
+            message: "title\x1b\\ done\r".into(),
+        },
+        LogOutput::StdErr {
+            message: b"\x9b6n\x08\n"[..].into(),
+        },
+        LogOutput::StdOut {
+            message: "\n".into(),
+        },
+        LogOutput::StdOut {
+            message: b"\xe2\x9c"[..].into(),
+        },
+    ];
+    let stream = futures_util::stream::iter(frames.into_iter().map(Ok::<_, std::io::Error>));
+    let mut out = Vec::new();
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(bottle::runtime::verbs::write_logs(stream, &mut out, true))
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        !text
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\r'),
+        "no control character survives: {text:?}"
+    );
+    assert_eq!(
+        text,
+        "ok \\x1b]52;c;cHduZWQ=\\x07 \\x1b]0;err \\x1b[2J title\\x1b\\ done\\u{9b}6n\\x08\n\r\n\\xe2\\x9c"
     );
 }

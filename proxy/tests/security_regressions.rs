@@ -10,14 +10,19 @@
 //! 1. any `Upgrade` spliced raw — [`upgrade_other_than_websocket_is_refused_not_spliced`],
 //!    [`unframed_bytes_after_a_websocket_upgrade_never_reach_the_upstream`];
 //! 2. WebSocket frames not scanned — [`websocket_messages_are_scanned_before_forwarding`];
-//! 3. host-name exfiltration — [`secret_in_a_host_name_is_refused_before_any_dns_lookup`];
+//! 3. host-name exfiltration — [`secret_in_a_host_name_is_refused_before_any_dns_lookup`]
+//!    (host-name DLP alone), [`label_cap_alone_refuses_long_or_random_labels_on_a_wildcard_route`]
+//!    (the label cap alone);
 //! 4. credential reflection — [`injected_credential_never_flows_back_in_headers`],
 //!    [`injected_credential_never_flows_back_in_a_body`],
-//!    [`injected_credential_never_flows_back_in_a_websocket_frame`];
+//!    [`injected_credential_never_flows_back_in_a_websocket_frame`],
+//!    [`injected_credential_never_flows_back_in_a_declined_websocket_handshake`],
+//!    [`no_prefix_of_a_secret_split_across_event_stream_chunks_reaches_the_agent`];
 //! 5. `git push` through the proxy — [`smart_http_git_push_is_refused`];
 //! 6. encoded pattern secrets in a path — [`encoded_pattern_secret_in_a_path_segment_is_blocked`];
 //!
-//! Plus: bare parser refusals and HTTP/2 cookie crumbs.
+//! Plus: `websocket = false` ([`websocket_false_refuses_the_handshake_before_the_upstream`]),
+//! bare parser refusals and HTTP/2 cookie crumbs.
 mod common;
 
 use std::collections::HashMap;
@@ -73,6 +78,13 @@ id = "nocap"
 host = "*.nocap.test"
 ports = [{port}]
 label_cap = false
+
+[[route]]
+id = "nows"
+host = "nows.test"
+ports = [{port}]
+allow_private = ["127.0.0.1/32"]
+websocket = false
 
 [[route]]
 id = "pushy"
@@ -157,6 +169,16 @@ async fn request<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, raw: &str) -> Str
     let mut body = vec![0u8; len];
     let _ = s.read_exact(&mut body).await;
     format!("{head}{}", String::from_utf8_lossy(&body))
+}
+
+/// Reads everything until EOF, an error, or `quiet` without a byte.
+async fn read_until_quiet<S: AsyncRead + Unpin>(s: &mut S, quiet: std::time::Duration) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(Ok(n @ 1..)) = tokio::time::timeout(quiet, s.read(&mut buf)).await {
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
 }
 
 /// A masked client frame.
@@ -351,7 +373,9 @@ fn websocket_messages_are_scanned_before_forwarding() {
 }
 
 /// Class 3: `CONNECT <base32(T) in two labels>.wild.test:443` was allowed, resolved (the
-/// secret left through DNS) and logged.
+/// secret left through DNS) and logged. Driven on `*.nocap.test` (`label_cap = false`, and
+/// the name is not in the resolver), so only host-name DLP stands between the name and a DNS
+/// lookup: without it the deny would be `dns` and the resolver would have been asked.
 #[test]
 fn secret_in_a_host_name_is_refused_before_any_dns_lookup() {
     let h = harness();
@@ -364,7 +388,7 @@ fn secret_in_a_host_name_is_refused_before_any_dns_lookup() {
         format!("{}.{}", &s[..mid], &s[mid..])
     };
     for (what, labels) in [("base32", split(&b32)), ("hex", split(&hex))] {
-        let name = format!("{labels}.allowed.test");
+        let name = format!("{labels}.nocap.test");
         h.rt.block_on(async {
             let mut s = TcpStream::connect(h.proxy_addr).await.unwrap();
             let target = format!("{name}:{}", h.upstream_port);
@@ -375,6 +399,12 @@ fn secret_in_a_host_name_is_refused_before_any_dns_lookup() {
             .await;
             assert!(resp.starts_with("HTTP/1.1 403"), "{what}: {resp}");
             assert!(resp.contains("x-bottle-deny: host_name"), "{what}: {resp}");
+            // DLP, not the label cap: the deny names the rule.
+            assert!(
+                resp.contains("x-bottle-rule: known-secret"),
+                "{what}: {resp}"
+            );
+            assert!(resp.contains("secret detected"), "{what}: {resp}");
             assert!(!resp.contains(&labels), "{what}: the deny shows the name");
             // Absolute form too.
             let mut s = TcpStream::connect(h.proxy_addr).await.unwrap();
@@ -384,6 +414,10 @@ fn secret_in_a_host_name_is_refused_before_any_dns_lookup() {
             )
             .await;
             assert!(resp.contains("x-bottle-deny: host_name"), "{what}: {resp}");
+            assert!(
+                resp.contains("x-bottle-rule: known-secret"),
+                "{what}: {resp}"
+            );
         });
         assert!(
             !h.resolver
@@ -394,12 +428,130 @@ fn secret_in_a_host_name_is_refused_before_any_dns_lookup() {
         );
     }
     let lines = h.audit_lines(4);
-    assert!(
-        lines.iter().any(|l| l["reason"] == "host_name"),
-        "{lines:?}"
-    );
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    for l in &lines {
+        assert_eq!(l["reason"], "host_name", "{l}");
+        assert_eq!(l["rule"], "known-secret", "{l}");
+        assert_eq!(l["location"], "host", "{l}");
+        assert_eq!(l["host"], "[redacted]", "{l}");
+    }
     let audit = std::fs::read_to_string(&h.audit_path).unwrap_or_default();
     assert!(!audit.contains(&b32[..16]) && !audit.contains(&hex[..16]));
+}
+
+/// The label cap of a wildcard route refuses, on its own (no DLP finding), a label over
+/// `max_len` or one that looks random, before any lookup, naming the limit and not the
+/// label; an ordinary name on the same route passes. The deny is `host_name` like a
+/// host-name DLP hit, but has no rule and no location (DLP's has `known-secret` / `host`).
+#[test]
+fn label_cap_alone_refuses_long_or_random_labels_on_a_wildcard_route() {
+    let h = harness();
+    let port = h.upstream_port;
+    let long = "a".repeat(41);
+    let random = "k3v9q7zx2m8w4t6b1n5rj0yc".to_owned();
+    for (what, label, limit) in [
+        ("long", &long, "label_cap.max_len of 40"),
+        ("random", &random, "label_cap.max_entropy of 3.9"),
+    ] {
+        let name = format!("{label}.allowed.test");
+        h.rt.block_on(async {
+            let mut s = TcpStream::connect(h.proxy_addr).await.unwrap();
+            let target = format!("{name}:{port}");
+            let resp = request(
+                &mut s,
+                &format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"),
+            )
+            .await;
+            assert!(resp.starts_with("HTTP/1.1 403"), "{what}: {resp}");
+            assert!(resp.contains("x-bottle-deny: host_name"), "{what}: {resp}");
+            assert!(!resp.contains("x-bottle-rule"), "{what}: not DLP: {resp}");
+            assert!(resp.contains(limit), "{what}: {resp}");
+            assert!(resp.contains("route `wild`"), "{what}: {resp}");
+            assert!(resp.contains("[redacted].allowed.test"), "{what}: {resp}");
+            assert!(
+                !resp.contains(label.as_str()),
+                "{what}: the deny shows the label"
+            );
+            let mut s = TcpStream::connect(h.proxy_addr).await.unwrap();
+            let resp = request(
+                &mut s,
+                &format!("GET http://{name}:{port}/ HTTP/1.1\r\nHost: {name}:{port}\r\n\r\n"),
+            )
+            .await;
+            assert!(resp.contains("x-bottle-deny: host_name"), "{what}: {resp}");
+            assert!(!resp.contains("x-bottle-rule"), "{what}: {resp}");
+        });
+        assert!(
+            !h.resolver
+                .queried()
+                .iter()
+                .any(|q| q.contains(label.as_str())),
+            "{what}: the name was looked up"
+        );
+    }
+    let lines = h.audit_lines(4);
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    for l in &lines {
+        assert_eq!(l["reason"], "host_name", "{l}");
+        assert_eq!(l["route"], "wild", "{l}");
+        assert!(l["rule"].is_null() && l["location"].is_null(), "{l}");
+        assert_eq!(l["host"], "[redacted].allowed.test", "{l}");
+    }
+    let audit = std::fs::read_to_string(&h.audit_path).unwrap_or_default();
+    assert!(!audit.contains(&long) && !audit.contains(&random));
+    // An ordinary name on the same wildcard route passes the cap (and is resolved).
+    h.rt.block_on(async {
+        let mut s = TcpStream::connect(h.proxy_addr).await.unwrap();
+        let target = format!("deep.api.allowed.test:{port}");
+        let resp = request(
+            &mut s,
+            &format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"),
+        )
+        .await;
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    });
+    assert!(h
+        .resolver
+        .queried()
+        .iter()
+        .any(|q| q.contains("deep.api.allowed.test")));
+}
+
+/// A route with `websocket = false` refuses the handshake itself (`upgrade`, naming the
+/// setting); the upstream never sees it. The route is otherwise open.
+#[test]
+fn websocket_false_refuses_the_handshake_before_the_upstream() {
+    let h = harness();
+    let port = h.upstream_port;
+    h.rt.block_on(async {
+        let mut t = tunnel(&h, "nows.test", &[b"http/1.1"]).await;
+        let resp = request(&mut t, &ws_handshake("nows.test", port, "/ws-nows")).await;
+        assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
+        assert!(resp.contains("x-bottle-deny: upgrade"), "{resp}");
+        assert!(
+            resp.contains("route `nows` does not allow WebSocket (websocket = false)"),
+            "{resp}"
+        );
+        // The same route answers a plain request.
+        let resp = request(
+            &mut t,
+            &format!("GET /plain-nows HTTP/1.1\r\nHost: nows.test:{port}\r\n\r\n"),
+        )
+        .await;
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    });
+    assert!(upstream_saw("GET /plain-nows"));
+    assert!(
+        !upstream_saw("/ws-nows"),
+        "the upgrade reached the upstream"
+    );
+    let lines = h.audit_lines(3);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["reason"] == "upgrade" && l["route"] == "nows" && l["path"] == "/ws-nows"),
+        "{lines:?}"
+    );
 }
 
 /// Class 4: an upstream copying the injected Authorization into response headers
@@ -473,6 +625,93 @@ fn injected_credential_never_flows_back_in_a_websocket_frame() {
             }
         }
     });
+}
+
+/// Class 4: a credentialed route whose upstream declines the WebSocket upgrade with a 200
+/// echoing the injected Authorization in the body: only the declined response's headers
+/// were checked, the body went back to the agent unscanned.
+#[test]
+fn injected_credential_never_flows_back_in_a_declined_websocket_handshake() {
+    let h = harness();
+    let port = h.upstream_port;
+    h.rt.block_on(async {
+        let mut t = tunnel(&h, "api.allowed.test", &[b"http/1.1"]).await;
+        t.write_all(ws_handshake("api.allowed.test", port, "/ws-decline-auth").as_bytes())
+            .await
+            .unwrap();
+        let got = read_until_quiet(&mut t, std::time::Duration::from_secs(3)).await;
+        let text = String::from_utf8_lossy(&got);
+        // The body is cut before any of it is forwarded: hyper drops the connection, often
+        // before the head went out.
+        assert!(
+            text.is_empty() || text.starts_with("HTTP/1.1 200"),
+            "{text}"
+        );
+        assert!(
+            !text.contains(&secret()[..8]),
+            "the credential came back: {text}"
+        );
+    });
+    assert!(upstream_saw(&format!("auth Bearer {}", secret())));
+    let audit = h.audit_lines(2);
+    assert!(
+        audit.iter().any(|l| l["reason"] == "dlp"
+            && l["route"] == "cred"
+            && l["rule"] == "known-secret"
+            && l["location"] == "response:body"),
+        "{audit:?}"
+    );
+}
+
+/// Class 4: an event stream whose upstream splits the injected credential across two
+/// chunks: streaming bodies were forwarded chunk by chunk, so the chunk holding the
+/// credential's first part reached the agent before the second made the secret whole.
+/// Not even its first 8 bytes may arrive; the event before it must (events are not held).
+#[test]
+fn no_prefix_of_a_secret_split_across_event_stream_chunks_reaches_the_agent() {
+    let h = harness();
+    let port = h.upstream_port;
+    h.rt.block_on(async {
+        let mut t = tunnel(&h, "api.allowed.test", &[b"http/1.1"]).await;
+        t.write_all(
+            format!("GET /sse-split-auth HTTP/1.1\r\nHost: api.allowed.test:{port}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !String::from_utf8_lossy(&got).contains("data: hello\n\n") {
+            match tokio::time::timeout_at(deadline, t.read(&mut buf)).await {
+                Ok(Ok(n @ 1..)) => got.extend_from_slice(&buf[..n]),
+                other => panic!(
+                    "the first event did not arrive before the second chunk: {other:?} {}",
+                    String::from_utf8_lossy(&got)
+                ),
+            }
+        }
+        common::SSE_SPLIT_RELEASE.store(true, std::sync::atomic::Ordering::SeqCst);
+        got.extend(read_until_quiet(&mut t, std::time::Duration::from_secs(3)).await);
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.contains("text/event-stream"), "{text}");
+        assert!(
+            !text.contains(&secret()[..8]),
+            "a prefix of the credential came back: {text}"
+        );
+        assert!(
+            !text.contains("data: bye"),
+            "the stream was not cut: {text}"
+        );
+    });
+    let audit = h.audit_lines(2);
+    assert!(
+        audit.iter().any(|l| l["reason"] == "dlp"
+            && l["route"] == "cred"
+            && l["location"] == "response:body"),
+        "{audit:?}"
+    );
 }
 
 /// Class 5: `POST …/git-receive-pack` to an allowed host updated refs; pack contents are

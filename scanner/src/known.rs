@@ -25,7 +25,7 @@ const CHECKPOINT: usize = 1024;
 
 /// Separator bytes that may be inserted into a secret and are ignored when matching.
 #[inline]
-pub(crate) fn is_separator(b: u8) -> bool {
+pub fn is_separator(b: u8) -> bool {
     matches!(b, b'-' | b'.' | b' ' | b'\t' | b'\r' | b'\n')
 }
 

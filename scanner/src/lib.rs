@@ -37,6 +37,6 @@ pub mod stream;
 
 pub use error::RuleError;
 pub use finding::Finding;
-pub use known::MIN_KNOWN_SECRET_LEN;
+pub use known::{is_separator, MIN_KNOWN_SECRET_LEN};
 pub use scanner::{RuleInfo, Scanner, ScannerBuilder, KNOWN_SECRET_RULE_ID};
 pub use stream::StreamScan;

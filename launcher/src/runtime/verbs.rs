@@ -105,3 +105,41 @@ pub fn ansi_color(name: &str) -> Option<u8> {
         _ => return None,
     })
 }
+
+/// Writes container log frames to `out` as `bottle logs` prints them. Agent output is
+/// untrusted (and audit lines quote agent-chosen hosts and paths): terminal control sequences
+/// are escaped ([`crate::termfilter`]); stdout and stderr frames have their own filter state.
+/// `follow` flushes after every frame.
+pub async fn write_logs<S, E>(
+    frames: S,
+    out: &mut impl std::io::Write,
+    follow: bool,
+) -> anyhow::Result<()>
+where
+    S: futures_util::Stream<Item = std::result::Result<bollard::container::LogOutput, E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    use anyhow::Context as _;
+    use futures_util::StreamExt as _;
+    let mut frames = std::pin::pin!(frames);
+    let mut filters = [
+        crate::termfilter::TermFilter::new(),
+        crate::termfilter::TermFilter::new(),
+    ];
+    while let Some(item) = frames.next().await {
+        let chunk = item.context("reading container logs")?;
+        let f = &mut filters[usize::from(matches!(
+            chunk,
+            bollard::container::LogOutput::StdErr { .. }
+        ))];
+        out.write_all(&f.push(&chunk.into_bytes()))?;
+        if follow {
+            out.flush()?;
+        }
+    }
+    for f in &mut filters {
+        out.write_all(&f.finish())?;
+    }
+    out.flush()?;
+    Ok(())
+}

@@ -4,15 +4,24 @@
 //! otherwise hand the agent the real token.
 //!
 //! - **Headers** are scanned for known secrets (every encoding the request side knows) on
-//!   every response; a hit **blocks** the response (502, `X-Bottle-Deny: dlp`, rule
-//!   `known-secret`, location `response:header:NAME`).
-//! - **Bodies** are scanned as they stream, with the known-secret pass only (cheap). Bytes
-//!   are forwarded only once scanned together with the preceding [`Scanner::overlap`] bytes,
-//!   and non-streaming bodies hold that many bytes back until the next chunk or the end, so
-//!   a secret is never forwarded in part across a chunk boundary; streaming media types
-//!   (`text/event-stream`, NDJSON, gRPC) are forwarded chunk by chunk (events must not
-//!   wait), each chunk scanned with the bytes before it. A hit **cuts** the body (the
-//!   client sees a reset stream, never the secret) and is audited as a `dlp` deny.
+//!   every response; a hit **blocks** the response (403 like every policy deny,
+//!   `X-Bottle-Deny: dlp`, `X-Bottle-Rule: known-secret`, location `response:header:NAME`).
+//! - **Bodies** are scanned as they stream, with the known-secret pass only (cheap). Each
+//!   chunk is scanned together with the preceding [`Scanner::overlap`] bytes (the longest
+//!   input an encoded occurrence of a known secret spans, escapes included), and a tail that
+//!   could be the start of an occurrence completed by the next chunk is **held back** until
+//!   that chunk has been scanned too (or the body ends), so no byte of a secret is forwarded
+//!   before the whole occurrence has been checked. Non-streaming bodies hold back the last
+//!   `overlap` bytes. Streaming media types (`text/event-stream`, NDJSON, gRPC: events must
+//!   not wait) hold back only the longest tail made of bytes an encoded secret can contain
+//!   ([`Reflection::held_tail`]: ASCII letters and digits, `+ / = _`, the separators, the `%`
+//!   and `\` of escapes, the secrets' own bytes; leading separators excepted), at most
+//!   `overlap` bytes. A JSON event (`…}\n\n`), `[DONE]` or an NDJSON line ends in a byte no
+//!   secret can contain and goes out at once; an event ending in bare letters or digits waits
+//!   for the next chunk. There is deliberately **no timer flush**: what is held is exactly the
+//!   bytes that could begin a secret, so releasing them on a timer would hand an upstream
+//!   that pauses mid-secret its prefix. A hit **cuts** the body (the client sees a reset
+//!   stream, never the secret) and is audited as a `dlp` deny.
 //! - A compressed body on a credentialed route is buffered (up to the route's `body_cap`),
 //!   decoded and scanned before any of it is forwarded; over the cap it is refused.
 //!   Credentialed requests ask for `Accept-Encoding: identity`, so this is rare.
@@ -40,6 +49,8 @@ use crate::server::Secrets;
 #[derive(Clone)]
 pub(crate) struct Reflection {
     scanner: Scanner,
+    /// Bytes an encoded occurrence of a known secret can contain (see [`Self::held_tail`]).
+    alphabet: std::sync::Arc<[bool; 256]>,
 }
 
 impl Reflection {
@@ -48,16 +59,65 @@ impl Reflection {
     pub fn new(secrets: &Secrets) -> Option<Self> {
         let mut b = Scanner::builder().default_rules(false);
         let mut any = false;
+        // Every byte of every encoding the scanner matches: hex, base32, base64 (std and
+        // URL-safe) digits, the separators it ignores, the `%XX` / `\uXXXX` / `\xXX` / `\/`
+        // / `\n` escapes it decodes — and, raw or escaped, the secrets' own bytes.
+        let mut alphabet = [false; 256];
+        for c in 0..=255u8 {
+            alphabet[c as usize] = c.is_ascii_alphanumeric()
+                || b"+/=_%\\".contains(&c)
+                || bottle_scanner::is_separator(c);
+        }
         for (name, value) in secrets.iter() {
             if value.len() >= bottle_scanner::MIN_KNOWN_SECRET_LEN {
                 b = b.known_secret(name, value);
                 any = true;
+                for &c in value.as_bytes() {
+                    alphabet[c as usize] = true;
+                }
             }
         }
         if !any {
             return None;
         }
-        b.build().ok().map(|scanner| Reflection { scanner })
+        b.build().ok().map(|scanner| Reflection {
+            scanner,
+            alphabet: std::sync::Arc::new(alphabet),
+        })
+    }
+
+    /// How many bytes at the end of `head ++ tail` (already scanned, no secret found) must
+    /// not be forwarded yet, because the next chunk could complete them into a secret.
+    ///
+    /// An occurrence not found yet extends past the end, so every byte of the part already
+    /// here is one an encoded secret can contain: the part lies within the longest suffix
+    /// made only of such bytes. Its leading separators are not held (the scanner ignores
+    /// separators, so they reveal nothing of a secret, and an event's closing `\n\n` goes
+    /// out). Never more than `max` (the scan overlap: an occurrence starting earlier than
+    /// that would have ended inside the data and been found).
+    fn held_tail(&self, head: &[u8], tail: &[u8], max: usize) -> usize {
+        let ok = |c: &u8| self.alphabet[*c as usize];
+        let run = tail.iter().rev().take_while(|c| ok(c)).count();
+        let run = if run == tail.len() {
+            run + head.iter().rev().take_while(|c| ok(c)).count()
+        } else {
+            run
+        };
+        let run = run.min(max);
+        // Skip the run's leading separators.
+        let total = head.len() + tail.len();
+        let at = |i: usize| {
+            if i < head.len() {
+                head[i]
+            } else {
+                tail[i - head.len()]
+            }
+        };
+        let mut start = total - run;
+        while start < total && bottle_scanner::is_separator(at(start)) {
+            start += 1;
+        }
+        total - start
     }
 
     /// Checks response headers.
@@ -210,13 +270,14 @@ struct Withheld;
 struct Scanned {
     inner: ProxyBody,
     r: Reflection,
-    /// Forward every scanned byte at once (event streams) instead of holding back.
+    /// An event stream: hold back only a tail that could begin a secret (see
+    /// [`Reflection::held_tail`]), not `overlap` bytes.
     streaming: bool,
     /// How many bytes before new data a scan must include.
     overlap: usize,
     /// The last `overlap` bytes scanned (context for the next scan).
     ctx: BytesMut,
-    /// Scanned but not yet forwarded (non-streaming hold-back, at most `overlap`).
+    /// Scanned but not yet forwarded (the hold-back, at most `overlap`).
     pending: BytesMut,
     out: VecDeque<Frame<Bytes>>,
     on_hit: Option<OnHit>,
@@ -262,13 +323,16 @@ impl Scanned {
             let excess = self.ctx.len().saturating_sub(self.overlap);
             let _ = self.ctx.split_to(excess);
         }
-        if self.streaming {
-            self.out.push_back(Frame::data(data));
-            return Ok(());
-        }
-        // Hold back the last `overlap` bytes: a secret starting there is not yet complete.
+        // Hold back what a secret completed by the next chunk could start with: the last
+        // `overlap` bytes, or (event streams, which must not wait) only the tail that could
+        // be part of an encoded secret at all.
+        let hold = if self.streaming {
+            self.r.held_tail(&self.pending, &data, self.overlap)
+        } else {
+            self.overlap
+        };
         let total = self.pending.len() + data.len();
-        let release = total.saturating_sub(self.overlap);
+        let release = total.saturating_sub(hold);
         if release == 0 {
             self.pending.extend_from_slice(&data);
             return Ok(());
@@ -449,11 +513,130 @@ mod tests {
                 assert!(hit.load(std::sync::atomic::Ordering::SeqCst));
                 let fwd = String::from_utf8_lossy(&forwarded);
                 assert!(!fwd.contains(T), "split {split} streaming {streaming}");
-                if !streaming {
-                    // Hold-back: not even a long prefix of the secret was forwarded.
-                    assert!(!fwd.contains(&T[..T.len() / 2]), "split {split}");
+                // Hold-back: not one byte of the secret was forwarded.
+                assert!(
+                    forwarded.len() <= 9000,
+                    "split {split} streaming {streaming}: {} bytes forwarded",
+                    forwarded.len()
+                );
+            }
+        }
+    }
+
+    /// Runs `frames` through a streaming [`Scanned`]; returns (forwarded bytes, cut?).
+    fn stream_through(r: &Reflection, frames: Vec<Bytes>) -> (Vec<u8>, bool) {
+        let stream = futures_util::stream::iter(
+            frames
+                .into_iter()
+                .map(|b| Ok::<_, BoxError>(Frame::data(b))),
+        );
+        let body = boxed(http_body_util::StreamBody::new(stream));
+        let mut scanned = Scanned::new(body, r.clone(), true, Box::new(|_| {}));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut forwarded = Vec::new();
+        let mut cut = false;
+        rt.block_on(async {
+            while let Some(f) = scanned.frame().await {
+                match f {
+                    Ok(f) => forwarded.extend_from_slice(f.data_ref().unwrap()),
+                    Err(_) => {
+                        cut = true;
+                        break;
+                    }
                 }
             }
+        });
+        (forwarded, cut)
+    }
+
+    /// An event stream carrying the secret in each encoding the scanner knows, split into
+    /// two chunks at every point of the encoded secret: cut, and not one byte of the encoded
+    /// secret forwarded (the tail that could begin it is held, whatever its encoding).
+    #[test]
+    fn event_stream_hold_back_covers_every_encoding_and_split() {
+        let r = reflection();
+        let std64 = base64::engine::general_purpose::STANDARD_NO_PAD;
+        let url64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let hex = data_encoding::HEXLOWER.encode(T.as_bytes());
+        let forms = [
+            ("raw", T.to_owned()),
+            ("hex", hex.clone()),
+            ("HEX", hex.to_ascii_uppercase()),
+            ("base64", std64.encode(format!("k={T}"))),
+            ("base64url", url64.encode(format!("ab{T}"))),
+            ("base32", data_encoding::BASE32.encode(T.as_bytes())),
+            (
+                "percent",
+                T.bytes().map(|b| format!("%{b:02X}")).collect::<String>(),
+            ),
+            (
+                "json-u",
+                T.bytes()
+                    .map(|b| format!("\\u{:04x}", b))
+                    .collect::<String>(),
+            ),
+            (
+                "separators",
+                T.as_bytes()
+                    .chunks(4)
+                    .map(|c| String::from_utf8_lossy(c).into_owned())
+                    .collect::<Vec<_>>()
+                    .join("-"),
+            ),
+        ];
+        for (what, enc) in forms {
+            let before = "data: {\"n\":1}\n\ndata: {\"v\":\"";
+            let text = format!("{before}{enc}\"}}\n\n");
+            let start = before.len();
+            for cut_at in start..start + enc.len() {
+                let b = Bytes::from(text.clone());
+                let frames = vec![b.slice(..cut_at), b.slice(cut_at..)];
+                let (fwd, cut) = stream_through(&r, frames);
+                assert!(cut, "{what} split at {cut_at}: not cut");
+                assert!(
+                    fwd.len() <= start,
+                    "{what} split at {cut_at}: {:?} forwarded",
+                    String::from_utf8_lossy(&fwd)
+                );
+            }
+        }
+    }
+
+    /// Events that cannot end inside a secret are forwarded as they arrive, the upstream
+    /// still streaming; a tail that could begin one waits for the next chunk (no timer).
+    #[test]
+    fn event_stream_events_are_not_held() {
+        use futures_util::FutureExt as _;
+        let r = reflection();
+        let events = [
+            (
+                "data: {\"delta\":\"hi\"}\n\n",
+                "data: {\"delta\":\"hi\"}\n\n",
+            ),
+            ("data: [DONE]\n\n", "data: [DONE]\n\n"),
+            ("{\"a\":1}\n", "{\"a\":1}\n"),
+            // Could be the first letters of a secret: held until the next chunk.
+            ("data: hello world\n\n", "data: "),
+        ];
+        for (event, released) in events {
+            let stream = futures_util::StreamExt::chain(
+                futures_util::stream::iter([Ok::<_, BoxError>(Frame::data(Bytes::from_static(
+                    event.as_bytes(),
+                )))]),
+                futures_util::stream::pending(),
+            );
+            let stream = futures_util::StreamExt::boxed(stream);
+            let body = boxed(http_body_util::StreamBody::new(stream));
+            let mut scanned = Scanned::new(body, r.clone(), true, Box::new(|_| {}));
+            let first = scanned.frame().now_or_never();
+            let got = first
+                .flatten()
+                .map(|f| f.unwrap().into_data().unwrap())
+                .unwrap_or_default();
+            assert_eq!(String::from_utf8_lossy(&got), released, "{event:?}");
+            assert!(scanned.frame().now_or_never().is_none(), "{event:?}");
         }
     }
 }

@@ -387,18 +387,8 @@ async fn exchange(
         rec.location = location;
     }
     let bytes_down = Arc::new(AtomicU64::new(0));
-    let (up_c, down_c) = (bytes_up.clone(), bytes_down.clone());
-    // The allow record waits for the response's verdicts (reflection, inbound DLP) and is
-    // dropped when a deny is recorded instead.
     let held = HeldRecord::default();
-    let (held_c, audit, started) = (held.clone(), inner.audit.clone(), ex.started);
-    let on_done: Box<dyn FnOnce(bool) + Send> = Box::new(move |_completed| {
-        let mut rec = rec;
-        rec.bytes_up = up_c.load(Ordering::Relaxed);
-        rec.bytes_down = down_c.load(Ordering::Relaxed);
-        rec.duration_ms = started.elapsed().as_millis() as u64;
-        held_c.done(rec, &audit);
-    });
+    let on_done = held.on_body_done(&ex, rec, bytes_up, bytes_down.clone());
     let resp = match upstream
         .send(checkout, dest.addrs, up_req, bytes_down, on_done)
         .await
@@ -410,11 +400,25 @@ async fn exchange(
         }
     };
     // 7. inspect response
+    inspect_response(&ex, dest.route, resp.map(boxed_hyper), &held).await
+}
+
+/// Stage 7 for every upstream response (a pooled exchange's, or the answer to a WebSocket
+/// handshake the upstream declined): hop-by-hop headers dropped, `Via` added, then the
+/// reflection checks and inbound DLP ([`reflect::response`]). Forwards the response, or
+/// refuses it; `held` (the allow record) follows the verdict.
+pub(crate) async fn inspect_response(
+    ex: &Exchange,
+    route: &Route,
+    resp: Response<ProxyBody>,
+    held: &HeldRecord,
+) -> Response<ProxyBody> {
+    let inner = &ex.inner;
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.version = Version::HTTP_11;
     parts.headers.append(header::VIA, inner.via.clone());
-    match reflect::response(&ex, dest.route, &parts, boxed_hyper(body), &held).await {
+    match reflect::response(ex, route, &parts, body, held).await {
         Ok(body) => {
             held.decide(true, &inner.audit);
             Response::from_parts(parts, body)
@@ -438,6 +442,27 @@ struct HeldState {
 }
 
 impl HeldRecord {
+    /// The allow record's completion: run when the response body is done (see
+    /// [`Metered`]), it fills in byte counts and duration and hands `rec` to [`Self::done`].
+    /// The record waits for the response's verdicts (reflection, inbound DLP) and is
+    /// dropped when a deny is recorded instead.
+    pub(crate) fn on_body_done(
+        &self,
+        ex: &Exchange,
+        rec: crate::audit::AuditRecord,
+        bytes_up: Arc<AtomicU64>,
+        bytes_down: Arc<AtomicU64>,
+    ) -> Box<dyn FnOnce(bool) + Send> {
+        let (held, audit, started) = (self.clone(), ex.inner.audit.clone(), ex.started);
+        Box::new(move |_completed| {
+            let mut rec = rec;
+            rec.bytes_up = bytes_up.load(Ordering::Relaxed);
+            rec.bytes_down = bytes_down.load(Ordering::Relaxed);
+            rec.duration_ms = started.elapsed().as_millis() as u64;
+            held.done(rec, &audit);
+        })
+    }
+
     /// The body finished: record now if the verdict allowed it, else hold the record.
     fn done(&self, rec: crate::audit::AuditRecord, audit: &crate::audit::AuditLog) {
         let mut st = self.0.lock().unwrap_or_else(|e| e.into_inner());

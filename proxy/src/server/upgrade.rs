@@ -3,7 +3,10 @@
 //! validated (RFC 6455 accept key, no unoffered extension or subprotocol), then both
 //! upgraded sides handed to the frame relay ([`crate::websocket::relay`]), which scans every
 //! client→upstream message with DLP and every upstream→client message for the bottle's own
-//! secrets. Nothing is ever spliced as raw bytes.
+//! secrets. Nothing is ever spliced as raw bytes. An upstream that declines the upgrade
+//! (any status but 101) has given an ordinary response: it goes through the same stage 7 as
+//! every other ([`super::request::inspect_response`]), body included.
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
@@ -11,9 +14,9 @@ use http::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
 use crate::policy::{Deny, DenyReason, Route};
-use crate::server::body::{boxed_hyper, empty, ProxyBody};
+use crate::server::body::{boxed_hyper, empty, Metered, ProxyBody};
 use crate::server::exchange::Exchange;
-use crate::server::request::{strip_hop_by_hop, Dest};
+use crate::server::request::{inspect_response, strip_hop_by_hop, Dest, HeldRecord};
 use crate::server::RequestInspector;
 use crate::upstream::{prepare_request, PoolKey, Proto};
 use crate::websocket::handshake::{self, ClientHandshake};
@@ -80,17 +83,19 @@ pub(crate) async fn websocket(
         Err(e) => return ex.refuse(upstream_err(e)),
     };
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        // The upstream declined the upgrade: an ordinary response, checked like any other.
-        let (mut parts, body) = resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        parts.headers.append(header::VIA, inner.via.clone());
-        if let Some(r) = &inner.reflection {
-            if let Err(d) = r.headers(&parts.headers) {
-                return ex.refuse(d);
-            }
-        }
-        inner.audit.record(ex.record(None, (0, 0)));
-        return Response::from_parts(parts, boxed_hyper(body));
+        // The upstream declined the upgrade: an ordinary response, through the same stage 7
+        // as any other (headers and body checked for the bottle's secrets, inbound DLP).
+        // Credentials were injected above, so an upstream echoing them here is a reflection.
+        let held = HeldRecord::default();
+        let down = Arc::new(AtomicU64::new(0));
+        let on_done = held.on_body_done(
+            ex,
+            ex.record(None, (0, 0)),
+            Arc::new(AtomicU64::new(0)),
+            down.clone(),
+        );
+        let resp = resp.map(|b| boxed_hyper(Metered::new(b, down, Some(on_done))));
+        return inspect_response(ex, dest.route, resp, &held).await;
     }
     if let Err(e) = handshake::check_response(&hs, resp.status(), resp.headers()) {
         return ex.refuse(Deny::new(DenyReason::Upstream, e.to_string()));

@@ -36,6 +36,10 @@ fn seen(what: String) {
     SEEN.lock().unwrap_or_else(|e| e.into_inner()).push(what);
 }
 
+/// Set by a test to let `/sse-split-auth` send the second half of its event (see there).
+pub static SSE_SPLIT_RELEASE: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 /// Did the upstream receive a WebSocket message containing `needle`?
 pub fn upstream_saw_ws(needle: &str) -> bool {
     SEEN.lock()
@@ -61,6 +65,7 @@ pub const NAMES: &[&str] = &[
     "pass.test",
     "ws.test",
     "self.test",
+    "nows.test",
 ];
 
 /// A running upstream + proxy.
@@ -256,6 +261,39 @@ async fn upstream_app(mut req: Request<Incoming>) -> Result<Response<Body>, Infa
         if let Ok(v) = format!("/next?t={}", auth.replace(' ', "+")).parse() {
             r.headers_mut().insert("location", v);
         }
+        return Ok(r);
+    }
+    if path == "/ws-decline-auth" {
+        // Declines a WebSocket upgrade with an ordinary 200 whose body echoes the
+        // Authorization it received.
+        return Ok(Response::new(full(format!(
+            "no upgrade here; you sent: {auth}\n"
+        ))));
+    }
+    if path == "/sse-split-auth" {
+        // An event stream echoing the Authorization it received, split across two chunks: the
+        // first ends inside the credential, the second (sent once a test sets
+        // SSE_SPLIT_RELEASE, at most 10 s later) completes it.
+        let cut = auth.len().min("Bearer ".len() + 20);
+        let (first, second) = (auth[..cut].to_owned(), auth[cut..].to_owned());
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+        tokio::spawn(async move {
+            let ev = format!("data: hello\n\ndata: {first}");
+            if tx.send(Ok(Frame::data(Bytes::from(ev)))).await.is_err() {
+                return;
+            }
+            for _ in 0..1000 {
+                if SSE_SPLIT_RELEASE.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let ev = format!("{second}\n\ndata: bye\n\n");
+            let _ = tx.send(Ok(Frame::data(Bytes::from(ev)))).await;
+        });
+        let mut r = Response::new(StreamBody::new(tokio_stream_from(rx)).boxed_unsync());
+        r.headers_mut()
+            .insert("content-type", "text/event-stream".parse().unwrap());
         return Ok(r);
     }
     if path == "/echo-auth-only" {

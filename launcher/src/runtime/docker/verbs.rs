@@ -1,11 +1,9 @@
 //! The engine calls of `bottle list`, `bottle logs` and `bottle end`.
-use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use bollard::query_parameters::{ListContainersOptionsBuilder, LogsOptionsBuilder};
 use bollard::Docker;
-use futures_util::StreamExt;
 
 use super::reap::{bottle_filter, reap};
 use crate::runtime::labels::{self, launcher_alive};
@@ -131,30 +129,8 @@ pub async fn logs(docker: &Docker, id: &str, audit: bool, follow: bool) -> Resul
         .stderr(!audit)
         .follow(follow)
         .build();
-    let mut s = docker.logs(&c, Some(opts));
     let mut out = std::io::stdout().lock();
-    // Agent output is untrusted (and audit lines quote agent-chosen hosts and paths): escape
-    // terminal control sequences. Stdout and stderr frames have their own filter state.
-    let mut filters = [
-        crate::termfilter::TermFilter::new(),
-        crate::termfilter::TermFilter::new(),
-    ];
-    while let Some(item) = s.next().await {
-        let chunk = item.context("reading container logs")?;
-        let f = &mut filters[usize::from(matches!(
-            chunk,
-            bollard::container::LogOutput::StdErr { .. }
-        ))];
-        out.write_all(&f.push(&chunk.into_bytes()))?;
-        if follow {
-            out.flush()?;
-        }
-    }
-    for f in &mut filters {
-        out.write_all(&f.finish())?;
-    }
-    out.flush()?;
-    Ok(())
+    crate::runtime::verbs::write_logs(docker.logs(&c, Some(opts)), &mut out, follow).await
 }
 
 /// Ends a bottle: asks its launcher to tear down (SIGTERM), then removes whatever is left.
