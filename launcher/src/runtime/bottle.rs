@@ -32,13 +32,11 @@ use bollard::query_parameters::{
     RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use bollard::Docker;
+use bottle_protocol::events::Event;
 use futures_util::{FutureExt, StreamExt};
 use ipnet::Ipv4Net;
 use tokio::io::AsyncWriteExt;
 
-use super::bootstrap::{
-    secret_refs, Bootstrap, DnsBootstrap, GitBootstrap, GitRemoteBootstrap, SIDECAR_READY_LINE,
-};
 use super::engine::EngineFacts;
 use super::labels::{self, BottleLabels};
 use super::lifeline::{Lifeline, SidecarLink};
@@ -1467,31 +1465,10 @@ async fn send_bootstrap(
     ca: &ca::BottleCa,
     sidecar_ip: Ipv4Addr,
 ) -> Result<Lifeline> {
-    let policy_toml =
-        toml::to_string(&spec.policy).context("rendering the bottle policy as TOML")?;
-    let boot = Bootstrap {
-        policy_toml,
-        ca_cert_pem: &ca.cert_pem,
-        ca_key_pem: &ca.key_pem,
-        secrets: secret_refs(&spec.secrets),
-        listen: format!("{sidecar_ip}:{PROXY_PORT}"),
-        dns: DnsBootstrap {
-            listen: format!("{sidecar_ip}:53"),
-            name: SIDECAR_NAME.into(),
-            ip: sidecar_ip.to_string(),
-        },
-        lifeline: true,
-        git: (!spec.git_remotes.is_empty()).then(|| GitBootstrap {
-            listen: format!("{sidecar_ip}:{GATE_PORT}"),
-            state_dir: GATE_STATE_DIR.into(),
-            remotes: spec
-                .git_remotes
-                .iter()
-                .map(GitRemoteBootstrap::from_manifest)
-                .collect(),
-        }),
-    };
-    let json = boot.to_json()?;
+    let boot = super::bootstrap::document(spec, ca, sidecar_ip)?;
+    let json = boot
+        .to_json()
+        .context("serialising the sidecar bootstrap")?;
     drop(boot);
     let sent = async {
         input.write_all(&json).await?;
@@ -1536,7 +1513,7 @@ async fn wait_ready(
                         line.push(b);
                         continue;
                     }
-                    if String::from_utf8_lossy(&line).trim() == SIDECAR_READY_LINE {
+                    if Event::from_line(&String::from_utf8_lossy(&line)) == Some(Event::Ready) {
                         return Ok(());
                     }
                     line.push(b'\n');
