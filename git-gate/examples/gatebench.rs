@@ -16,6 +16,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bottle_git_gate::{AuditSink, GateConfig, GitGate, PushPolicy, RemoteConfig};
+use bottle_protocol::bootstrap::{Bootstrap, Git, GitPushPolicy, GitRemote};
+use bottle_protocol::events::{Event, GitEvent, GitResult};
 
 fn git(dir: &Path, args: &[&str]) -> std::process::Output {
     Command::new("git")
@@ -132,22 +134,38 @@ fn sidecar_rss(sidecar: &Path, tmp: &Path, with_git: bool) -> u64 {
         String::from_utf8_lossy(&o.stderr)
     );
     let port = |base: u16| base + if with_git { 1 } else { 0 };
-    let mut doc = serde_json::json!({
-        "policy_toml": "[[route]]\nid = \"x\"\nhost = \"example.com\"\n",
-        "ca_cert_pem": std::fs::read_to_string(ca.join("ca.pem")).unwrap(),
-        "ca_key_pem": std::fs::read_to_string(ca.join("ca.key")).unwrap(),
-        "secrets": { "GH_TOKEN": "ghp_benchmarkTokenValue0123456789abcdefAB" },
-        "listen": format!("127.0.0.1:{}", port(23128)),
-        "lifeline": true,
-    });
-    if with_git {
-        doc["git"] = serde_json::json!({
-            "listen": "127.0.0.1:28418",
-            "state_dir": tmp.join("sidecar-git-state"),
-            "remotes": [{"name": "origin", "url": "https://127.0.0.1:1/bench.git",
-                         "secret": "GH_TOKEN", "allow_private": ["127.0.0.0/8"]}],
-        });
-    }
+    let secret = |v: &str| zeroize::Zeroizing::new(v.to_string());
+    let doc = Bootstrap {
+        policy_toml: "[[route]]\nid = \"x\"\nhost = \"example.com\"\n".into(),
+        ca_cert_pem: std::fs::read_to_string(ca.join("ca.pem")).unwrap(),
+        ca_key_pem: secret(&std::fs::read_to_string(ca.join("ca.key")).unwrap()),
+        secrets: [(
+            "GH_TOKEN".to_string(),
+            secret("ghp_benchmarkTokenValue0123456789abcdefAB"),
+        )]
+        .into_iter()
+        .collect(),
+        listen: format!("127.0.0.1:{}", port(23128)).parse().unwrap(),
+        dns: None,
+        lifeline: true,
+        git: with_git.then(|| Git {
+            listen: "127.0.0.1:28418".parse().unwrap(),
+            state_dir: tmp.join("sidecar-git-state"),
+            remotes: vec![GitRemote {
+                name: "origin".into(),
+                url: "https://127.0.0.1:1/bench.git".into(),
+                secret: Some("GH_TOKEN".into()),
+                username: None,
+                ssh_key: None,
+                host_key: None,
+                allow_private: vec!["127.0.0.0/8".into()],
+                policy: GitPushPolicy::default(),
+            }],
+            max_request_bytes: None,
+            max_blob_bytes: None,
+            fetch_timeout_secs: None,
+        }),
+    };
     let mut child = Command::new(sidecar)
         .arg("--bootstrap-stdin")
         .stdin(Stdio::piped())
@@ -156,11 +174,15 @@ fn sidecar_rss(sidecar: &Path, tmp: &Path, with_git: bool) -> u64 {
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    writeln!(stdin, "{doc}").unwrap();
+    stdin.write_all(&doc.to_json().unwrap()).unwrap();
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    assert!(line.contains("ready"), "the sidecar did not start: {line}");
+    assert_eq!(
+        Event::from_line(&line),
+        Some(Event::Ready),
+        "the sidecar did not start: {line}"
+    );
     std::thread::sleep(Duration::from_secs(2));
     let rss = rss_kib(child.id());
     drop(stdin); // the lifeline: the sidecar exits
@@ -205,7 +227,7 @@ fn main() {
 
     // The gate, in this process.
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let records = std::sync::Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
+    let records = std::sync::Arc::new(std::sync::Mutex::new(Vec::<GitEvent>::new()));
     let sink = records.clone();
     let mut cfg = GateConfig::new(
         t.join("gate-state"),
@@ -242,12 +264,14 @@ fn main() {
         .unwrap()
         .iter()
         .rev()
-        .find(|r| r["op"] == "push")
-        .cloned()
+        .find_map(|r| match r {
+            GitEvent::Push(p) => Some(p.clone()),
+            _ => None,
+        })
         .expect("a push record");
-    assert_eq!(push["result"], "accepted", "{push}");
-    let scanned = push["bytes"].as_u64().unwrap_or(0);
-    let scan_ms = push["scan_ms"].as_u64().unwrap_or(1).max(1);
+    assert_eq!(push.result, GitResult::Accepted, "{push:?}");
+    let scanned = push.bytes;
+    let scan_ms = push.scan_ms.max(1);
 
     // 3. Warm fetches.
     ok(t, &["clone", "-q", &direct_url, "c-direct"]);
@@ -282,7 +306,7 @@ fn main() {
     println!(
         "git gate benchmark ({:.0} MB pushed, {} objects scanned)",
         scanned as f64 / 1e6,
-        push["objects"]
+        push.objects
     );
     println!("| metric | gate | direct | ratio | target |");
     println!("|---|---:|---:|---:|---|");

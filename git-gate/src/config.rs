@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bottle_protocol::events::GitEvent;
 use serde::{Deserialize, Serialize};
 
 use crate::credential::Credential;
@@ -81,22 +82,23 @@ impl Default for Limits {
     }
 }
 
-/// Where the gate's audit records go: one JSON object per fetch and push (no secrets:
-/// remote, refs, object ids, counts, rule ids, decision, duration).
+/// Where the gate's audit records go: one [`GitEvent`] per fetch and push (no secrets:
+/// remote, refs, object ids, counts, rule ids, decision, duration). The sidecar writes them
+/// to stdout as `{"event":"git",…}` lines (`bottle_protocol::events`).
 #[derive(Clone, Default)]
 pub struct AuditSink(Option<std::sync::Arc<AuditFn>>);
 
 /// The callback of an [`AuditSink`].
-type AuditFn = dyn Fn(&serde_json::Value) + Send + Sync;
+type AuditFn = dyn Fn(&GitEvent) + Send + Sync;
 
 impl AuditSink {
     /// A sink calling `f` for every record.
-    pub fn new(f: impl Fn(&serde_json::Value) + Send + Sync + 'static) -> Self {
+    pub fn new(f: impl Fn(&GitEvent) + Send + Sync + 'static) -> Self {
         AuditSink(Some(std::sync::Arc::new(f)))
     }
 
     /// Emits one record (nothing without a sink).
-    pub fn emit(&self, record: &serde_json::Value) {
+    pub fn emit(&self, record: &GitEvent) {
         if let Some(f) = &self.0 {
             f(record);
         }

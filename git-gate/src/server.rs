@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use base64::Engine;
+use bottle_protocol::events::{GitEvent, GitPush, GitRefUpdate, GitResult};
 use bytes::Bytes;
 use http::{header, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -232,20 +233,35 @@ impl GitGate {
         // receive-pack ends (in `rpc`), or here if it could not start.
         let audited = (advertise && service == Service::UploadPack) || result.is_err();
         if audited {
-            let op = match service {
-                Service::UploadPack => "fetch",
-                Service::ReceivePack => "push",
+            let duration_ms = started.elapsed().as_millis() as u64;
+            let reason = result.as_ref().err().map(|e| e.to_string());
+            let rec = match service {
+                Service::UploadPack => GitEvent::Fetch {
+                    remote: remote.to_string(),
+                    result: if result.is_ok() {
+                        GitResult::Ok
+                    } else {
+                        GitResult::Error
+                    },
+                    reason,
+                    duration_ms,
+                },
+                // receive-pack could not start: no hook report.
+                Service::ReceivePack => GitEvent::Push(GitPush {
+                    remote: remote.to_string(),
+                    result: GitResult::Error,
+                    decision: "error".into(),
+                    refs: Vec::new(),
+                    objects: 0,
+                    bytes: 0,
+                    scan_ms: 0,
+                    findings: Default::default(),
+                    tickets: Vec::new(),
+                    approved: Vec::new(),
+                    reason,
+                    duration_ms,
+                }),
             };
-            let mut rec = serde_json::json!({
-                "event": "git",
-                "op": op,
-                "remote": remote,
-                "result": if result.is_ok() { "ok" } else { "error" },
-                "duration_ms": started.elapsed().as_millis() as u64,
-            });
-            if let Err(e) = &result {
-                rec["reason"] = serde_json::Value::String(e.to_string());
-            }
             self.inner.cfg.audit.emit(&rec);
         }
         match result {
@@ -485,29 +501,36 @@ fn push_record(
     report: Option<HookReport>,
     timed_out: bool,
     took: std::time::Duration,
-) -> serde_json::Value {
+) -> GitEvent {
     let r = report.unwrap_or_else(|| HookReport {
         decision: if timed_out { "timeout" } else { "error" }.into(),
         ..Default::default()
     });
-    let mut by_rule = std::collections::BTreeMap::<String, u64>::new();
+    let mut findings = std::collections::BTreeMap::<String, u64>::new();
     for f in &r.findings {
-        *by_rule.entry(f.clone()).or_default() += 1;
+        *findings.entry(f.clone()).or_default() += 1;
     }
-    serde_json::json!({
-        "event": "git",
-        "op": "push",
-        "remote": remote,
-        "result": if r.decision == "accepted" { "accepted" } else { "rejected" },
-        "decision": r.decision,
-        "refs": r.refs.iter().map(|(name, old, new)| serde_json::json!({"ref": name, "old": old, "new": new})).collect::<Vec<_>>(),
-        "objects": r.objects,
-        "bytes": r.bytes,
-        "scan_ms": r.scan_ms,
-        "findings": by_rule,
-        "tickets": r.tickets,
-        "approved": r.approved,
-        "duration_ms": took.as_millis() as u64,
+    GitEvent::Push(GitPush {
+        remote: remote.to_string(),
+        result: if r.decision == "accepted" {
+            GitResult::Accepted
+        } else {
+            GitResult::Rejected
+        },
+        refs: r
+            .refs
+            .into_iter()
+            .map(|(name, old, new)| GitRefUpdate { name, old, new })
+            .collect(),
+        decision: r.decision,
+        objects: r.objects as u64,
+        bytes: r.bytes,
+        scan_ms: r.scan_ms,
+        findings,
+        tickets: r.tickets,
+        approved: r.approved,
+        reason: None,
+        duration_ms: took.as_millis() as u64,
     })
 }
 

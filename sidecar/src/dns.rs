@@ -8,11 +8,13 @@
 //! Refused names are only counted (see [`DnsStats`]); they are never written anywhere, since a
 //! looked-up name can itself carry exfiltrated data. The counts go to the audit stream.
 
+#[cfg(test)]
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bottle_protocol::events::Event;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{RData, Record, RecordType};
@@ -24,16 +26,9 @@ pub const ANSWER_TTL: u32 = 60;
 /// Idle timeout of a DNS-over-TCP connection.
 pub const TCP_IDLE: Duration = Duration::from_secs(10);
 
-/// What the responder answers and where it listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DnsConfig {
-    /// UDP and TCP listen address (the sidecar's internal IP, port 53).
-    pub listen: SocketAddr,
-    /// The sidecar's own name, lower case, without a trailing dot.
-    pub name: String,
-    /// The sidecar's IP on the internal network.
-    pub ip: Ipv4Addr,
-}
+/// What the responder answers and where it listens: the bootstrap's `dns` section (its name
+/// lower case, without a trailing dot, as the parser leaves it).
+pub use bottle_protocol::bootstrap::Dns as DnsConfig;
 
 /// Counters of the responder (names are never kept).
 #[derive(Debug, Default)]
@@ -45,14 +40,12 @@ pub struct DnsStats {
 }
 
 impl DnsStats {
-    /// One audit-stream JSON line with the counts, e.g.
-    /// `{"event":"dns","answered":3,"refused":1}`.
-    pub fn audit_line(&self) -> String {
-        format!(
-            "{{\"event\":\"dns\",\"answered\":{},\"refused\":{}}}",
-            self.answered.load(Ordering::Relaxed),
-            self.refused.load(Ordering::Relaxed)
-        )
+    /// The counts as an audit-stream event (`{"event":"dns","answered":3,"refused":1}`).
+    pub fn event(&self) -> Event {
+        Event::Dns {
+            answered: self.answered.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -305,7 +298,7 @@ mod tests {
         }
         assert_eq!(stats.refused.load(Ordering::Relaxed), 3);
         assert_eq!(
-            stats.audit_line(),
+            stats.event().to_line(),
             "{\"event\":\"dns\",\"answered\":0,\"refused\":3}"
         );
     }

@@ -8,73 +8,52 @@
 //! git dials (`http.curloptResolve`), so nothing resolves the name again.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bottle_git_gate::{Credential, GateConfig, GitGate, Limits, PushPolicy, RemoteConfig};
-use serde::Deserialize;
+use bottle_protocol::bootstrap::GitPushPolicy;
+use bottle_protocol::events::{Event, GitEvent, GitTicket, TicketDecision};
 use zeroize::Zeroizing;
 
 /// Where git looks for the system trust anchors in the Debian-based sidecar image.
 const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-/// The `git` section of the bootstrap document.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GitSection {
-    /// Where the gate listens (the sidecar's internal address).
-    pub listen: SocketAddr,
-    /// The mirrors' directory (a size-capped tmpfs in the sidecar).
-    pub state_dir: PathBuf,
-    /// The declared remotes.
-    pub remotes: Vec<GitRemote>,
-    /// Largest pushed request body (bytes); default 512 MiB.
-    #[serde(default)]
-    pub max_request_bytes: Option<u64>,
-    /// Largest blob a push may contain (bytes); default 64 MiB.
-    #[serde(default)]
-    pub max_blob_bytes: Option<u64>,
-    /// Deadline for refreshing a mirror from upstream (seconds); default 60.
-    #[serde(default)]
-    pub fetch_timeout_secs: Option<u64>,
+/// The `git` section of the bootstrap document (parsed and checked by `bottle-protocol`).
+pub use bottle_protocol::bootstrap::Git as GitSection;
+/// One remote of the `git` section.
+pub use bottle_protocol::bootstrap::GitRemote;
+
+/// The gate's push policy of a remote, from the bootstrap's.
+fn push_policy(p: &GitPushPolicy) -> PushPolicy {
+    PushPolicy {
+        push: p.push.clone(),
+        allow_delete: p.allow_delete,
+        allow_tags: p.allow_tags,
+        allow_force: p.allow_force,
+        force_namespaces: p.force_namespaces.clone(),
+    }
 }
 
-/// One remote as the launcher sends it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GitRemote {
-    /// The remote's name (the gate's URL space: `http://<gate>/<name>`).
-    pub name: String,
-    /// The upstream URL (`https://…`).
-    pub url: String,
-    /// The secret (a key of the document's `secrets`) sent to upstream, if any.
-    #[serde(default)]
-    pub secret: Option<String>,
-    /// With a secret: `Basic` auth with this user name (GitHub: `x-access-token`); without,
-    /// the secret is a `Bearer` token.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// SSH remotes: the secret (a key of the document's `secrets`) holding the private key.
-    #[serde(default)]
-    pub ssh_key: Option<String>,
-    /// SSH remotes: the pinned host key (`<type> <base64>`).
-    #[serde(default)]
-    pub host_key: Option<String>,
-    /// Non-public networks the upstream host may resolve into.
-    #[serde(default)]
-    pub allow_private: Vec<ipnet::IpNet>,
-    /// What a push may do.
-    #[serde(default)]
-    pub policy: PushPolicy,
+/// The networks of `remote.allow_private` (the bootstrap parser checked their form).
+fn allow_private(remote: &GitRemote) -> Result<Vec<ipnet::IpNet>, GitError> {
+    remote
+        .allow_private
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            n.parse().map_err(|_| GitError::Remote {
+                remote: remote.name.clone(),
+                problem: format!("allow_private entry {i} is not a network"),
+            })
+        })
+        .collect()
 }
 
 /// Why the gate could not start. Never holds a secret value.
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
-    /// The section does not match the schema (field path and problem, values redacted).
-    #[error("bootstrap: field `git`: {0}")]
-    Section(String),
     /// A remote is unusable (its name and why).
     #[error("git remote `{remote}`: {problem}")]
     Remote {
@@ -86,31 +65,6 @@ pub enum GitError {
     /// The gate itself failed to start.
     #[error("git gate: {0}")]
     Gate(String),
-}
-
-/// Parses the section out of the document (`git`), redacting quoted text from serde's message.
-pub fn parse_section(v: serde_json::Value) -> Result<GitSection, GitError> {
-    serde_json::from_value(v).map_err(|e| GitError::Section(redact_quoted(&e.to_string())))
-}
-
-/// `a "b" c` → `a "…" c`: serde quotes the offending value, which must not be echoed.
-fn redact_quoted(msg: &str) -> String {
-    let mut out = String::new();
-    let mut inside = false;
-    for c in msg.chars() {
-        if c == '"' {
-            if !inside {
-                out.push_str("\"…");
-            }
-            inside = !inside;
-            if !inside {
-                out.push('"');
-            }
-        } else if !inside {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// The host and port of an `https://` or `ssh://` URL.
@@ -156,16 +110,16 @@ fn host_port(remote: &GitRemote) -> Result<(String, u16), GitError> {
     ))
 }
 
-/// Whether the egress floor lets the gate dial `ip` for `remote`.
-fn allowed(remote: &GitRemote, ip: IpAddr) -> bool {
+/// Whether the egress floor lets the gate dial `ip` for a remote with these `allow_private`
+/// networks.
+fn allowed(allow_private: &[ipnet::IpNet], ip: IpAddr) -> bool {
     use bottle_proxy::ssrf::{classify, AddrClass};
     let class = classify(ip);
     if class == AddrClass::Public {
         return true;
     }
     let metadata = class == AddrClass::Metadata;
-    remote
-        .allow_private
+    allow_private
         .iter()
         .any(|n| n.contains(&ip) && (!metadata || n.prefix_len() == n.max_prefix_len()))
 }
@@ -174,6 +128,7 @@ fn allowed(remote: &GitRemote, ip: IpAddr) -> bool {
 /// address the floor allows; an error names the remote and the refused address classes.
 async fn vet(remote: &GitRemote) -> Result<String, GitError> {
     let (host, port) = host_port(remote)?;
+    let allow = allow_private(remote)?;
     let fail = |problem: String| GitError::Remote {
         remote: remote.name.clone(),
         problem,
@@ -190,7 +145,7 @@ async fn vet(remote: &GitRemote) -> Result<String, GitError> {
         .map(|a| a.ip())
         .collect(),
     };
-    match addrs.iter().find(|ip| allowed(remote, **ip)) {
+    match addrs.iter().find(|ip| allowed(&allow, **ip)) {
         Some(ip) => {
             let shown = match ip {
                 IpAddr::V6(v6) => format!("[{v6}]"),
@@ -343,7 +298,7 @@ pub async fn start(
             name: r.name.clone(),
             url: r.url.clone(),
             credential: credential(r, secrets)?,
-            policy: r.policy.clone(),
+            policy: push_policy(&r.policy),
             git_config,
         });
     }
@@ -366,12 +321,7 @@ pub async fn start(
     cfg.limits = limits;
     cfg.upstream_config = upstream_config;
     // Gate records go to the audit stream (stdout) beside the proxy's.
-    cfg.audit = bottle_git_gate::AuditSink::new(|r| {
-        use std::io::Write as _;
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{r}");
-        let _ = out.flush();
-    });
+    cfg.audit = bottle_git_gate::AuditSink::new(|r| crate::bootstrap::emit(&Event::Git(r.clone())));
     cfg.known_secrets = secrets
         .iter()
         .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
@@ -431,18 +381,21 @@ pub async fn audit_decisions(state_dir: PathBuf) {
     let store = bottle_git_gate::tickets::TicketStore::new(state_dir.join("tickets"));
     let mut seen = std::collections::HashSet::new();
     loop {
-        for (state, decision) in [("approved", "approve"), ("denied", "deny")] {
+        for (state, decision) in [
+            ("approved", TicketDecision::Approve),
+            ("denied", TicketDecision::Deny),
+        ] {
             for t in store.list(state) {
                 if seen.insert((state, t.id.clone())) {
-                    use std::io::Write as _;
-                    let rec = serde_json::json!({
-                        "event": "git", "op": "ticket", "decision": decision,
-                        "ticket": t.id, "remote": t.remote, "rule": t.rule,
-                        "path": t.path, "commit": t.commit, "reason": t.reason,
-                    });
-                    let mut out = std::io::stdout().lock();
-                    let _ = writeln!(out, "{rec}");
-                    let _ = out.flush();
+                    crate::bootstrap::emit(&Event::Git(GitEvent::Ticket(GitTicket {
+                        decision,
+                        ticket: t.id,
+                        remote: t.remote,
+                        rule: t.rule,
+                        path: t.path,
+                        commit: t.commit,
+                        reason: t.reason,
+                    })));
                 }
             }
         }
@@ -480,8 +433,8 @@ mod tests {
             username: None,
             ssh_key: None,
             host_key: None,
-            allow_private: allow.iter().map(|n| n.parse().unwrap()).collect(),
-            policy: PushPolicy::default(),
+            allow_private: allow.iter().map(|n| n.to_string()).collect(),
+            policy: GitPushPolicy::default(),
         }
     }
 
@@ -526,16 +479,12 @@ mod tests {
     }
 
     #[test]
-    fn schema_errors_never_echo_values() {
-        let v = serde_json::json!({"listen": "10.0.0.1:8418", "state_dir": "/s",
-            "remotes": [{"name": "o", "url": "https://h/r", "secret": 5}]});
-        let e = parse_section(v).unwrap_err().to_string();
-        assert!(e.contains("field `git`"), "{e}");
-        let v = serde_json::json!({"listen": "10.0.0.1:8418", "state_dir": "/s",
-            "remotes": [{"name": "o", "url": "https://h/r", "policy": {"allow_force": "ghp_abc"}}]});
-        let e = parse_section(v).unwrap_err().to_string();
-        assert!(e.contains("expected a boolean"), "{e}");
-        assert!(!e.contains("ghp_abc"), "{e}");
+    fn the_bootstrap_push_policy_defaults_to_the_gates() {
+        // A policy the launcher leaves out means the same on both sides of the contract.
+        assert_eq!(
+            push_policy(&GitPushPolicy::default()),
+            PushPolicy::default()
+        );
     }
 
     #[test]

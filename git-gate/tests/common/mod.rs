@@ -145,7 +145,9 @@ impl World {
         cfg.limits.service_timeout = Duration::from_secs(60);
         let audit = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = audit.clone();
-        cfg.audit = bottle_git_gate::AuditSink::new(move |r| sink.lock().unwrap().push(r.clone()));
+        cfg.audit = bottle_git_gate::AuditSink::new(move |r| {
+            sink.lock().unwrap().push(serde_json::to_value(r).unwrap())
+        });
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

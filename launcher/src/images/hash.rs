@@ -12,7 +12,7 @@ use super::BuildOpts;
 const SCHEME: &str = "bottle-images-v1";
 
 /// The sidecar crates whose sources go into the sidecar hash (with `Cargo.lock` and the root `Cargo.toml`).
-pub const SIDECAR_CRATES: [&str; 4] = ["sidecar", "proxy", "scanner", "git-gate"];
+pub const SIDECAR_CRATES: [&str; 5] = ["sidecar", "protocol", "proxy", "scanner", "git-gate"];
 
 /// A length-prefixed SHA-256 accumulator (so `("ab","c")` and `("a","bc")` differ).
 pub(super) struct Hasher(Sha256);

@@ -1,4 +1,6 @@
-//! Summaries of the sidecar's audit lines (one JSON object per decision on its stdout).
+//! Summaries of the sidecar's audit lines (one JSON object per decision on its stdout; the line
+//! kinds are `bottle_protocol::events::Line`).
+use bottle_protocol::events::{Event, GitEvent, GitResult, Line};
 use serde::Serialize;
 
 /// Counts of audit decisions.
@@ -31,26 +33,39 @@ pub struct GitCounts {
 }
 
 impl AuditSummary {
-    /// Adds one line of sidecar output.
+    /// Adds one line of sidecar output (blank lines are not counted).
     pub fn add_line(&mut self, line: &str) {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line.trim()) else {
-            if !line.trim().is_empty() {
-                self.other_lines += 1;
-            }
-            return;
-        };
-        if v.get("event").and_then(|e| e.as_str()) == Some("git") {
-            let result = v.get("result").and_then(|r| r.as_str()).unwrap_or("");
-            match (v.get("op").and_then(|o| o.as_str()), result) {
-                (Some("push"), "accepted") => self.git.pushes_accepted += 1,
-                (Some("push"), _) => self.git.pushes_rejected += 1,
-                (Some("fetch"), "ok") => self.git.fetches += 1,
-                (Some("fetch"), _) => self.git.fetches_failed += 1,
-                _ => self.other_lines += 1,
-            }
-            return;
+        if !line.trim().is_empty() {
+            self.add(&Line::parse(line));
         }
-        match v.get("decision").and_then(|d| d.as_str()) {
+    }
+
+    /// Adds one classified, non-blank line of sidecar output: git gate events and the proxy's
+    /// audit records are counted, anything else (other events, diagnostics) is an other line.
+    pub fn add(&mut self, line: &Line) {
+        let record = match line {
+            Line::Event(Event::Git(g)) => {
+                match g {
+                    GitEvent::Push(p) if p.result == GitResult::Accepted => {
+                        self.git.pushes_accepted += 1
+                    }
+                    GitEvent::Push(_) => self.git.pushes_rejected += 1,
+                    GitEvent::Fetch {
+                        result: GitResult::Ok,
+                        ..
+                    } => self.git.fetches += 1,
+                    GitEvent::Fetch { .. } => self.git.fetches_failed += 1,
+                    GitEvent::Ticket(_) => self.other_lines += 1,
+                }
+                return;
+            }
+            Line::Record(m) => m,
+            Line::Event(_) | Line::UnknownEvent | Line::Text => {
+                self.other_lines += 1;
+                return;
+            }
+        };
+        match record.get("decision").and_then(|d| d.as_str()) {
             Some("allow") => self.allowed += 1,
             Some("deny") => self.denied += 1,
             _ => {
@@ -58,7 +73,7 @@ impl AuditSummary {
                 return;
             }
         }
-        let reason = v.get("reason").and_then(|r| r.as_str()).unwrap_or("");
+        let reason = record.get("reason").and_then(|r| r.as_str()).unwrap_or("");
         if reason == "dlp" || reason.starts_with("dlp") {
             self.dlp += 1;
         }
@@ -99,6 +114,62 @@ not json
                 s.allowed
             ),
             (1, 1, 1, 1, 0)
+        );
+    }
+
+    #[test]
+    fn counts_the_lines_the_sidecar_writes() {
+        use bottle_protocol::events::{Event, GitEvent, GitPush, GitResult};
+        let push = |result| {
+            Event::Git(GitEvent::Push(GitPush {
+                remote: "origin".into(),
+                result,
+                decision: "secrets".into(),
+                refs: vec![],
+                objects: 1,
+                bytes: 2,
+                scan_ms: 0,
+                findings: Default::default(),
+                tickets: vec![],
+                approved: vec![],
+                reason: None,
+                duration_ms: 3,
+            }))
+        };
+        let fetch = |result| {
+            Event::Git(GitEvent::Fetch {
+                remote: "origin".into(),
+                result,
+                reason: None,
+                duration_ms: 1,
+            })
+        };
+        let mut s = super::AuditSummary::default();
+        for e in [
+            Event::Ready,
+            push(GitResult::Accepted),
+            push(GitResult::Rejected),
+            push(GitResult::Error),
+            fetch(GitResult::Ok),
+            fetch(GitResult::Error),
+            Event::Dns {
+                answered: 1,
+                refused: 0,
+            },
+        ] {
+            s.add_line(&e.to_line());
+        }
+        s.add_line("");
+        let g = &s.git;
+        assert_eq!(
+            (
+                g.pushes_accepted,
+                g.pushes_rejected,
+                g.fetches,
+                g.fetches_failed,
+                s.other_lines
+            ),
+            (1, 2, 1, 1, 2)
         );
     }
 }

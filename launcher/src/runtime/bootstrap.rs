@@ -1,105 +1,73 @@
-//! The bootstrap document the sidecar reads from stdin in bottle mode (docs/design.md).
-use std::collections::BTreeMap;
+//! The launcher's side of the sidecar bootstrap: the document itself is
+//! [`bottle_protocol::bootstrap::Bootstrap`] (shared with the sidecar, docs/design.md "Sidecar
+//! bootstrap"); this module turns manifest values into its sections.
+use std::net::{Ipv4Addr, SocketAddr};
 
 use anyhow::{Context, Result};
-use serde::Serialize;
-use zeroize::Zeroizing;
+use bottle_protocol::bootstrap::{Bootstrap, Dns, Git, GitPushPolicy, GitRemote};
 
-/// The line the sidecar writes to stdout once its listeners are bound (docs/design.md).
-pub const SIDECAR_READY_LINE: &str = r#"{"event":"ready"}"#;
+use super::bottle::{GATE_PORT, GATE_STATE_DIR, PROXY_PORT, SIDECAR_NAME};
+use super::ca::BottleCa;
+use super::spec::LaunchSpec;
 
-/// DNS responder settings of the sidecar.
-#[derive(Debug, Serialize)]
-pub struct DnsBootstrap {
-    /// Listen address, e.g. `10.213.0.2:53`.
-    pub listen: String,
-    /// The sidecar's own name.
-    pub name: String,
-    /// The sidecar's IP on the internal network.
-    pub ip: String,
+/// The bootstrap document of a bottle whose sidecar has `sidecar_ip` on the internal network:
+/// every listener on that address (never `0.0.0.0`), the lifeline on, the git gate for bottles
+/// with git remotes. Holds the CA key and the secrets (wiped when dropped).
+pub fn document(spec: &LaunchSpec, ca: &BottleCa, sidecar_ip: Ipv4Addr) -> Result<Bootstrap> {
+    let policy_toml =
+        toml::to_string(&spec.policy).context("rendering the bottle policy as TOML")?;
+    let ip = std::net::IpAddr::V4(sidecar_ip);
+    Ok(Bootstrap {
+        policy_toml,
+        ca_cert_pem: ca.cert_pem.clone(),
+        ca_key_pem: ca.key_pem.clone(),
+        secrets: spec.secrets.clone(),
+        listen: SocketAddr::new(ip, PROXY_PORT),
+        dns: Some(Dns {
+            listen: SocketAddr::new(ip, 53),
+            name: SIDECAR_NAME.into(),
+            ip: sidecar_ip,
+        }),
+        lifeline: true,
+        git: (!spec.git_remotes.is_empty()).then(|| Git {
+            listen: SocketAddr::new(ip, GATE_PORT),
+            state_dir: GATE_STATE_DIR.into(),
+            remotes: spec.git_remotes.iter().map(git_remote).collect(),
+            max_request_bytes: None,
+            max_blob_bytes: None,
+            fetch_timeout_secs: None,
+        }),
+    })
 }
 
-/// The git gate's section (`git`): no secret values, the credential is named by secret.
-#[derive(Debug, Serialize)]
-pub struct GitBootstrap {
-    /// Where the gate listens, e.g. `10.213.0.2:8418`.
-    pub listen: String,
-    /// The mirrors' directory inside the sidecar (a tmpfs).
-    pub state_dir: String,
-    /// The remotes.
-    pub remotes: Vec<GitRemoteBootstrap>,
-}
-
-/// One remote of [`GitBootstrap`].
-#[derive(Debug, Serialize)]
-pub struct GitRemoteBootstrap {
-    /// The remote's name (the gate serves it at `/<name>`).
-    pub name: String,
-    /// The upstream URL.
-    pub url: String,
-    /// The secret sent to upstream, by name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret: Option<String>,
-    /// Basic-auth user name (else the secret is a Bearer token).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    /// SSH remotes: the secret holding the private key, by name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ssh_key: Option<String>,
-    /// SSH remotes: the pinned host key (`<type> <base64>`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub host_key: Option<String>,
-    /// Private networks the upstream host may resolve into.
-    pub allow_private: Vec<String>,
-    /// What a push may do.
-    pub policy: GitPushPolicy,
-}
-
-/// The push policy of a remote (the git gate's `PushPolicy`).
-#[derive(Debug, Serialize)]
-pub struct GitPushPolicy {
-    /// Ref patterns a push may update.
-    pub push: Vec<String>,
-    /// Deletes allowed.
-    pub allow_delete: bool,
-    /// Tags allowed.
-    pub allow_tags: bool,
-    /// Force pushes allowed everywhere.
-    pub allow_force: bool,
-    /// Force pushes allowed inside these patterns.
-    pub force_namespaces: Vec<String>,
-}
-
-impl GitRemoteBootstrap {
-    /// The bootstrap form of a manifest remote.
-    pub fn from_manifest(r: &crate::manifest::GitRemote) -> Self {
-        GitRemoteBootstrap {
-            name: r.name.clone(),
-            url: ssh_url(&r.url),
-            secret: r.secret.clone(),
-            username: r.username.clone(),
-            ssh_key: r.ssh_key.clone(),
-            host_key: r.host_key.clone(),
-            allow_private: r
-                .allow_private
-                .iter()
-                .map(|n| {
-                    // A bare address is its own /32 (/128).
-                    match n.parse::<std::net::IpAddr>() {
-                        Ok(std::net::IpAddr::V4(a)) => format!("{a}/32"),
-                        Ok(std::net::IpAddr::V6(a)) => format!("{a}/128"),
-                        Err(_) => n.clone(),
-                    }
-                })
-                .collect(),
-            policy: GitPushPolicy {
-                push: r.push.clone(),
-                allow_delete: r.allow_delete,
-                allow_tags: r.allow_tags,
-                allow_force: r.allow_force,
-                force_namespaces: r.force_namespaces.clone(),
-            },
-        }
+/// The bootstrap form of a manifest remote.
+pub fn git_remote(r: &crate::manifest::GitRemote) -> GitRemote {
+    GitRemote {
+        name: r.name.clone(),
+        url: ssh_url(&r.url),
+        secret: r.secret.clone(),
+        username: r.username.clone(),
+        ssh_key: r.ssh_key.clone(),
+        host_key: r.host_key.clone(),
+        allow_private: r
+            .allow_private
+            .iter()
+            .map(|n| {
+                // A bare address is its own /32 (/128).
+                match n.parse::<std::net::IpAddr>() {
+                    Ok(std::net::IpAddr::V4(a)) => format!("{a}/32"),
+                    Ok(std::net::IpAddr::V6(a)) => format!("{a}/128"),
+                    Err(_) => n.clone(),
+                }
+            })
+            .collect(),
+        policy: GitPushPolicy {
+            push: r.push.clone(),
+            allow_delete: r.allow_delete,
+            allow_tags: r.allow_tags,
+            allow_force: r.allow_force,
+            force_namespaces: r.force_namespaces.clone(),
+        },
     }
 }
 
@@ -112,56 +80,6 @@ pub fn ssh_url(url: &str) -> String {
         Some((user_host, path)) => format!("ssh://{user_host}/{}", path.trim_start_matches('/')),
         None => url.to_string(),
     }
-}
-
-/// The whole bootstrap document. Holds secrets: serialise with [`Bootstrap::to_json`] only.
-#[derive(Serialize)]
-pub struct Bootstrap<'a> {
-    /// The policy file text (TOML).
-    pub policy_toml: String,
-    /// The bottle CA certificate, PEM.
-    pub ca_cert_pem: &'a str,
-    /// The bottle CA key, PEM (secret).
-    pub ca_key_pem: &'a str,
-    /// Secret values by name.
-    pub secrets: BTreeMap<&'a str, &'a str>,
-    /// Proxy listen address.
-    pub listen: String,
-    /// DNS responder settings.
-    pub dns: DnsBootstrap,
-    /// Stdin stays open as the launcher's lifeline: the sidecar stops when it reaches EOF.
-    pub lifeline: bool,
-    /// The git gate, for bottles with git remotes.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub git: Option<GitBootstrap>,
-}
-
-impl Bootstrap<'_> {
-    /// Serialises to JSON in a buffer that is wiped when dropped.
-    pub fn to_json(&self) -> Result<Zeroizing<Vec<u8>>> {
-        let mut buf = Zeroizing::new(Vec::with_capacity(8192));
-        serde_json::to_writer(&mut *buf, self).context("serialising the sidecar bootstrap")?;
-        buf.push(b'\n');
-        Ok(buf)
-    }
-}
-
-impl std::fmt::Debug for Bootstrap<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bootstrap")
-            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
-            .field("listen", &self.listen)
-            .field("dns", &self.dns)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Keeps secret values referenced by a [`Bootstrap`] alive in zeroizing storage.
-pub fn secret_refs(secrets: &BTreeMap<String, Zeroizing<String>>) -> BTreeMap<&str, &str> {
-    secrets
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect()
 }
 
 #[cfg(test)]
@@ -190,32 +108,60 @@ mod tests {
     }
 
     #[test]
-    fn json_has_contract_fields_and_debug_hides_secrets() {
-        let mut s = BTreeMap::new();
-        s.insert(
+    fn the_launchers_document_is_what_the_sidecar_accepts() {
+        use std::collections::BTreeMap;
+
+        use zeroize::Zeroizing;
+
+        use crate::runtime::spec::{RuntimeChoice, WorkspaceSpec};
+
+        let mut secrets = BTreeMap::new();
+        secrets.insert(
             "GH_TOKEN".to_string(),
             Zeroizing::new("ghp_secret".to_string()),
         );
-        let b = Bootstrap {
-            policy_toml: "[[route]]\nhost = \"x\"\n".into(),
-            ca_cert_pem: "CERT",
-            ca_key_pem: "KEY",
-            secrets: secret_refs(&s),
-            listen: "10.0.0.2:3128".into(),
-            dns: DnsBootstrap {
-                listen: "10.0.0.2:53".into(),
-                name: "bottle-sidecar".into(),
-                ip: "10.0.0.2".into(),
-            },
-            lifeline: true,
-            git: None,
+        let remote: crate::manifest::GitRemote = toml::from_str(
+            "name = \"origin\"\nurl = \"git@github.com:acme/w.git\"\nsecret = \"GH_TOKEN\"\n\
+             username = \"x-access-token\"\nallow_private = [\"10.1.2.3\", \"fd00::/8\"]\n\
+             allow_tags = true\n",
+        )
+        .unwrap();
+        let spec = LaunchSpec {
+            bottle: "b".into(),
+            agent: "a".into(),
+            agent_image: "i".into(),
+            sidecar_image: "s".into(),
+            policy: Default::default(),
+            secrets,
+            env: BTreeMap::new(),
+            system_prompt: None,
+            workspace: WorkspaceSpec::None,
+            limits: Default::default(),
+            runtime: RuntimeChoice::Auto,
+            labels: BTreeMap::new(),
+            protect_git: true,
+            default_cmd: vec![],
+            git_remotes: vec![remote],
+            layout: Default::default(),
         };
-        let v: serde_json::Value = serde_json::from_slice(&b.to_json().unwrap()).unwrap();
-        assert_eq!(v["secrets"]["GH_TOKEN"], "ghp_secret");
-        assert_eq!(v["dns"]["ip"], "10.0.0.2");
-        assert_eq!(v["ca_key_pem"], "KEY");
-        assert_eq!(v["lifeline"], true);
-        let dbg = format!("{b:?}");
-        assert!(!dbg.contains("ghp_secret") && !dbg.contains("KEY\""));
+        let ca = crate::runtime::ca::generate("b").unwrap();
+        let ip = Ipv4Addr::new(10, 213, 7, 2);
+        let sent = document(&spec, &ca, ip).unwrap();
+        let json = sent.to_json().unwrap();
+        let got = Bootstrap::parse(&json).unwrap();
+        assert_eq!(got.listen.to_string(), "10.213.7.2:3128");
+        assert_eq!(got.secrets["GH_TOKEN"].as_str(), "ghp_secret");
+        assert_eq!(got.ca_key_pem.as_str(), ca.key_pem.as_str());
+        assert_eq!(got.dns, sent.dns);
+        assert!(got.lifeline);
+        let git = got.git.as_ref().unwrap();
+        assert_eq!(Some(git), sent.git.as_ref());
+        assert_eq!(git.listen.to_string(), "10.213.7.2:8418");
+        assert_eq!(git.remotes[0].url, "ssh://git@github.com/acme/w.git");
+        assert_eq!(git.remotes[0].allow_private, ["10.1.2.3/32", "fd00::/8"]);
+        assert!(git.remotes[0].policy.allow_tags);
+        let dbg = format!("{sent:?}");
+        assert!(dbg.contains("GH_TOKEN") && !dbg.contains("ghp_secret"));
+        assert!(!dbg.contains(ca.key_pem.as_str()));
     }
 }

@@ -2,20 +2,20 @@
 //! (its *lifeline*: closing it, or the launcher dying, stops the sidecar) and its stdout
 //! (audit records, counted as they arrive).
 //!
-//! `sync` on the lifeline makes the sidecar flush its audit log and answer
-//! [`AUDIT_SYNCED_LINE`], so a run's summary includes the records of its last requests.
+//! [`lifeline::SYNC`] on the lifeline makes the sidecar flush its audit log and answer
+//! [`Event::AuditSynced`], so a run's summary includes the records of its last requests. The
+//! line formats are `bottle_protocol`'s, shared with the sidecar.
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bottle_protocol::events::{Event, Line};
+use bottle_protocol::lifeline;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 use super::audit::AuditSummary;
 use super::bottle::AttachedOutput;
-
-/// The line the sidecar answers a `sync` with (after flushing its audit log).
-pub const AUDIT_SYNCED_LINE: &str = r#"{"event":"audit_synced"}"#;
 
 /// The sidecar's stdin, held open for the bottle's life.
 pub type Lifeline = std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
@@ -24,7 +24,7 @@ pub type Lifeline = std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
 pub struct SidecarLink {
     stdin: tokio::sync::Mutex<Option<Lifeline>>,
     audit: Arc<Mutex<AuditSummary>>,
-    /// How many [`AUDIT_SYNCED_LINE`]s have arrived.
+    /// How many [`Event::AuditSynced`]s have arrived.
     synced: watch::Receiver<u64>,
     synced_tx: Arc<watch::Sender<u64>>,
 }
@@ -61,10 +61,13 @@ impl SidecarLink {
                         continue;
                     }
                     let text = String::from_utf8_lossy(&line);
-                    if text.trim() == AUDIT_SYNCED_LINE {
-                        synced.send_modify(|n| *n += 1);
-                    } else if let Ok(mut a) = audit.lock() {
-                        a.add_line(&text);
+                    if !text.trim().is_empty() {
+                        let parsed = Line::parse(&text);
+                        if parsed == Line::Event(Event::AuditSynced) {
+                            synced.send_modify(|n| *n += 1);
+                        } else if let Ok(mut a) = audit.lock() {
+                            a.add(&parsed);
+                        }
                     }
                     line.clear();
                 }
@@ -80,7 +83,9 @@ impl SidecarLink {
         {
             let mut stdin = self.stdin.lock().await;
             let w = stdin.as_mut()?;
-            w.write_all(b"sync\n").await.ok()?;
+            w.write_all(format!("{}\n", lifeline::SYNC).as_bytes())
+                .await
+                .ok()?;
             w.flush().await.ok()?;
         }
         tokio::time::timeout(timeout, synced.wait_for(|n| *n > before))

@@ -16,16 +16,13 @@ use tokio::io::AsyncWriteExt;
 
 use super::container_spec::{sidecar_container, sidecar_endpoint};
 use super::containers::{attach_stdio, AttachedOutput};
-use crate::runtime::bootstrap::{
-    secret_refs, Bootstrap, DnsBootstrap, GitBootstrap, GitRemoteBootstrap, SIDECAR_READY_LINE,
-};
-use crate::runtime::bottle::{GATE_PORT, GATE_STATE_DIR, PROXY_PORT, SIDECAR_NAME};
 use crate::runtime::ca;
 use crate::runtime::labels::{self, BottleLabels};
 use crate::runtime::lifeline::Lifeline;
 use crate::runtime::spec::LaunchSpec;
 use crate::runtime::subnet;
 use crate::runtime::timing::timed;
+use bottle_protocol::events::Event;
 
 /// The internal network (id, subnet) as awaited by both launch chains.
 pub type SharedNet = std::result::Result<(String, Ipv4Net), std::sync::Arc<anyhow::Error>>;
@@ -101,31 +98,10 @@ async fn send_bootstrap(
     ca: &ca::BottleCa,
     sidecar_ip: Ipv4Addr,
 ) -> Result<Lifeline> {
-    let policy_toml =
-        toml::to_string(&spec.policy).context("rendering the bottle policy as TOML")?;
-    let boot = Bootstrap {
-        policy_toml,
-        ca_cert_pem: &ca.cert_pem,
-        ca_key_pem: &ca.key_pem,
-        secrets: secret_refs(&spec.secrets),
-        listen: format!("{sidecar_ip}:{PROXY_PORT}"),
-        dns: DnsBootstrap {
-            listen: format!("{sidecar_ip}:53"),
-            name: SIDECAR_NAME.into(),
-            ip: sidecar_ip.to_string(),
-        },
-        lifeline: true,
-        git: (!spec.git_remotes.is_empty()).then(|| GitBootstrap {
-            listen: format!("{sidecar_ip}:{GATE_PORT}"),
-            state_dir: GATE_STATE_DIR.into(),
-            remotes: spec
-                .git_remotes
-                .iter()
-                .map(GitRemoteBootstrap::from_manifest)
-                .collect(),
-        }),
-    };
-    let json = boot.to_json()?;
+    let boot = crate::runtime::bootstrap::document(spec, ca, sidecar_ip)?;
+    let json = boot
+        .to_json()
+        .context("serialising the sidecar bootstrap")?;
     drop(boot);
     let sent = async {
         input.write_all(&json).await?;
@@ -170,7 +146,7 @@ pub async fn wait_ready(
                         line.push(b);
                         continue;
                     }
-                    if String::from_utf8_lossy(&line).trim() == SIDECAR_READY_LINE {
+                    if Event::from_line(&String::from_utf8_lossy(&line)) == Some(Event::Ready) {
                         return Ok(());
                     }
                     line.push(b'\n');
