@@ -475,7 +475,9 @@ async fn preflight(
 async fn finish_reap(reaping: ReapTask) {
     match reaping.await {
         Ok(Ok(report)) if !report.bottles.is_empty() => {
-            eprintln!("bottle: reaped {} stale bottle(s)", report.bottles.len());
+            for d in &report.details {
+                eprintln!("bottle: {}", d.line());
+            }
         }
         Ok(Err(e)) => eprintln!("bottle: warning: reaping stale bottles: {e:#}"),
         _ => {}
@@ -877,6 +879,9 @@ async fn real_main() -> Result<i32> {
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
+                for d in &r.details {
+                    println!("{}", d.line());
+                }
                 println!(
                     "reaped {} bottle(s): {} containers, {} networks, {} runtime dirs",
                     r.bottles.len(),

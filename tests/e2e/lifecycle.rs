@@ -489,3 +489,130 @@ fn eight_spawned_bottles_are_listed_captured_and_ended_in_parallel() {
         assert!(c.is_empty() && n.is_empty(), "{id} left {c:?} {n:?}");
     }
 }
+
+/// A teardown that cannot remove everything (a foreign container holds the bottle's network)
+/// leaves a marker; once the blocker is gone the next `bottle reap` completes it, even though
+/// no launcher is stale, and names the bottle with its image, age and reason.
+#[test]
+fn a_failed_teardown_leaves_a_marker_the_next_reap_completes() {
+    require_engine!();
+    let h = home("teardown-marker");
+    let s = spawn(&h, &[]);
+    let id = s["id"].as_str().unwrap().to_string();
+    let nets = docker_ok(&[
+        "network",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=io.bottle.id={id}"),
+    ]);
+    let net = nets.lines().next().expect("a bottle network").to_string();
+    let blocker = format!("bottle-e2e-blocker-{}", rand_hex(6));
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &blocker,
+        "--network",
+        &net,
+        &images().agent,
+        "sleep",
+        "300",
+    ]);
+    let o = bottle_cmd(&h).args(["end", &id]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .map(|x| std::path::PathBuf::from(x).join("bottle"))
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".local/state/bottle")
+        });
+    let marker = state.join("teardown-failed").join(&id);
+    assert!(
+        wait_for_file(&marker, Duration::from_secs(30)),
+        "no marker at {} after end: {err}",
+        marker.display()
+    );
+    let (_, n) = objects_of(&id);
+    assert!(!n.is_empty(), "the held network is still there");
+    docker_ok(&["rm", "-f", &blocker]);
+    let o = bottle_cmd(&h).args(["reap", "--json"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let d = r["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == id.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("the reap names {id}: {r}"));
+    assert_eq!(d["reason"], "teardown_failed", "{d}");
+    let (c, n) = objects_of(&id);
+    assert!(c.is_empty() && n.is_empty(), "reap left {c:?} {n:?}");
+    assert!(
+        !marker.exists(),
+        "the marker is removed once the teardown is complete"
+    );
+}
+
+/// A supervisor killed while its bottle is still being created leaves objects that the next
+/// reap removes, logged with the bottle's id.
+#[test]
+fn a_launcher_killed_mid_spawn_leaves_state_the_next_reap_cleans() {
+    require_engine!();
+    let h = home("spawn-midway");
+    let mut child = bottle_cmd(&h)
+        .args(["spawn", "e2e", "--json", "--", "bash", "--norc"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first labelled object of a bottle of this home's workspace carries the supervisor pid.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (id, pid) = loop {
+        let out = docker_ok(&[
+            "ps",
+            "-a",
+            "--filter",
+            "label=io.bottle.agent=e2e",
+            "--format",
+            "{{.Label \"io.bottle.id\"}} {{.Label \"io.bottle.launcher-pid\"}}",
+        ]);
+        let mine = out.lines().find_map(|l| {
+            let mut p = l.split_whitespace();
+            let (id, pid) = (p.next()?, p.next()?.parse::<i32>().ok()?);
+            // This spawn's supervisor is a child of `bottle spawn` (our child).
+            let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let ppid: u32 = ppid
+                .rsplit(')')
+                .next()?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (ppid == child.id()).then(|| (id.to_string(), pid))
+        });
+        if let Some(m) = mine {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no container of this spawn appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // SAFETY: the supervisor pid this test's spawn started.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    let _ = child.wait();
+    let o = bottle_cmd(&h).args(["reap", "--json"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (c, n) = wait_gone(&id, Duration::from_secs(30));
+    if !(c.is_empty() && n.is_empty()) {
+        // A create that was in flight when the supervisor died may land after the first reap.
+        let o = bottle_cmd(&h).args(["reap"]).output().unwrap();
+        assert!(o.status.success());
+    }
+    let (c, n) = wait_gone(&id, Duration::from_secs(30));
+    assert!(c.is_empty() && n.is_empty(), "reap left {c:?} {n:?}");
+}

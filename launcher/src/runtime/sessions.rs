@@ -148,6 +148,46 @@ pub fn update(id: &str, state: &str, exit_code: Option<i64>) {
     }
 }
 
+fn markers_dir() -> Result<PathBuf> {
+    Ok(crate::trust::state_dir()?.join("teardown-failed"))
+}
+
+/// Leaves a marker that bottle `id`'s teardown could not remove `what` (container and network
+/// ids); the next reap removes the rest and the marker. Best-effort (warns).
+pub fn mark_teardown_failed(id: &str, what: &[String]) {
+    let r = (|| -> Result<()> {
+        let dir = markers_dir()?;
+        let p = dir_in(&dir, id)?;
+        fs::create_dir_all(&dir)?;
+        let body = serde_json::json!({"id": id, "at": now(), "left": what});
+        fs::write(p, serde_json::to_vec(&body)?)?;
+        Ok(())
+    })();
+    if let Err(e) = r {
+        eprintln!("bottle: warning: recording the failed teardown of {id}: {e:#}");
+    }
+}
+
+/// Bottle ids with a failed-teardown marker.
+pub fn teardown_markers() -> Vec<String> {
+    let Ok(dir) = markers_dir() else {
+        return Vec::new();
+    };
+    let Ok(rd) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    rd.filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|id| super::labels::is_valid_id(id))
+        .collect()
+}
+
+/// Removes bottle `id`'s failed-teardown marker.
+pub fn clear_teardown_marker(id: &str) {
+    if let Ok(p) = markers_dir().and_then(|d| dir_in(&d, id)) {
+        let _ = fs::remove_file(p);
+    }
+}
+
 /// Records a new session; best-effort (warns).
 pub fn record_start(s: Session) {
     if let Err(e) = save(&s) {

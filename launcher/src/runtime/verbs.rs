@@ -64,11 +64,7 @@ pub fn print_table(rows: &[BottleRow]) {
             Some(n) => n.to_string(),
             None => "?".into(),
         };
-        let age = match r.age_secs {
-            s if s < 120 => format!("{s}s"),
-            s if s < 7200 => format!("{}m", s / 60),
-            s => format!("{}h", s / 3600),
-        };
+        let age = human_age(r.age_secs.max(0) as u64);
         let label = crate::termfilter::escape_str(r.label.as_deref().unwrap_or("-"));
         let label = match (tty, r.color.as_deref().and_then(ansi_color)) {
             (true, Some(code)) => format!("\x1b[{code}m{label:<16}\x1b[0m"),
@@ -142,4 +138,13 @@ where
     }
     out.flush()?;
     Ok(())
+}
+
+/// An age as `45s`, `12m` or `3h`.
+pub fn human_age(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s => format!("{}h", s / 3600),
+    }
 }

@@ -536,12 +536,17 @@ impl Bottle {
             futures_util::future::join_all(containers.iter().map(|c| self.stop_container(c))),
         )
         .await;
+        let left = std::sync::Mutex::new(Vec::<String>::new());
         let remove_containers =
-            futures_util::future::join_all(containers.iter().map(|c| async move {
+            futures_util::future::join_all(containers.iter().map(|c| {
+                let left = &left;
+                async move {
                 if let Err(e) = containers::remove(&self.docker, c).await {
                     eprintln!(
-                        "bottle: warning: removing container {c}: {e} (run `bottle reap` later)"
+                        "bottle: warning: removing container {c}: {e} (the next `bottle reap` finishes it)"
                     );
+                    left.lock().expect("not poisoned").push((*c).clone());
+                }
                 }
             }));
         let networks: Vec<&String> = self
@@ -562,8 +567,16 @@ impl Bottle {
         .await;
         for n in retry.into_iter().flatten() {
             if let Err(e) = networks::remove(&self.docker, n).await {
-                eprintln!("bottle: warning: removing network {n}: {e} (run `bottle reap` later)");
+                eprintln!(
+                    "bottle: warning: removing network {n}: {e} (the next `bottle reap` finishes it)"
+                );
+                left.lock().expect("not poisoned").push(n.clone());
             }
+        }
+        let left = left.into_inner().expect("not poisoned");
+        if !left.is_empty() {
+            // The next reap completes this teardown, whatever the launcher's pid says then.
+            crate::runtime::sessions::mark_teardown_failed(&self.id, &left);
         }
         if let Err(e) = self.state.remove() {
             eprintln!("bottle: warning: {e:#}");
