@@ -296,6 +296,27 @@ echo UPSTREAM_MAIN=$(git ls-remote origin refs/heads/main | cut -f1)
         !events.contains(&h.secret),
         "the token is in `docker events`"
     );
+    // The launcher announces the held push as approval.pending (polled every 2 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let pending = loop {
+        let o = bottle_cmd(&h)
+            .args(["events", "--id", &bid])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        if text.contains("approval.pending") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let line = pending
+        .lines()
+        .find(|l| l.contains("approval.pending"))
+        .unwrap_or_else(|| panic!("no approval.pending event: {pending}"));
+    assert!(
+        line.contains(&ticket) && !line.contains(&h.secret),
+        "{line}"
+    );
     let approve = bottle_cmd(&h)
         .args([
             "approve",

@@ -143,6 +143,7 @@ pub async fn run(
     )
     .await?;
     let output = bottle.agent_output.take();
+    let _approvals = super::spawn::watch_approvals(docker, spec, &bottle.id);
     let mut result = supervise(&bottle, output, &mut cancel, json, started).await;
     if let Ok(r) = &result {
         bottle.set_exit_code(r.exit_code);

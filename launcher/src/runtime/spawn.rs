@@ -138,6 +138,7 @@ pub async fn supervise(
     };
     println!("{}", serde_json::to_string(&report)?);
     detach_stdio();
+    let _approvals = watch_approvals(docker, spec, &bottle.id);
     if let Some(text) = first_message {
         let (docker, id, text) = (docker.clone(), bottle.id.clone(), text.to_string());
         tokio::spawn(async move {
@@ -175,4 +176,44 @@ pub async fn supervise(
     }
     bottle.teardown().await;
     Ok(code)
+}
+
+/// Stops the approvals watcher when dropped.
+pub struct ApprovalWatch(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for ApprovalWatch {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            h.abort();
+        }
+    }
+}
+
+/// For a bottle with a git gate: emits `approval.pending` once for each ticket that appears
+/// (polled every 2 s while the returned guard lives, i.e. while its launcher or supervisor
+/// runs); `approval.resolved` comes from `bottle approve|deny`.
+pub fn watch_approvals(docker: &Docker, spec: &LaunchSpec, id: &str) -> ApprovalWatch {
+    if spec.git_remotes.is_empty() {
+        return ApprovalWatch(None);
+    }
+    ApprovalWatch(Some(tokio::spawn(poll_approvals(
+        docker.clone(),
+        id.to_string(),
+    ))))
+}
+
+async fn poll_approvals(docker: Docker, id: String) {
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        for t in super::tickets::pending_of(&docker, &id).await {
+            if seen.insert(t.id.clone()) {
+                super::events::emit(
+                    "approval.pending",
+                    &id,
+                    serde_json::json!({"ticket": t.id, "remote": t.remote, "rule": t.rule, "path": t.path, "commit": t.commit}),
+                );
+            }
+        }
+    }
 }

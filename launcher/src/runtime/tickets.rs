@@ -102,8 +102,26 @@ async fn exec(docker: &Docker, container: &str, args: &[&str]) -> Result<(i64, S
 
 /// The pending tickets of every running bottle with a git gate, by bottle id.
 pub async fn pending(docker: &Docker) -> HashMap<String, Vec<PendingTicket>> {
+    pending_where(docker, |_| true).await
+}
+
+/// The pending tickets of bottle `id` (empty when it has no running git gate).
+pub async fn pending_of(docker: &Docker, id: &str) -> Vec<PendingTicket> {
+    pending_where(docker, |b| b == id)
+        .await
+        .remove(id)
+        .unwrap_or_default()
+}
+
+async fn pending_where(
+    docker: &Docker,
+    want: impl Fn(&str) -> bool,
+) -> HashMap<String, Vec<PendingTicket>> {
     let mut out = HashMap::new();
     for (bottle, container) in gate_sidecars(docker).await.unwrap_or_default() {
+        if !want(&bottle) {
+            continue;
+        }
         if let Ok((0, text, _)) = exec(docker, &container, &["list"]).await {
             #[derive(Deserialize)]
             struct List {

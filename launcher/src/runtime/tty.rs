@@ -51,6 +51,7 @@ pub async fn start(
     let mut cancel = cancellation()?;
     let t0 = Instant::now();
     let bottle = Bottle::launch(docker, facts, spec, opts).await?;
+    let _approvals = super::spawn::watch_approvals(docker, spec, &bottle.id);
     eprintln!(
         "bottle {}: ready in {:.1}s — {} to detach and end the bottle",
         bottle.id,
