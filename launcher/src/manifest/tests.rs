@@ -640,6 +640,45 @@ fn shipped_manifests_load_and_resolve() {
         values["GH_GIT_BASIC"].as_str(),
         "eC1hY2Nlc3MtdG9rZW46Z2hwX2V4YW1wbGUwMTIzNDU2Nzg5"
     );
+    for name in [
+        "model-vllm-gpu",
+        "model-vllm-cpu",
+        "model-ollama",
+        "model-llamacpp",
+        "claude-local",
+        "codex-local",
+    ] {
+        let p = env.plan(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(p.models.len(), 1, "{name}");
+        assert!(
+            p.policy.routes.is_empty(),
+            "{name}: the agent has no egress"
+        );
+        assert!(!p.model_env.is_empty(), "{name}");
+    }
+    let gpu = env.plan("model-vllm-gpu").unwrap();
+    assert_eq!(gpu.models[0].image, "vllm/vllm-openai");
+    assert_eq!(gpu.models[0].context, Some(32768));
+    assert_eq!(gpu.models[0].gpu, Some(Gpu::All));
+    let cpu = env.plan("model-vllm-cpu").unwrap();
+    assert_eq!(cpu.models[0].image, "vllm/vllm-openai-cpu");
+    let ollama = env.plan("model-ollama").unwrap();
+    assert_eq!(ollama.models[0].env["OLLAMA_CONTEXT_LENGTH"], "65536");
+    assert!(ollama.models[0].pull.is_some());
+    let llama = env.plan("model-llamacpp").unwrap();
+    assert!(llama.models[0].egress.is_empty());
+    assert!(llama.models[0].cmd.contains(&"--ctx-size".to_string()));
+    let claude = env.plan("claude-local").unwrap();
+    assert_eq!(
+        claude.model_env["ANTHROPIC_BASE_URL"],
+        "http://ollama:11434"
+    );
+    let codex = env.plan("codex-local").unwrap();
+    assert_eq!(codex.model_env["OPENAI_BASE_URL"], "http://coder:8000/v1");
+    assert_eq!(
+        codex.model_env["BOTTLE_MODEL"],
+        "Qwen/Qwen2.5-Coder-7B-Instruct"
+    );
     let local = env.plan("local-model").unwrap();
     assert!(local
         .policy
