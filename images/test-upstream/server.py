@@ -13,6 +13,7 @@ Endpoints:
                               a repository "repo.git" with one commit on "main" is created at start,
                               and pushes are accepted (http.receivepack=true).
   else                        404
+With --model-server it is a fake model server instead (plain HTTP only): see fake_model.py.
 
 TLS certificate: --cert/--key files, or the environment variables UPSTREAM_CERT_PEM/UPSTREAM_KEY_PEM
 (PEM text), or else a fresh CA and leaf are generated at start with openssl for the --name values. A
@@ -104,6 +105,7 @@ def make_git_repo(root, name="repo.git"):
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fake_llm  # noqa: E402  (the scripted model-provider APIs)
+import fake_model  # noqa: E402  (the fake model server of --model-server)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -113,6 +115,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "bottle-test-upstream"
     scheme = "https"
     git_root = "/tmp/git"
+    model_server = False
 
     def log_message(self, fmt, *args):  # the JSON request log replaces http.server's own
         pass
@@ -156,7 +159,9 @@ class Handler(BaseHTTPRequestHandler):
             "body": body[:BODY_LOG_LIMIT].decode("utf-8", errors="replace"),
         })
         path = self.path.split("?", 1)[0]
-        if fake_llm.handle(self, path, body, log):
+        if self.model_server:
+            fake_model.handle(self, path, body, log)
+        elif fake_llm.handle(self, path, body, log):
             pass
         elif path == "/":
             self.reply(200, b"ok\n", "text/plain")
@@ -278,7 +283,19 @@ def main():
     p.add_argument("--name", action="append", help="DNS name/IP for a generated leaf (repeatable)")
     p.add_argument("--state-dir", default=None, help="where generated files go (default: a temp dir)")
     p.add_argument("--git-root", default=None, help="bare repositories (default: <state-dir>/git)")
+    p.add_argument("--model-server", action="store_true",
+                   help="be a fake model server (fake_model.py) on plain HTTP --http-port (default 8000) only")
     args = p.parse_args()
+
+    if args.model_server:
+        port = args.http_port if "--http-port" in " ".join(sys.argv) else 8000
+        model_handler = type("ModelHandler", (Handler,), {"scheme": "http", "model_server": True})
+        srv = QuietServer(("0.0.0.0", port), model_handler)
+        log({"event": "listening", "scheme": "http", "port": port, "model_server": True,
+             "model": fake_model.model_id()})
+        fake_model.start_progress(log)
+        serve(srv)
+        return
 
     state = args.state_dir or tempfile.mkdtemp(prefix="upstream-")
     os.makedirs(state, exist_ok=True)

@@ -220,7 +220,9 @@ pub async fn launch_spec(docker: &Docker, plan: &Plan, quiet: bool) -> Result<La
         .resolve_secrets()
         .map_err(anyhow::Error::new)
         .context("resolving the bottle's secrets on the host")?;
-    let mut env = plan.env.clone();
+    // What the agent is told about a model sidecar first: the bottle's own env wins.
+    let mut env = plan.model_env.clone();
+    env.extend(plan.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     env.extend(
         plan.placeholders
             .iter()
@@ -273,6 +275,7 @@ pub async fn launch_spec(docker: &Docker, plan: &Plan, quiet: bool) -> Result<La
             workdir: plan.workdir.clone(),
             mounts: plan.mounts.clone(),
         },
+        models: plan.models.clone(),
     })
 }
 

@@ -209,13 +209,14 @@ pub fn sidecar_git_hash(sidecar_hash: &str, base_tag: &str) -> String {
     h.finish()
 }
 
-/// Hash of the test upstream: its base image tag, Dockerfile and server script.
+/// Hash of the test upstream: its base image tag, Dockerfile and scripts.
 pub fn test_upstream_hash(base_tag: &str) -> String {
     let mut h = Hasher::new("test-upstream");
     h.field(base_tag.as_bytes());
     h.field(recipe::UPSTREAM_DOCKERFILE.as_bytes());
     h.field(recipe::UPSTREAM_SERVER.as_bytes());
     h.field(recipe::UPSTREAM_FAKE_LLM.as_bytes());
+    h.field(recipe::UPSTREAM_FAKE_MODEL.as_bytes());
     h.finish()
 }
 

@@ -21,6 +21,8 @@ pub const UPSTREAM_DOCKERFILE: &str =
 pub const UPSTREAM_SERVER: &str = include_str!("../../../images/test-upstream/server.py");
 /// `images/test-upstream/fake_llm.py`: the scripted Anthropic / OpenAI API fake.
 pub const UPSTREAM_FAKE_LLM: &str = include_str!("../../../images/test-upstream/fake_llm.py");
+/// `images/test-upstream/fake_model.py`: the fake model server (`server.py --model-server`).
+pub const UPSTREAM_FAKE_MODEL: &str = include_str!("../../../images/test-upstream/fake_model.py");
 
 /// `images/agent-init/bottle-agent-init`: the agent images' entrypoint (pre-answers first-run prompts).
 pub const AGENT_INIT: &str = include_str!("../../../images/agent-init/bottle-agent-init");

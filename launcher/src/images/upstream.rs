@@ -1,4 +1,5 @@
-//! The e2e tests' fake upstream: `images/test-upstream/server.py` over the agent base image.
+//! The e2e tests' fake upstream: `images/test-upstream/server.py` over the agent base image
+//! (also the fake model server: `server.py --model-server`, `fake_model.py`).
 
 use bollard::Docker;
 
@@ -24,6 +25,11 @@ pub async fn build(docker: &Docker, r: &ImageRef, base: &ImageRef, ui: &Ui) -> a
         ContextFile {
             path: "fake_llm.py",
             data: recipe::UPSTREAM_FAKE_LLM.as_bytes(),
+            mode: 0o644,
+        },
+        ContextFile {
+            path: "fake_model.py",
+            data: recipe::UPSTREAM_FAKE_MODEL.as_bytes(),
             mode: 0o644,
         },
     ])?;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::error::{Location, ManifestError};
+pub use super::model::{ModelEngine, ModelSpec};
 use super::secrets::SecretSource;
 use super::source::SourceFile;
 use super::suggest::did_you_mean;
@@ -164,37 +165,6 @@ fn default_push() -> Vec<String> {
 
 fn is_default_push(v: &[String]) -> bool {
     v == default_push().as_slice()
-}
-
-/// Inference engine of a model sidecar.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ModelEngine {
-    /// vLLM's OpenAI-compatible server.
-    Vllm,
-    /// Ollama.
-    Ollama,
-}
-
-/// A model sidecar joined to the bottle's internal network (started by a later issue).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelSpec {
-    /// Host name of the sidecar on the bottle network (a DNS label).
-    pub name: String,
-    /// The engine.
-    pub engine: ModelEngine,
-    /// Model id (Hugging Face id for vLLM, tag for Ollama).
-    pub model: String,
-    /// Port the server listens on (default: 8000 for vLLM, 11434 for Ollama).
-    #[serde(default)]
-    pub port: Option<u16>,
-    /// Image override (default: the engine's image).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
-    /// Extra server arguments.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub args: Vec<String>,
 }
 
 /// `[resources]` as written.
@@ -611,25 +581,13 @@ pub(crate) fn parse_layer(
     for m in raw.models {
         let span = m.span();
         let model = m.into_inner();
-        if !is_valid_name(&model.name) || model.name.contains('.') || model.name.contains('_') {
-            return Err(invalid(loc(&span), "name", format!("`{}` must be a DNS label (letters, digits, `-`), it becomes the model server's host name", model.name)));
-        }
+        super::model::check_model(&src, &span, &model)?;
         if !mnames.insert(model.name.clone()) {
             return Err(invalid(
                 loc(&span),
                 "name",
                 format!("model `{}` is declared twice in this file", model.name),
             ));
-        }
-        if model.model.trim().is_empty() {
-            return Err(invalid(
-                loc(&span),
-                "model",
-                "name the model to serve, e.g. model = \"Qwen/Qwen2.5-Coder-7B-Instruct\"",
-            ));
-        }
-        if model.port == Some(0) {
-            return Err(invalid(loc(&span), "port", "port 0 is not a port"));
         }
         models.push(Located::new(model, &src, span));
     }

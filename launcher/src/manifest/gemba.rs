@@ -287,6 +287,9 @@ pub fn load_gemba(
         },
     };
     plan.labels.insert("io.bottle.agent".into(), a.name.clone());
+    // The agent is told about the bottle's model according to its own image.
+    plan.model_env =
+        super::plan::model_env_of(&plan.image, &plan.models, &plan.env, &plan.placeholders);
 
     // Resources.
     if let Some(cpus) = c.cpus {

@@ -23,6 +23,7 @@ mod bottle;
 mod error;
 mod extends;
 mod gemba;
+mod model;
 mod plan;
 mod render;
 mod secrets;
@@ -42,6 +43,10 @@ pub use bottle::{
 pub use error::{Location, ManifestError};
 pub use extends::MAX_EXTENDS_DEPTH;
 pub use gemba::{load_gemba, GembaAgent, Preamble, GEMBA_DEFAULT_CWD};
+pub use model::{
+    agent_wiring, parse_duration, parse_volume, resolve_model, DeviceId, Gpu, GpuSpec, ModelPlan,
+    ModelVolume, ReadyCheck, ReadySpec, DEFAULT_CONTEXT, DEFAULT_READY_TIMEOUT,
+};
 pub use plan::{
     check_all, list_agents, resolve_plan, AgentEntry, ExtraMount, GitPlan, Plan, Resources,
     SecretPlan, WorkspacePlan, DEFAULT_CPUS, DEFAULT_MEMORY, DEFAULT_PIDS, WORKSPACE_PATH,

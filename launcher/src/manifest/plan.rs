@@ -9,12 +9,13 @@ use zeroize::Zeroizing;
 
 use super::agent::{parse_agent, AgentDoc, AgentOrigin};
 use super::bottle::{
-    is_valid_name, route_id, GitRemote, ImageSpec, ModelSpec, RuntimeMode, Template, WorkspaceMode,
+    is_valid_name, route_id, GitRemote, ImageSpec, RuntimeMode, Template, WorkspaceMode,
 };
 use super::error::{Location, ManifestError};
 use super::extends::{
     bottle_names, bottle_source, list_names, load_chain, merge, missing_bottle, MergedBottle,
 };
+use super::model::{agent_wiring, resolve_model, ModelPlan};
 use super::secrets::{placeholder_value, SecretSource, KNOWN_PROVIDER_ENV};
 use super::suggest::did_you_mean;
 
@@ -84,8 +85,13 @@ pub struct Plan {
     pub mounts: Vec<ExtraMount>,
     /// Git identity and remotes.
     pub git: GitPlan,
-    /// Model sidecars.
-    pub models: Vec<ModelSpec>,
+    /// Model sidecars, resolved (defaults filled in), in declaration order.
+    pub models: Vec<ModelPlan>,
+    /// What the agent is told about the first model ([`super::agent_wiring`]): variables the
+    /// bottle's `[env]`, the agent's `env` and the secret placeholders do not already set
+    /// (those win). `NO_PROXY` is extended with every model's name at start.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub model_env: BTreeMap<String, String>,
     /// Display label (agent front matter).
     pub label: Option<String>,
     /// Display colour (agent front matter).
@@ -269,18 +275,69 @@ fn build_bottle(
         }
     }
 
+    // Model sidecars: their secrets must be declared; their egress routes use them.
+    let mut model_used: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for md in &merged.models {
+        let m = &md.value;
+        for secret in &m.secrets {
+            if !merged.secrets.contains_key(secret) {
+                return Err(unknown(
+                    md.loc_of(&format!("\"{secret}\"")),
+                    secret,
+                    format!("model `{}`", m.name),
+                ));
+            }
+        }
+        for r in &m.egress {
+            if let Some(auth) = &r.auth {
+                model_used
+                    .entry(auth.secret.as_str())
+                    .or_default()
+                    .push(format!("model `{}` egress route `{}`", m.name, route_id(r)));
+            }
+        }
+        for secret in m
+            .secrets
+            .iter()
+            .filter(|s| !model_used.contains_key(s.as_str()))
+        {
+            notes.push(format!(
+                "model `{}` lists secret `{secret}` ({}) but none of its egress routes uses it: it gets the placeholder only",
+                m.name,
+                md.loc()
+            ));
+        }
+        let policy = PolicyFile {
+            settings: merged.settings.clone(),
+            routes: m.egress.clone(),
+        };
+        if let Err(e) = Policy::from_spec(policy, &format!("model {}", m.name)) {
+            return Err(model_route_error(md, &e.key, &e.reason));
+        }
+    }
+
     // Secrets and placeholders.
     let mut secrets = Vec::new();
     let mut placeholders: BTreeMap<String, (String, Location)> = BTreeMap::new();
     for (sname, decl) in &merged.secrets {
-        let Some(by) = used.get(sname.as_str()) else {
+        let agent_by = used.get(sname.as_str());
+        let model_by = model_used.get(sname.as_str());
+        if agent_by.is_none() && model_by.is_none() {
             notes.push(format!(
-                "secret `{sname}` ({}) is declared but no route or git remote uses it, so it is not resolved or delivered",
+                "secret `{sname}` ({}) is declared but no route, git remote or model egress route uses it, so it is not resolved or delivered",
                 decl.loc()
             ));
             continue;
-        };
+        }
+        let by: Vec<String> = agent_by
+            .into_iter()
+            .chain(model_by)
+            .flatten()
+            .cloned()
+            .collect();
+        // Only the agent's own uses give the agent a placeholder.
         let placeholder_env = match &decl.value.placeholder_env {
+            _ if agent_by.is_none() => Vec::new(),
             Some(list) => list.clone(),
             None if KNOWN_PROVIDER_ENV.contains(&sname.as_str()) => vec![sname.clone()],
             None => Vec::new(),
@@ -307,7 +364,7 @@ fn build_bottle(
         secrets.push(SecretPlan {
             name: sname.clone(),
             source: decl.value.source.clone(),
-            used_by: by.clone(),
+            used_by: by,
             placeholder_env,
             declared_in: decl.src.display.clone(),
         });
@@ -382,6 +439,54 @@ fn policy_error(merged: &MergedBottle, key: &str, reason: &str) -> ManifestError
         },
         message: reason.to_string(),
         suggestion: None,
+    }
+}
+
+/// Maps a proxy error about a model's egress route (`route[1].host`) to the model stanza.
+fn model_route_error(
+    md: &super::bottle::Located<super::bottle::ModelSpec>,
+    key: &str,
+    reason: &str,
+) -> ManifestError {
+    let idx: Option<usize> = key
+        .strip_prefix("route[")
+        .and_then(|r| r.split(']').next())
+        .and_then(|n| n.parse().ok());
+    match idx.and_then(|i| md.value.egress.get(i)) {
+        Some(r) => ManifestError::Route {
+            loc: md.loc_of(&r.host),
+            route: format!("{} (egress of model `{}`)", route_id(r), md.value.name),
+            message: reason.to_string(),
+        },
+        None => ManifestError::Invalid {
+            loc: md.loc_of("egress"),
+            key: "egress".into(),
+            message: format!("{key}: {reason}"),
+            suggestion: None,
+        },
+    }
+}
+
+/// The agent template an image stands for (`None`: not one of bottle's templates).
+pub(crate) fn template_of(image: &ImageSpec) -> Option<Template> {
+    match image {
+        ImageSpec::Template { template } => Some(*template),
+        _ => None,
+    }
+}
+
+/// What the agent is told about the plan's first model (see [`Plan::model_env`]).
+pub(crate) fn model_env_of(
+    image: &ImageSpec,
+    models: &[ModelPlan],
+    env: &BTreeMap<String, String>,
+    placeholders: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    match models.first() {
+        Some(m) => agent_wiring(template_of(image), m, |k| {
+            env.contains_key(k) || placeholders.contains_key(k)
+        }),
+        None => BTreeMap::new(),
     }
 }
 
@@ -628,6 +733,15 @@ fn plan_for(
             .or(m.author_email.clone()),
         remotes: m.remotes.iter().map(|r| r.value.clone()).collect(),
     };
+    let image = m.image.clone().unwrap_or(ImageSpec::Template {
+        template: Template::Shell,
+    });
+    let models: Vec<ModelPlan> = m
+        .models
+        .iter()
+        .map(|x| resolve_model(&x.value, &x.src.display))
+        .collect();
+    let model_env = model_env_of(&image, &models, &env, &placeholders);
     let mut labels = BTreeMap::new();
     labels.insert("io.bottle.agent".to_string(), agent.to_string());
     labels.insert("io.bottle.bottle".to_string(), m.name.clone());
@@ -647,9 +761,7 @@ fn plan_for(
         source_paths,
         extends: m.chain.iter().skip(1).map(|(n, _)| n.clone()).collect(),
         system_prompt: doc.as_ref().map(|d| d.prompt.clone()).unwrap_or_default(),
-        image: m.image.clone().unwrap_or(ImageSpec::Template {
-            template: Template::Shell,
-        }),
+        image,
         workspace,
         protect_git: m.protect_git.unwrap_or(true),
         agent_file: doc.as_ref().map(|d| d.src.path.clone()),
@@ -667,7 +779,8 @@ fn plan_for(
         workdir: None,
         mounts: Vec::new(),
         git,
-        models: m.models.iter().map(|x| x.value.clone()).collect(),
+        models,
+        model_env,
         label: doc.as_ref().and_then(|d| d.label.clone()),
         color: doc.as_ref().and_then(|d| d.color.clone()),
         labels,

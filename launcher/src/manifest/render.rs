@@ -3,7 +3,8 @@ use std::fmt::Write;
 
 use bottle_proxy::policy::{DlpSpec, RouteSpec};
 
-use super::bottle::{ImageSpec, ModelEngine, WorkspaceMode};
+use super::bottle::{ImageSpec, WorkspaceMode};
+use super::model::{Gpu, ModelPlan};
 use super::plan::Plan;
 
 fn route_line(r: &RouteSpec) -> String {
@@ -55,6 +56,97 @@ fn route_line(r: &RouteSpec) -> String {
         let _ = write!(s, "  private {}", r.allow_private.join(","));
     }
     s
+}
+
+/// One model sidecar, as lines under `models`.
+fn model_lines(o: &mut String, m: &ModelPlan) {
+    let _ = writeln!(
+        o,
+        "  {} ({}) {}  at {}  image {}",
+        m.name,
+        m.engine.name(),
+        m.model,
+        m.base_url(),
+        m.image
+    );
+    let _ = writeln!(o, "    command   <entrypoint> {}", m.cmd.join(" "));
+    let mut facts = Vec::new();
+    if let Some(c) = m.context {
+        facts.push(format!("context {c}"));
+    }
+    match &m.gpu {
+        Some(Gpu::All) => facts.push("gpu all".into()),
+        Some(Gpu::Devices(d)) => facts.push(format!("gpu {}", d.join(","))),
+        None => facts.push("no gpu".into()),
+    }
+    for v in &m.volumes {
+        let ro = if v.read_only { ":ro" } else { "" };
+        facts.push(format!("volume {}:{}{ro}", v.name, v.target));
+    }
+    if !m.secrets.is_empty() {
+        facts.push(format!(
+            "secrets {} (placeholders only)",
+            m.secrets.join(",")
+        ));
+    }
+    let _ = writeln!(o, "    settings  {}", facts.join(" · "));
+    if !m.env.is_empty() {
+        let env: Vec<String> = m.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(o, "    env       {}", env.join(" "));
+    }
+    if let Some(pull) = &m.pull {
+        let _ = writeln!(o, "    then      {}", pull.join(" "));
+    }
+    let _ = writeln!(
+        o,
+        "    ready     {} (within {})",
+        m.ready.meaning, m.ready.timeout
+    );
+    if m.egress.is_empty() {
+        let _ = writeln!(o, "    egress    none: no route off the box");
+    } else {
+        let _ = writeln!(
+            o,
+            "    egress    {} (the model's own, through the proxy; not usable by the agent)",
+            m.egress.len()
+        );
+        for r in &m.egress {
+            let _ = writeln!(o, "      {}", route_line(r));
+        }
+    }
+}
+
+/// The `models` section: each sidecar, and exactly what the agent is told.
+fn render_models(o: &mut String, p: &Plan) {
+    if p.models.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "models     {} (bottle network only; no workspace, no bottle secrets)",
+        p.models.len()
+    );
+    for m in &p.models {
+        model_lines(o, m);
+    }
+    let names: Vec<&str> = p.models.iter().map(|m| m.name.as_str()).collect();
+    let _ = writeln!(
+        o,
+        "agent told about model `{}` (bottle env wins):",
+        p.models[0].name
+    );
+    for (k, v) in &p.model_env {
+        let _ = writeln!(o, "  {k}={v}");
+    }
+    let _ = writeln!(o, "  NO_PROXY, no_proxy += {}", names.join(","));
+    let kept: Vec<String> =
+        super::model::agent_wiring(super::plan::template_of(&p.image), &p.models[0], |_| false)
+            .into_keys()
+            .filter(|k| !p.model_env.contains_key(k))
+            .collect();
+    if !kept.is_empty() {
+        let _ = writeln!(o, "  (the bottle's own value kept: {})", kept.join(", "));
+    }
 }
 
 /// Renders a plan as aligned text. Contains no secret values (the plan has none).
@@ -196,13 +288,7 @@ pub(crate) fn render(p: &Plan) -> String {
             let _ = writeln!(o, "  remote {} {}{secret}", rem.name, rem.url);
         }
     }
-    for m in &p.models {
-        let engine = match m.engine {
-            ModelEngine::Vllm => "vllm",
-            ModelEngine::Ollama => "ollama",
-        };
-        let _ = writeln!(o, "model      {} ({engine}) {}", m.name, m.model);
-    }
+    render_models(&mut o, p);
     let lines = p.system_prompt.lines().count();
     if lines > 0 {
         let first = p.system_prompt.lines().next().unwrap_or("");

@@ -640,6 +640,45 @@ fn shipped_manifests_load_and_resolve() {
         values["GH_GIT_BASIC"].as_str(),
         "eC1hY2Nlc3MtdG9rZW46Z2hwX2V4YW1wbGUwMTIzNDU2Nzg5"
     );
+    for name in [
+        "model-vllm-gpu",
+        "model-vllm-cpu",
+        "model-ollama",
+        "model-llamacpp",
+        "claude-local",
+        "codex-local",
+    ] {
+        let p = env.plan(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(p.models.len(), 1, "{name}");
+        assert!(
+            p.policy.routes.is_empty(),
+            "{name}: the agent has no egress"
+        );
+        assert!(!p.model_env.is_empty(), "{name}");
+    }
+    let gpu = env.plan("model-vllm-gpu").unwrap();
+    assert_eq!(gpu.models[0].image, "vllm/vllm-openai");
+    assert_eq!(gpu.models[0].context, Some(32768));
+    assert_eq!(gpu.models[0].gpu, Some(Gpu::All));
+    let cpu = env.plan("model-vllm-cpu").unwrap();
+    assert_eq!(cpu.models[0].image, "vllm/vllm-openai-cpu");
+    let ollama = env.plan("model-ollama").unwrap();
+    assert_eq!(ollama.models[0].env["OLLAMA_CONTEXT_LENGTH"], "65536");
+    assert!(ollama.models[0].pull.is_some());
+    let llama = env.plan("model-llamacpp").unwrap();
+    assert!(llama.models[0].egress.is_empty());
+    assert!(llama.models[0].cmd.contains(&"--ctx-size".to_string()));
+    let claude = env.plan("claude-local").unwrap();
+    assert_eq!(
+        claude.model_env["ANTHROPIC_BASE_URL"],
+        "http://ollama:11434"
+    );
+    let codex = env.plan("codex-local").unwrap();
+    assert_eq!(codex.model_env["OPENAI_BASE_URL"], "http://coder:8000/v1");
+    assert_eq!(
+        codex.model_env["BOTTLE_MODEL"],
+        "Qwen/Qwen2.5-Coder-7B-Instruct"
+    );
     let local = env.plan("local-model").unwrap();
     assert!(local
         .policy
@@ -916,4 +955,191 @@ fn git_remote_fields_are_checked_with_the_line() {
         p.secrets.iter().any(|s| s.name == "K"),
         "the ssh key secret is delivered"
     );
+}
+
+/// `[[model]]` errors name the file, the line of the offending key and the key.
+#[test]
+fn model_fields_are_checked_with_the_line() {
+    let env = Env::new();
+    let head = "[[model]]\nname = \"coder\"\nengine = \"vllm\"\nmodel = \"Q/C\"\n";
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "gpu = \"al\"\n",
+            "bottles/m.toml:5: invalid value for `gpu`",
+            "did you mean `all`?",
+        ),
+        (
+            "gpu = []\n",
+            "bottles/m.toml:5: invalid value for `gpu`",
+            "empty list",
+        ),
+        (
+            "gpu = [\"a b\"]\n",
+            "bottles/m.toml:5: invalid value for `gpu`",
+            "device id",
+        ),
+        (
+            "volumes = [\"/srv/models:/models\"]\n",
+            "bottles/m.toml:5: invalid value for `volumes`",
+            "host paths",
+        ),
+        (
+            "volumes = [\"a1:/m\", \"b1:/m\"]\n",
+            "bottles/m.toml:5: invalid value for `volumes`",
+            "two volumes",
+        ),
+        (
+            "context = 100\n",
+            "bottles/m.toml:5: invalid value for `context`",
+            "out of range",
+        ),
+        (
+            "context = 4096\nargs = [\"--max-model-len\", \"8192\"]\n",
+            "bottles/m.toml:5: invalid value for `context`",
+            "keep one",
+        ),
+        (
+            "args = [\"--port\", \"9000\"]\n",
+            "bottles/m.toml:5: invalid value for `args`",
+            "set `port`",
+        ),
+        (
+            "ready = { timeout = \"15 minutes\" }\n",
+            "bottles/m.toml:5: invalid value for `timeout`",
+            "not a duration",
+        ),
+        (
+            "ready = { path = \"v1/models\" }\n",
+            "bottles/m.toml:5: invalid value for `path`",
+            "HTTP path",
+        ),
+        (
+            "env = { HTTPS_PROXY = \"x\" }\n",
+            "bottles/m.toml:5: invalid value for `HTTPS_PROXY`",
+            "set by the launcher",
+        ),
+        (
+            "secrets = [\"hf-token\"]\n",
+            "bottles/m.toml:5: invalid value for `secrets`",
+            "environment variable",
+        ),
+        (
+            "image = \"Bad Image\"\n",
+            "bottles/m.toml:5: invalid value for `image`",
+            "image reference",
+        ),
+        (
+            "contxt = 4096\n",
+            "bottles/m.toml:5: unknown key `contxt`",
+            "did you mean `context`?",
+        ),
+        (
+            "ready = { pth = \"/x\" }\n",
+            "bottles/m.toml:5: unknown key `pth`",
+            "did you mean `path`?",
+        ),
+    ];
+    for (extra, prefix, needle) in cases {
+        env.bottle("m", &format!("{head}{extra}"));
+        let e = env.err("m");
+        assert!(e.starts_with(prefix) && e.contains(needle), "{extra}: {e}");
+    }
+    env.bottle(
+        "m",
+        "[[model]]\nname = \"x\"\nengine = \"olama\"\nmodel = \"q\"\n",
+    );
+    let e = env.err("m");
+    assert!(
+        e.starts_with("bottles/m.toml:3: invalid value for `engine`")
+            && e.contains("did you mean `ollama`?"),
+        "{e}"
+    );
+    env.bottle(
+        "m",
+        "[[model]]\nname = \"x\"\nengine = \"openai\"\nmodel = \"q\"\n",
+    );
+    let e = env.err("m");
+    assert!(
+        e.contains("invalid value for `image`") && e.contains("needs `image`"),
+        "{e}"
+    );
+    env.bottle("m", "[[model]]\nname = \"x\"\nengine = \"openai\"\nmodel = \"q\"\nimage = \"a/b\"\ncontext = 4096\n");
+    assert!(env.err("m").contains("no standard context flag"));
+}
+
+/// Model secrets are bottle secrets; only the model's egress routes use them, and the agent
+/// gets no placeholder for a secret only a model uses.
+#[test]
+fn model_secrets_and_egress_routes() {
+    let env = Env::new();
+    let model = "[[model]]\nname = \"coder\"\nengine = \"vllm\"\nmodel = \"Q/C\"\nsecrets = [\"HF_TOKEN\"]\n\n[[model.egress]]\nid = \"hf\"\nhost = \"huggingface.co\"\nauth = { scheme = \"Bearer\", secret = \"HF_TOKEN\" }\n";
+    env.bottle("m", model);
+    let e = env.err("m");
+    assert!(
+        e.starts_with(
+            "bottles/m.toml:5: model `coder` uses secret `HF_TOKEN`, which is not declared"
+        ),
+        "{e}"
+    );
+    env.bottle(
+        "m",
+        &format!("image = \"claude\"\n[secrets]\nHF_TOKEN = {{ env = \"HF_TOKEN\" }}\n\n{model}"),
+    );
+    let p = env.plan("m").unwrap();
+    assert!(p.placeholders.is_empty(), "{:?}", p.placeholders);
+    assert_eq!(p.secrets.len(), 1);
+    assert_eq!(p.secrets[0].used_by, ["model `coder` egress route `hf`"]);
+    assert!(p.secrets[0].placeholder_env.is_empty());
+    assert!(
+        p.policy.routes.is_empty(),
+        "model routes are not the agent's"
+    );
+    let m = &p.models[0];
+    assert_eq!(m.egress.len(), 1);
+    assert_eq!(m.placeholders["HF_TOKEN"], "bottle-placeholder-HF_TOKEN");
+    assert_eq!(p.model_env["ANTHROPIC_BASE_URL"], "http://coder:8000");
+    let text = p.render_human();
+    assert!(
+        text.contains("ANTHROPIC_BASE_URL=http://coder:8000"),
+        "{text}"
+    );
+    assert!(text.contains("NO_PROXY, no_proxy += coder"), "{text}");
+    assert!(
+        text.contains("hf                   huggingface.co"),
+        "{text}"
+    );
+    // An egress route's secret must be one of the model's.
+    env.bottle("m", "[secrets]\nHF_TOKEN = { env = \"HF_TOKEN\" }\n[[model]]\nname = \"coder\"\nengine = \"vllm\"\nmodel = \"Q\"\nsecrets = [\"HF_TOKN\"]\n[[model.egress]]\nhost = \"huggingface.co\"\nauth = { scheme = \"Bearer\", secret = \"HF_TOKEN\" }\n");
+    let e = env.err("m");
+    assert!(
+        e.contains("`auth.secret`") && e.contains("not in the model's `secrets`"),
+        "{e}"
+    );
+    // The proxy validates egress routes like the bottle's own.
+    env.bottle("m", "[[model]]\nname = \"coder\"\nengine = \"vllm\"\nmodel = \"Q\"\n[[model.egress]]\nhost = \"exa mple\"\n");
+    let e = env.err("m");
+    assert!(
+        e.starts_with("bottles/m.toml:6: route `exa mple (egress of model `coder`)` is refused"),
+        "{e}"
+    );
+}
+
+/// The bottle's `[env]` wins over what the agent would be told about the model.
+#[test]
+fn bottle_env_wins_over_model_wiring() {
+    let env = Env::new();
+    env.bottle("m", "image = \"codex\"\n[env]\nOPENAI_BASE_URL = \"http://elsewhere/v1\"\n[[model]]\nname = \"small\"\nengine = \"ollama\"\nmodel = \"q\"\n");
+    let p = env.plan("m").unwrap();
+    assert!(!p.model_env.contains_key("OPENAI_BASE_URL"));
+    assert_eq!(p.env["OPENAI_BASE_URL"], "http://elsewhere/v1");
+    assert_eq!(p.model_env["CODEX_OSS_BASE_URL"], "http://small:11434/v1");
+    assert_eq!(p.model_env["OLLAMA_HOST"], "http://small:11434");
+    let json = serde_json::to_string(&p).unwrap();
+    assert!(
+        json.contains("\"model_env\"") && json.contains("\"lists_model\":\"q\""),
+        "{json}"
+    );
+    assert!(p
+        .render_human()
+        .contains("the bottle's own value kept: OPENAI_BASE_URL"));
 }

@@ -5,7 +5,9 @@
 //! `BOTTLE_NAME`, `BOTTLE_AGENT`, git identity), then the manifest's env and the per-launch env
 //! (which override the defaults), then the proxy settings again (which nothing overrides);
 //! with git remotes, the sidecar's address is added to `NO_PROXY`/`no_proxy` (the agent's git
-//! reaches the gate directly).
+//! reaches the gate directly), and every model sidecar's name is too (model traffic stays on
+//! the internal network). What the agent is told about the first model (`OPENAI_BASE_URL`,
+//! `ANTHROPIC_BASE_URL`, …) is already in the spec's env ([`crate::manifest::agent_wiring`]).
 use std::net::Ipv4Addr;
 
 use anyhow::{bail, Result};
@@ -91,14 +93,25 @@ pub fn agent_env(
         env.retain(|(ek, _)| ek != k);
         env.push((k.into(), proxy.clone()));
     }
+    let mut direct: Vec<String> = Vec::new();
     if !spec.git_remotes.is_empty() {
-        for k in ["NO_PROXY", "no_proxy"] {
-            if let Some((_, v)) = env.iter_mut().find(|(ek, _)| ek == k) {
-                v.push_str(&format!(",{sidecar_ip}"));
+        direct.push(sidecar_ip.to_string());
+    }
+    direct.extend(model_no_proxy(&spec.models));
+    for k in ["NO_PROXY", "no_proxy"] {
+        if let Some((_, v)) = env.iter_mut().find(|(ek, _)| ek == k) {
+            for d in &direct {
+                v.push(',');
+                v.push_str(d);
             }
         }
     }
     env
+}
+
+/// The names the agent reaches directly, bypassing the proxy: every model sidecar's.
+pub fn model_no_proxy(models: &[crate::manifest::ModelPlan]) -> Vec<String> {
+    models.iter().map(|m| m.name.clone()).collect()
 }
 
 /// Refuses to start when a non-secret env value equals a secret value (a manifest mistake
@@ -243,6 +256,30 @@ mod tests {
             "{cfg}"
         );
         assert!(cfg.contains("insteadOf = git@github.com:o/r.git"), "{cfg}");
+    }
+
+    #[test]
+    fn model_sidecars_bypass_the_proxy_by_name() {
+        let mut spec = LaunchSpec::sample();
+        for (name, engine) in [("coder", "vllm"), ("small", "ollama")] {
+            let m: crate::manifest::ModelSpec = toml::from_str(&format!(
+                "name = \"{name}\"\nengine = \"{engine}\"\nmodel = \"m\"\n"
+            ))
+            .unwrap();
+            spec.models.push(crate::manifest::resolve_model(&m, "f"));
+        }
+        spec.git_remotes =
+            vec![toml::from_str("name = \"origin\"\nurl = \"https://github.com/o/r\"").unwrap()];
+        let ip = Ipv4Addr::new(10, 0, 0, 2);
+        let env = agent_env("abc", &spec, &[], false, None, ip, false);
+        for k in ["NO_PROXY", "no_proxy"] {
+            assert_eq!(
+                get(&env, k),
+                Some("localhost,127.0.0.1,::1,10.0.0.2,coder,small")
+            );
+        }
+        // The proxy itself is still the proxy.
+        assert_eq!(get(&env, "HTTPS_PROXY"), Some("http://10.0.0.2:3128"));
     }
 
     #[test]

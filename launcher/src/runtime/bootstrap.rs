@@ -143,6 +143,7 @@ mod tests {
             default_cmd: vec![],
             git_remotes: vec![remote],
             layout: Default::default(),
+            models: vec![],
         };
         let ca = crate::runtime::ca::generate("b").unwrap();
         let ip = Ipv4Addr::new(10, 213, 7, 2);

@@ -3,10 +3,12 @@ use std::collections::HashMap;
 
 /// Label carrying the bottle id; present on every object of a bottle.
 pub const ID: &str = "io.bottle.id";
-/// Label naming the object's role: `sidecar`, `agent`, `internal`, `egress`.
+/// Label naming the object's role: `sidecar`, `agent`, `model`, `internal`, `egress`.
 pub const ROLE: &str = "io.bottle.role";
 /// Label carrying the bottle (manifest) name.
 pub const BOTTLE: &str = "io.bottle.bottle";
+/// Label carrying a model sidecar's name (on model containers only).
+pub const MODEL: &str = "io.bottle.model";
 /// Label carrying the agent name.
 pub const AGENT: &str = "io.bottle.agent";
 /// Label carrying the pid of the launcher that owns the bottle.

@@ -87,6 +87,9 @@ pub struct LaunchSpec {
     pub git_remotes: Vec<crate::manifest::GitRemote>,
     /// Where the workspace and extra mounts go in the agent container.
     pub layout: AgentLayout,
+    /// Model sidecars to start on the internal network (none: no model), resolved by the
+    /// manifest layer; they hold no secret value.
+    pub models: Vec<crate::manifest::ModelPlan>,
 }
 
 /// The agent container's file layout: the workspace's place, the working directory and any
@@ -132,6 +135,10 @@ impl std::fmt::Debug for LaunchSpec {
             .field("workspace", &self.workspace)
             .field("limits", &self.limits)
             .field("runtime", &self.runtime)
+            .field(
+                "models",
+                &self.models.iter().map(|m| &m.name).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -246,6 +253,7 @@ impl LaunchSpec {
             default_cmd: vec![],
             git_remotes: vec![],
             layout: AgentLayout::default(),
+            models: vec![],
         }
     }
 }
@@ -278,6 +286,7 @@ mod tests {
             default_cmd: vec![],
             git_remotes: vec![],
             layout: AgentLayout::default(),
+            models: vec![],
         };
         let dbg = format!("{spec:?}");
         assert!(dbg.contains("GH") && !dbg.contains("topsecret"));

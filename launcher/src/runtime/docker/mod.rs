@@ -6,6 +6,7 @@
 //! | [`probe`] | connecting, engine facts, which OCI runtime works (probe containers) |
 //! | [`networks`] | the internal network, the egress network, subnet allocation |
 //! | [`container_spec`] | the sidecar's and the agent's container specs (pure data) |
+//! | [`model_spec`] | a model sidecar's container spec (pure data) |
 //! | [`containers`] | creating, attaching, killing and removing containers |
 //! | [`gate`] | the sidecar's wiring: create, attach, join, start with its bootstrap, ready |
 //! | [`images`] | what the launch reads from the agent image (config, CA bundle, passwd) |
@@ -20,6 +21,7 @@ pub mod containers;
 pub mod gate;
 pub mod images;
 pub mod lifecycle;
+pub mod model_spec;
 pub mod networks;
 pub mod probe;
 pub mod reap;
