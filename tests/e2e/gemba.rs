@@ -101,7 +101,7 @@ network = "bridge:e2e"
         &id,
         &format!(
             "pwd; cat README; touch /work/x 2>/dev/null && echo WROTE; touch /scratch/{id}/y && echo SCRATCH; \
-             echo E2E_TOKEN=$E2E_TOKEN; curl -s https://upstream.test/echo -o /dev/null -w 'route=%{{http_code}}\\n'; curl -s https://elsewhere.test/ -o /dev/null -w 'other=%{{http_code}}\\n'"
+             echo E2E_TOKEN=$E2E_TOKEN; curl -s https://upstream.test/echo -o /dev/null -w 'route=%{{http_code}}\\n'; curl -s https://elsewhere.test/ -o /dev/null -w 'other=%{{http_code}}\\n'; true"
         ),
     );
     assert_eq!(code, 0, "{out}");

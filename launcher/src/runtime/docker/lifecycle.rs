@@ -325,7 +325,10 @@ pub async fn send_keys(docker: &Docker, id: &str, payload: &[u8]) -> Result<()> 
         .stdin(true)
         .stream(true)
         .build();
-    let bollard::container::AttachContainerResults { mut input, .. } = docker
+    let bollard::container::AttachContainerResults {
+        mut input,
+        mut output,
+    } = docker
         .attach_container(&agent, Some(opts))
         .await
         .context("attaching to the agent's terminal")?;
@@ -337,8 +340,14 @@ pub async fn send_keys(docker: &Docker, id: &str, payload: &[u8]) -> Result<()> 
         .flush()
         .await
         .context("writing to the agent's terminal")?;
-    // Give the engine a moment to deliver before the attachment closes.
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // Half-close: the engine copies what it has read into the agent's stdin, ends this
+    // attachment (its stdin copy is its only stream) and closes the connection. That close
+    // is the delivery acknowledgement; 1 s bounds it for engines that keep the stream open.
+    let _ = input.shutdown().await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        while output.next().await.is_some() {}
+    })
+    .await;
     drop(input);
     drop(lock);
     Ok(())
