@@ -11,6 +11,7 @@ mod gemba;
 mod git_gate;
 mod harness;
 mod lifecycle;
+mod models;
 mod security_regressions;
 
 use std::fmt::Write;
