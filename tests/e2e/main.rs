@@ -6,7 +6,7 @@
 //! run; otherwise the tests are skipped with a loud message.
 //!
 //! Run: `cargo test -p bottle --test e2e --release -- --test-threads=2`.
-mod agents;
+pub(crate) mod agents;
 mod gemba;
 mod git_gate;
 mod harness;

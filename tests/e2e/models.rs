@@ -265,3 +265,60 @@ fn models_egress_routes_are_refused_before_anything_is_created() {
     let f = format!("label=io.bottle.bottle={name}");
     assert!(docker_ok(&["ps", "-aq", "--filter", &f]).is_empty());
 }
+
+#[test]
+fn models_claude_code_answers_from_the_model_sidecar_with_no_egress() {
+    require_engine!();
+    let (claude, _) = crate::agents::agent_images();
+    let h = home("model-claude");
+    let answer = format!("local-answer-{}", rand_hex(8));
+    // No route at all: the only thing Claude Code can reach is the model.
+    let toml = format!(
+        r#"description = "e2e claude on a local model"
+image = "claude"
+
+[resources]
+cpus = 1
+memory = "2g"
+pids = 512
+
+[env]
+DISABLE_TELEMETRY = "1"
+DISABLE_ERROR_REPORTING = "1"
+DISABLE_AUTOUPDATER = "1"
+CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = "1"
+
+[[model]]
+name = "llm"
+engine = "openai"
+model = "fake-model"
+image = "{image}"
+args = ["--model-server"]
+env = {{ FAKE_MODEL_ANSWER = "{answer}" }}
+"#,
+        image = images().upstream
+    );
+    std::fs::write(h.home.join("bottles/claude-model.toml"), toml).unwrap();
+    let o = bottle_cmd(&h)
+        .env("BOTTLE_AGENT_IMAGE", claude)
+        .args(["run", "--json", "claude-model", "--prompt", "say hi"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stderr).to_string();
+    let result: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "claude -p failed: {out}\n{result}"
+    );
+    let res = &result["agent_result"];
+    assert!(
+        res["result"].as_str().unwrap_or_default().contains(&answer),
+        "the model's scripted answer: {result}\n{out}"
+    );
+    assert_eq!(
+        result["audit"]["allowed"].as_u64().unwrap_or(0),
+        0,
+        "no egress through the proxy at all: {result}"
+    );
+}

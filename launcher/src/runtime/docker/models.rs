@@ -227,6 +227,10 @@ pub async fn wait_ready(
     let deadline = t0 + Duration::from_secs(m.ready.timeout_secs);
     let mut pulled = m.pull.is_none();
     let mut last_shown = Instant::now();
+    eprintln!(
+        "bottle: waiting for model {} (up to {}: {})",
+        m.name, m.ready.timeout, m.ready.meaning
+    );
     loop {
         let state = docker
             .inspect_container(&name, None)
