@@ -164,6 +164,32 @@ for t in {targets:?}:
             out,
         ));
         drop(listener);
+        // `bottle list` names the model; pause/resume freeze and thaw it with the agent.
+        let id = c["Config"]["Labels"]["io.bottle.id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let list = bottle_cmd(&h).args(["list", "--json"]).output().unwrap();
+        let rows: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap_or_default();
+        let row = rows
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["id"] == id.as_str()).cloned())
+            .unwrap_or_default();
+        checks.push((
+            "listed with its model",
+            row["models"] == serde_json::json!(["llm (running)"]),
+            row.to_string(),
+        ));
+        let state = |c: &str| docker_ok(&["inspect", "-f", "{{.State.Status}}", c]);
+        let p = bottle_cmd(&h).args(["pause", &id]).output().unwrap();
+        let paused = state(&model);
+        let r = bottle_cmd(&h).args(["resume", &id]).output().unwrap();
+        let resumed = state(&model);
+        checks.push((
+            "pause/resume freeze the model",
+            p.status.success() && r.status.success() && paused == "paused" && resumed == "running",
+            format!("{paused} {resumed} {}", String::from_utf8_lossy(&p.stderr)),
+        ));
     }
     std::fs::write(h.workspace.join("checked"), "").unwrap();
     let o = child.wait_with_output().unwrap();
@@ -191,7 +217,7 @@ for t in {targets:?}:
     for (what, ok, detail) in &checks {
         assert!(ok, "model container: {what}: {detail}");
     }
-    assert_eq!(checks.len(), 6, "container {model:?} checked");
+    assert_eq!(checks.len(), 8, "container {model:?} checked");
     let id = value_of(&out, "id").unwrap();
     let (c, n) = wait_gone(&id, Duration::from_secs(30));
     assert!(
