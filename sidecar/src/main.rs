@@ -2,6 +2,7 @@ mod bootstrap;
 mod dns;
 mod git;
 mod host;
+mod probe;
 
 /// Entry point. Bottle mode (`--bootstrap-stdin`) is wired here; host mode (`--policy …`, see
 /// docs/design.md) belongs to the proxy's CLI.
@@ -18,6 +19,7 @@ fn main() {
     {
         ["--version"] | ["-V"] => println!("bottle-sidecar {}", env!("CARGO_PKG_VERSION")),
         ["git-ticket", ..] => std::process::exit(git::ticket_command(&args[1..])),
+        ["probe", ..] => std::process::exit(probe::command(&args[1..])),
         ["--bootstrap-stdin"] => {
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
@@ -50,7 +52,7 @@ fn main() {
         }
         _ => {
             eprintln!(
-                "usage: bottle-sidecar --policy FILE --ca-cert FILE --ca-key FILE [--listen ADDR] [--audit FILE|-] [--workers N]   (host mode; --help)\n       bottle-sidecar gen-ca --out DIR\n       bottle-sidecar --bootstrap-stdin   (bottle mode: one JSON document on stdin)\n       bottle-sidecar --version"
+                "usage: bottle-sidecar --policy FILE --ca-cert FILE --ca-key FILE [--listen ADDR] [--audit FILE|-] [--workers N]   (host mode; --help)\n       bottle-sidecar gen-ca --out DIR\n       bottle-sidecar --bootstrap-stdin   (bottle mode: one JSON document on stdin)\n       bottle-sidecar probe http://HOST:PORT/PATH   (one GET, for model readiness)\n       bottle-sidecar --version"
             );
             std::process::exit(2);
         }

@@ -14,7 +14,7 @@ use crate::harness::*;
 use crate::require_engine;
 
 /// The agent CLI images (`bottle images build claude codex`), built once per run.
-fn agent_images() -> &'static (String, String) {
+pub(crate) fn agent_images() -> &'static (String, String) {
     static IMGS: OnceLock<(String, String)> = OnceLock::new();
     IMGS.get_or_init(|| {
         images();

@@ -6,11 +6,12 @@
 //! run; otherwise the tests are skipped with a loud message.
 //!
 //! Run: `cargo test -p bottle --test e2e --release -- --test-threads=2`.
-mod agents;
+pub(crate) mod agents;
 mod gemba;
 mod git_gate;
 mod harness;
 mod lifecycle;
+mod models;
 mod security_regressions;
 
 use std::fmt::Write;

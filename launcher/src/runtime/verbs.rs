@@ -37,6 +37,9 @@ pub struct BottleRow {
     pub routes: Option<u64>,
     /// Seconds since the agent container was created.
     pub age_secs: i64,
+    /// Its model sidecars, as `name (state)`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
     /// The git gate's tickets waiting for `bottle approve` / `bottle deny`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pending_tickets: Vec<super::tickets::PendingTicket>,
@@ -74,6 +77,12 @@ pub fn print_table(rows: &[BottleRow]) {
             "{:<14} {:<16} {:<16} {:<6} {:<9} {:<9} {:<7} {:<6} {} {}",
             r.id, r.bottle, r.agent, r.mode, r.state, r.sidecar, routes, age, label, launcher
         );
+        if !r.models.is_empty() {
+            println!(
+                "  models: {}",
+                crate::termfilter::escape_str(&r.models.join(", "))
+            );
+        }
         for t in &r.pending_tickets {
             println!(
                 "  ticket {}: rule {} in {} (remote {}, commit {}) — `bottle approve {} --reason …` or `bottle deny`",

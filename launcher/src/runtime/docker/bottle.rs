@@ -58,6 +58,8 @@ pub struct Bottle {
     pub sidecar: Option<String>,
     /// Agent container id.
     pub agent: Option<String>,
+    /// Model sidecar container names ([`super::models`]).
+    pub models: Vec<String>,
     /// Sidecar IP on the internal network.
     pub sidecar_ip: Ipv4Addr,
     /// Agent IP on the internal network.
@@ -101,6 +103,8 @@ impl Bottle {
         spec: &LaunchSpec,
         opts: &LaunchOptions,
     ) -> Result<Bottle> {
+        // Refused before anything exists (model egress routes are not supported yet).
+        super::models::check_supported(spec)?;
         let id = match &opts.id {
             Some(id) => id.clone(),
             None => labels::new_id().context("generating a bottle id")?,
@@ -134,6 +138,7 @@ impl Bottle {
             egress_net: None,
             sidecar: None,
             agent: None,
+            models: Vec::new(),
             sidecar_ip: Ipv4Addr::UNSPECIFIED,
             agent_ip: Ipv4Addr::UNSPECIFIED,
             subnet: None,
@@ -158,7 +163,8 @@ impl Bottle {
                     serde_json::json!({
                         "bottle": spec.bottle, "agent": spec.agent, "mode": opts.mode.as_str(),
                         "image": spec.agent_image, "sidecar_image": spec.sidecar_image,
-                        "containers": [b.agent, b.sidecar],
+                        "containers": b.agent.iter().chain(b.sidecar.iter()).chain(b.models.iter()).collect::<Vec<_>>(),
+                        "models": spec.models.iter().map(|m| &m.name).collect::<Vec<_>>(),
                         "routes": spec.policy.routes.len(), "git_remotes": spec.git_remotes.len(),
                     }),
                 );
@@ -166,7 +172,12 @@ impl Bottle {
                     &b.id,
                     spec,
                     opts.mode.as_str(),
-                    b.agent.iter().chain(b.sidecar.iter()).cloned().collect(),
+                    b.agent
+                        .iter()
+                        .chain(b.sidecar.iter())
+                        .chain(b.models.iter())
+                        .cloned()
+                        .collect(),
                 ));
                 Ok(b)
             }
@@ -204,13 +215,20 @@ impl Bottle {
         // teardown after a partial failure removes whatever exists.
         self.sidecar = Some(labels::name(&self.id, "sidecar"));
         self.agent = Some(labels::name(&self.id, "agent"));
+        self.models = spec
+            .models
+            .iter()
+            .map(|m| super::model_spec::model_container_name(&self.id, &m.name))
+            .collect();
         say("creating the networks, the sidecar and the agent");
         // Two concurrent chains that meet at the internal network:
         //   egress network → sidecar create → attach → join internal → start ‖ bootstrap
         //   internal network + agent files → agent create (→ attach → start behind the gate,
         //   in `run` mode)
         // The sidecar's ready line is awaited once both chains are done; then the gate opens.
-        let ((egress, sidecar), (internal, files, agent)) = {
+        // A third chain creates and starts the model sidecars on the internal network (their
+        // loading overlaps the rest of the launch); they are awaited before the agent starts.
+        let ((egress, sidecar), (internal, files, agent), models) = {
             let this = &*self;
             let internal = async {
                 timed(
@@ -295,7 +313,29 @@ impl Bottle {
                 };
                 (net, files, created)
             };
-            tokio::join!(sidecar_chain, agent_chain)
+            let models_chain = async {
+                if spec.models.is_empty() {
+                    return Ok(());
+                }
+                let (net, sn) = internal.clone().await.map_err(|e| anyhow!("{e:#}"))?;
+                let started = timed(
+                    "models create+start",
+                    futures_util::future::join_all(spec.models.iter().enumerate().map(|(i, m)| {
+                        super::models::create_and_start(
+                            &this.docker,
+                            &this.id,
+                            &this.labels,
+                            m,
+                            i,
+                            &net,
+                            &sn,
+                        )
+                    })),
+                )
+                .await;
+                started.into_iter().collect::<Result<Vec<()>>>().map(|_| ())
+            };
+            tokio::join!(sidecar_chain, agent_chain, models_chain)
         };
         // Record what exists before looking at errors, so that the teardown removes it.
         if let Ok((_, Some(id))) = &egress {
@@ -322,6 +362,7 @@ impl Bottle {
         internal.map_err(|e| anyhow!("{e:#}"))?;
         egress?;
         files?;
+        models?;
         drop(ca);
         let (mut output, sent) = sidecar.context("sidecar not created")??;
         let gated_agent = agent.context("agent not created")??;
@@ -335,6 +376,17 @@ impl Bottle {
         // A sidecar that died at once explains itself better than a broken pipe.
         ready?;
         self.link.hold(sent?, output).await;
+        if let (false, Some(sn)) = (spec.models.is_empty(), self.subnet) {
+            say("waiting for the model sidecars");
+            let waits =
+                futures_util::future::join_all(spec.models.iter().enumerate().map(|(i, m)| {
+                    super::models::wait_ready(&self.docker, &self.id, &sidecar, m, i, &sn)
+                }));
+            timed("models wait ready", waits)
+                .await
+                .into_iter()
+                .collect::<Result<Vec<()>>>()?;
+        }
         if let Some(AttachContainerResults { output, input }) = gated_agent {
             let nonce = start_gate::new_nonce().context("reading the OS random source")?;
             timed("agent gate open", start_gate::open(input, &nonce)).await?;
@@ -473,6 +525,7 @@ impl Bottle {
                 .sidecar
                 .iter()
                 .chain(self.agent.iter())
+                .chain(self.models.iter())
                 .cloned()
                 .collect(),
             networks: self
@@ -530,7 +583,12 @@ impl Bottle {
     pub async fn teardown(&self) {
         self.emit_ended();
         self.link.cut().await;
-        let containers: Vec<&String> = self.agent.iter().chain(self.sidecar.iter()).collect();
+        let containers: Vec<&String> = self
+            .agent
+            .iter()
+            .chain(self.sidecar.iter())
+            .chain(self.models.iter())
+            .collect();
         timed(
             "teardown stop containers",
             futures_util::future::join_all(containers.iter().map(|c| self.stop_container(c))),

@@ -144,6 +144,8 @@ pub struct AgentInputs<'a> {
     pub resolv: Option<PathBuf>,
     /// The gate's git config (bottles with git remotes).
     pub gitconfig: Option<PathBuf>,
+    /// `/etc/hosts` entries (`name:ip`) naming the model sidecars.
+    pub extra_hosts: Vec<String>,
 }
 
 /// The agent's container (created, never started here): internal network only (static
@@ -241,6 +243,7 @@ pub fn agent_container(i: &AgentInputs) -> (ContainerCreateBody, bool) {
         tmpfs: Some(tmpfs),
         mounts: Some(mounts),
         runtime: m.runtime.clone(),
+        extra_hosts: (!i.extra_hosts.is_empty()).then(|| i.extra_hosts.clone()),
         log_config: Some(HostConfigLogConfig {
             typ: Some("json-file".into()),
             config: Some(HashMap::from([("max-size".into(), "50m".into())])),
@@ -341,6 +344,7 @@ mod tests {
             agent_ip: Ipv4Addr::new(10, 0, 0, 3),
             resolv: None,
             gitconfig: Some("/run/b/gitconfig".into()),
+            extra_hosts: vec!["coder:10.0.0.4".into()],
         })
     }
 
@@ -361,6 +365,8 @@ mod tests {
         let hc = body.host_config.unwrap();
         assert_eq!(hc.network_mode.as_deref(), Some("net-int"));
         assert_eq!(hc.dns, Some(vec!["10.0.0.2".to_string()]));
+        // Model sidecars are named in the agent's /etc/hosts.
+        assert_eq!(hc.extra_hosts, Some(vec!["coder:10.0.0.4".to_string()]));
         assert_eq!(hc.readonly_rootfs, Some(true));
         assert_eq!(hc.cap_drop, Some(vec!["ALL".to_string()]));
         assert_eq!(hc.memory, hc.memory_swap);

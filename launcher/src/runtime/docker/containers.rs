@@ -83,6 +83,7 @@ pub async fn create_agent(
         agent_ip,
         resolv,
         gitconfig,
+        extra_hosts: super::models::extra_hosts(&spec.models, sn),
     });
     docker
         .create_container(

@@ -7,6 +7,7 @@
 //! | [`networks`] | the internal network, the egress network, subnet allocation |
 //! | [`container_spec`] | the sidecar's and the agent's container specs (pure data) |
 //! | [`model_spec`] | a model sidecar's container spec (pure data) |
+//! | [`models`] | model sidecars: create, start, readiness (probed from the sidecar) |
 //! | [`containers`] | creating, attaching, killing and removing containers |
 //! | [`gate`] | the sidecar's wiring: create, attach, join, start with its bootstrap, ready |
 //! | [`images`] | what the launch reads from the agent image (config, CA bundle, passwd) |
@@ -22,6 +23,7 @@ pub mod gate;
 pub mod images;
 pub mod lifecycle;
 pub mod model_spec;
+pub mod models;
 pub mod networks;
 pub mod probe;
 pub mod reap;

@@ -40,7 +40,23 @@ pub async fn list(docker: &Docker) -> Result<Vec<BottleRow>> {
             })
             .and_then(|s| s.state.as_ref().map(|st| st.to_string()))
             .unwrap_or_else(|| "missing".into());
+        let models = cs
+            .iter()
+            .filter_map(|m| {
+                let ml = m.labels.as_ref()?;
+                (ml.get(labels::ID) == Some(&id)
+                    && ml.get(labels::ROLE).map(String::as_str) == Some("model"))
+                .then(|| {
+                    format!(
+                        "{} ({})",
+                        ml.get(labels::MODEL).map(String::as_str).unwrap_or("?"),
+                        m.state.as_ref().map(|s| s.to_string()).unwrap_or_default()
+                    )
+                })
+            })
+            .collect();
         rows.push(BottleRow {
+            models,
             bottle: l.get(labels::BOTTLE).cloned().unwrap_or_default(),
             agent: l.get(labels::AGENT).cloned().unwrap_or_default(),
             mode: l.get(labels::MODE).cloned().unwrap_or_default(),
@@ -87,6 +103,7 @@ pub async fn list(docker: &Docker) -> Result<Vec<BottleRow>> {
             routes: None,
             age_secs: 0,
             pending_tickets: Vec::new(),
+            models: Vec::new(),
         });
     }
     if !rows.is_empty() {

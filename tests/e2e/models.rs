@@ -1,0 +1,350 @@
+//! Model sidecars (`[[model]]`): the test-upstream image's fake model server
+//! (`server.py --model-server`, `images/test-upstream/fake_model.py`) as a model on the bottle's
+//! internal network, reached by the agent by name with the environment the launcher set;
+//! sealed (no workspace, no secret, internal network only, no route off the box); a model that
+//! never becomes ready fails the start and leaves nothing.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+use crate::require_engine;
+
+fn value_of(out: &str, key: &str) -> Option<String> {
+    out.lines().find_map(|l| {
+        l.strip_prefix(&format!("{key}="))
+            .map(|v| v.trim().to_string())
+    })
+}
+
+/// Writes bottle `name` (extending `e2e`) with one fake model `llm` and the given extra env.
+fn model_bottle(h: &Home, name: &str, env: &str, ready: &str) {
+    let toml = format!(
+        r#"extends = "e2e"
+
+[[model]]
+name = "llm"
+engine = "openai"
+model = "fake-model"
+image = "{image}"
+args = ["--model-server"]
+env = {{ {env} }}
+{ready}
+"#,
+        image = images().upstream
+    );
+    std::fs::write(h.home.join(format!("bottles/{name}.toml")), toml).unwrap();
+}
+
+/// Host IPv4 addresses (every bridge and the main interface), except loopback.
+fn host_ips() -> Vec<String> {
+    let o = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr"])
+        .output()
+        .expect("ip addr");
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.split_whitespace()
+                .nth(3)
+                .map(|a| a.split('/').next().unwrap_or("").to_string())
+        })
+        .filter(|a| !a.starts_with("127.") && !a.is_empty())
+        .collect()
+}
+
+#[test]
+fn models_agent_reaches_the_model_by_name_and_the_model_is_sealed() {
+    require_engine!();
+    let w = world();
+    let h = home("model");
+    let answer = format!("scripted-{}", rand_hex(8));
+    model_bottle(
+        &h,
+        "e2e-model",
+        &format!("FAKE_MODEL_ANSWER = \"{answer}\", FAKE_MODEL_READY_AFTER = \"3\""),
+        "",
+    );
+    let script = r#"
+echo "id=$BOTTLE_ID"
+echo "base=$OPENAI_BASE_URL"
+echo "hosts=$(grep -c ' llm$\|	llm$' /etc/hosts)"
+echo "models=$(curl -sS -m 10 "$OPENAI_BASE_URL/models" | tr -d '\n ')"
+curl -sS -m 10 "$OPENAI_BASE_URL/chat/completions" -H 'content-type: application/json' \
+  -d '{"model":"fake-model","messages":[{"role":"user","content":"hi"}]}' > /tmp/chat
+echo "chat=$(tr -d '\n' < /tmp/chat)"
+touch /workspace/ready
+for i in $(seq 600); do [ -e /workspace/checked ] && break; sleep 0.1; done
+"#;
+    let child = bottle_cmd(&h)
+        .args(["run", "--json", "e2e-model", "--", "bash", "-c", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ready = wait_for_file(&h.workspace.join("ready"), Duration::from_secs(120));
+    // While the bottle runs: what the model container is.
+    let ids = docker_ok(&[
+        "ps",
+        "-q",
+        "--filter",
+        "label=io.bottle.role=model",
+        "--filter",
+        "label=io.bottle.bottle=e2e-model",
+        "--filter",
+        "label=io.bottle.model=llm",
+    ]);
+    let mut checks = Vec::new();
+    let mut model = String::new();
+    if ready {
+        model = ids.lines().next().unwrap_or_default().to_string();
+        let inspect = docker_ok(&["inspect", &model]);
+        let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+        let c = &v[0];
+        checks.push((
+            "no secret in inspect",
+            !inspect.contains(&h.secret),
+            String::new(),
+        ));
+        let mounts = c["Mounts"].as_array().cloned().unwrap_or_default();
+        checks.push(("no mounts", mounts.is_empty(), format!("{mounts:?}")));
+        checks.push((
+            "no workspace",
+            !inspect.contains(&h.workspace.display().to_string()),
+            String::new(),
+        ));
+        let nets: Vec<String> = c["NetworkSettings"]["Networks"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        checks.push((
+            "internal network only",
+            nets.len() == 1 && nets[0].ends_with("-int"),
+            format!("{nets:?}"),
+        ));
+        let environ = docker(&[
+            "exec",
+            &model,
+            "sh",
+            "-c",
+            "cat /proc/[0-9]*/environ | tr '\\0' '\\n'",
+        ]);
+        let environ = String::from_utf8_lossy(&environ.stdout).to_string();
+        checks.push((
+            "no secret in /proc/*/environ",
+            environ.contains("FAKE_MODEL_ANSWER") && !environ.contains(&h.secret),
+            String::new(),
+        ));
+        // No route off the box: the upstream and every host address.
+        let mut targets = vec![
+            format!("{}:443", w.upstream_ip),
+            format!("{}:80", w.upstream_ip),
+        ];
+        let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        let open_port = listener.local_addr().unwrap().port();
+        for ip in host_ips() {
+            targets.push(format!("{ip}:{open_port}"));
+        }
+        let py = format!(
+            r#"import socket
+for t in {targets:?}:
+    ip, port = t.rsplit(":", 1)
+    s = socket.socket(); s.settimeout(3)
+    try:
+        s.connect((ip, int(port))); print("connected", t)
+    except Exception as e:
+        print("failed", t, type(e).__name__)
+"#
+        );
+        let o = docker(&["exec", &model, "python3", "-c", &py]);
+        let out = String::from_utf8_lossy(&o.stdout).to_string();
+        checks.push((
+            "no route off the box",
+            o.status.success() && !out.contains("connected") && out.contains("failed"),
+            out,
+        ));
+        drop(listener);
+        // `bottle list` names the model; pause/resume freeze and thaw it with the agent.
+        let id = c["Config"]["Labels"]["io.bottle.id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let list = bottle_cmd(&h).args(["list", "--json"]).output().unwrap();
+        let rows: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap_or_default();
+        let row = rows
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["id"] == id.as_str()).cloned())
+            .unwrap_or_default();
+        checks.push((
+            "listed with its model",
+            row["models"] == serde_json::json!(["llm (running)"]),
+            row.to_string(),
+        ));
+        let state = |c: &str| docker_ok(&["inspect", "-f", "{{.State.Status}}", c]);
+        let p = bottle_cmd(&h).args(["pause", &id]).output().unwrap();
+        let paused = state(&model);
+        let r = bottle_cmd(&h).args(["resume", &id]).output().unwrap();
+        let resumed = state(&model);
+        checks.push((
+            "pause/resume freeze the model",
+            p.status.success() && r.status.success() && paused == "paused" && resumed == "running",
+            format!("{paused} {resumed} {}", String::from_utf8_lossy(&p.stderr)),
+        ));
+    }
+    std::fs::write(h.workspace.join("checked"), "").unwrap();
+    let o = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(ready, "the agent did not start:\n{out}");
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert_eq!(
+        value_of(&out, "base").as_deref(),
+        Some("http://llm:8000/v1"),
+        "the launcher's wiring:\n{out}"
+    );
+    assert_eq!(value_of(&out, "hosts").as_deref(), Some("1"), "{out}");
+    assert!(
+        value_of(&out, "models").is_some_and(|m| m.contains("\"fake-model\"")),
+        "/v1/models by name:\n{out}"
+    );
+    assert!(
+        value_of(&out, "chat").is_some_and(|m| m.contains(&answer)),
+        "/v1/chat/completions answers the scripted answer:\n{out}"
+    );
+    assert!(
+        out.contains("bottle: model llm ready"),
+        "readiness is reported:\n{out}"
+    );
+    for (what, ok, detail) in &checks {
+        assert!(ok, "model container: {what}: {detail}");
+    }
+    assert_eq!(checks.len(), 8, "container {model:?} checked");
+    let id = value_of(&out, "id").unwrap();
+    let (c, n) = wait_gone(&id, Duration::from_secs(30));
+    assert!(
+        c.is_empty() && n.is_empty(),
+        "objects left after run: {c:?} {n:?}"
+    );
+}
+
+#[test]
+fn models_a_model_that_never_becomes_ready_fails_the_start_and_leaves_nothing() {
+    require_engine!();
+    let h = home("model-never");
+    let name = format!("e2e-never-{}", rand_hex(6));
+    model_bottle(
+        &h,
+        &name,
+        "FAKE_MODEL_NEVER_READY = \"1\"",
+        "ready = { timeout = \"5s\" }",
+    );
+    let t = Instant::now();
+    let o = bottle_cmd(&h)
+        .args(["run", "--json", &name, "--", "touch", "/workspace/ran"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_ne!(o.status.code(), Some(0), "{out}");
+    assert!(t.elapsed() < Duration::from_secs(90), "{out}");
+    assert!(
+        out.contains("model \"llm\"") && out.contains("not ready") && out.contains("5s"),
+        "the error names the model and its timeout:\n{out}"
+    );
+    assert!(
+        out.contains("\"event\": \"loading\"") || out.contains("\"event\":\"loading\""),
+        "the model's last log lines are shown:\n{out}"
+    );
+    assert!(
+        out.contains("waiting for model llm"),
+        "progress while waiting:\n{out}"
+    );
+    assert!(!h.workspace.join("ran").exists(), "the agent never ran");
+    let f = format!("label=io.bottle.bottle={name}");
+    let c = docker_ok(&["ps", "-aq", "--filter", &f]);
+    let n = docker_ok(&["network", "ls", "-q", "--filter", &f]);
+    assert!(
+        c.is_empty() && n.is_empty(),
+        "objects left after a failed start: {c:?} {n:?}"
+    );
+}
+
+#[test]
+fn models_egress_routes_are_refused_before_anything_is_created() {
+    require_engine!();
+    let h = home("model-egress");
+    let name = format!("e2e-megress-{}", rand_hex(6));
+    model_bottle(
+        &h,
+        &name,
+        "",
+        "[[model.egress]]\nhost = \"huggingface.co\"\n",
+    );
+    let o = bottle_cmd(&h)
+        .args(["run", "--json", &name, "--", "true"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_ne!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains(&format!("{name}.toml")) && out.contains("not support"),
+        "{out}"
+    );
+    let f = format!("label=io.bottle.bottle={name}");
+    assert!(docker_ok(&["ps", "-aq", "--filter", &f]).is_empty());
+}
+
+#[test]
+fn models_claude_code_answers_from_the_model_sidecar_with_no_egress() {
+    require_engine!();
+    let (claude, _) = crate::agents::agent_images();
+    let h = home("model-claude");
+    let answer = format!("local-answer-{}", rand_hex(8));
+    // No route at all: the only thing Claude Code can reach is the model.
+    let toml = format!(
+        r#"description = "e2e claude on a local model"
+image = "claude"
+
+[resources]
+cpus = 1
+memory = "2g"
+pids = 512
+
+[env]
+DISABLE_TELEMETRY = "1"
+DISABLE_ERROR_REPORTING = "1"
+DISABLE_AUTOUPDATER = "1"
+CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = "1"
+
+[[model]]
+name = "llm"
+engine = "openai"
+model = "fake-model"
+image = "{image}"
+args = ["--model-server"]
+env = {{ FAKE_MODEL_ANSWER = "{answer}" }}
+"#,
+        image = images().upstream
+    );
+    std::fs::write(h.home.join("bottles/claude-model.toml"), toml).unwrap();
+    let o = bottle_cmd(&h)
+        .env("BOTTLE_AGENT_IMAGE", claude)
+        .args(["run", "--json", "claude-model", "--prompt", "say hi"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stderr).to_string();
+    let result: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "claude -p failed: {out}\n{result}"
+    );
+    let res = &result["agent_result"];
+    assert!(
+        res["result"].as_str().unwrap_or_default().contains(&answer),
+        "the model's scripted answer: {result}\n{out}"
+    );
+    assert_eq!(
+        result["audit"]["allowed"].as_u64().unwrap_or(0),
+        0,
+        "no egress through the proxy at all: {result}"
+    );
+}
