@@ -118,8 +118,8 @@ for i in $(seq 600); do [ -e /workspace/checked ] && break; sleep 0.1; done
             .map(|m| m.keys().cloned().collect())
             .unwrap_or_default();
         checks.push((
-            "internal network only",
-            nets.len() == 1 && nets[0].ends_with("-int"),
+            "the models network only (not the bottle network with the proxy)",
+            nets.len() == 1 && nets[0].ends_with("-mod"),
             format!("{nets:?}"),
         ));
         let environ = docker(&[
@@ -140,6 +140,25 @@ for i in $(seq 600); do [ -e /workspace/checked ] && break; sleep 0.1; done
             format!("{}:443", w.upstream_ip),
             format!("{}:80", w.upstream_ip),
         ];
+        // Nor the proxy, its DNS or the git gate: the sidecar's addresses on both networks.
+        let bid = c["Config"]["Labels"]["io.bottle.id"]
+            .as_str()
+            .unwrap_or_default();
+        let sidecar_ips = docker_ok(&[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+            &format!("bottle-{bid}-sidecar"),
+        ]);
+        for ip in sidecar_ips.split_whitespace() {
+            for port in [3128, 53, 8418] {
+                targets.push(format!("{ip}:{port}"));
+            }
+        }
+        assert!(
+            sidecar_ips.split_whitespace().count() >= 2,
+            "the sidecar is on the bottle and models networks: {sidecar_ips}"
+        );
         let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
         let open_port = listener.local_addr().unwrap().port();
         for ip in host_ips() {

@@ -52,6 +52,8 @@ pub struct Bottle {
     pub state: StateDir,
     /// Internal network id.
     pub internal_net: Option<String>,
+    /// Models network id and subnet (bottles with model sidecars).
+    pub models_net: Option<(String, Ipv4Net)>,
     /// Egress network id, when created by this bottle.
     pub egress_net: Option<String>,
     /// Sidecar container id.
@@ -135,6 +137,7 @@ impl Bottle {
             labels: blabels,
             state,
             internal_net: None,
+            models_net: None,
             egress_net: None,
             sidecar: None,
             agent: None,
@@ -228,7 +231,7 @@ impl Bottle {
         // The sidecar's ready line is awaited once both chains are done; then the gate opens.
         // A third chain creates and starts the model sidecars on the internal network (their
         // loading overlaps the rest of the launch); they are awaited before the agent starts.
-        let ((egress, sidecar), (internal, files, agent), models) = {
+        let (((egress, sidecar), (internal, files, agent), models), models_net) = {
             let this = &*self;
             let internal = async {
                 timed(
@@ -242,6 +245,25 @@ impl Bottle {
                     ),
                 )
                 .await
+                .map_err(Arc::new)
+            }
+            .shared();
+            let models_net = async {
+                if spec.models.is_empty() {
+                    return Ok(None);
+                }
+                timed(
+                    "models network",
+                    networks::models_network(
+                        &this.docker,
+                        facts,
+                        &this.id,
+                        &this.labels,
+                        this.seed(4),
+                    ),
+                )
+                .await
+                .map(Some)
                 .map_err(Arc::new)
             }
             .shared();
@@ -279,12 +301,13 @@ impl Bottle {
                 (egress, started)
             };
             let agent_chain = async {
-                let (net, files) = tokio::join!(
+                let (net, files, mnet) = tokio::join!(
                     internal.clone(),
-                    timed("agent files", this.prepare_agent(facts, spec, &ca))
+                    timed("agent files", this.prepare_agent(facts, spec, &ca)),
+                    models_net.clone()
                 );
-                let created = match (&net, &files) {
-                    (Ok((net, sn)), Ok(files)) => Some(
+                let created = match (&net, &files, &mnet) {
+                    (Ok((net, sn)), Ok(files), Ok(mnet)) => Some(
                         match timed(
                             "agent create",
                             containers::create_agent(
@@ -297,6 +320,7 @@ impl Bottle {
                                 files,
                                 net,
                                 sn,
+                                mnet.as_ref(),
                             ),
                         )
                         .await
@@ -317,7 +341,10 @@ impl Bottle {
                 if spec.models.is_empty() {
                     return Ok(());
                 }
-                let (net, sn) = internal.clone().await.map_err(|e| anyhow!("{e:#}"))?;
+                let Some((net, sn)) = models_net.clone().await.map_err(|e| anyhow!("{e:#}"))?
+                else {
+                    return Ok(());
+                };
                 let started = timed(
                     "models create+start",
                     futures_util::future::join_all(spec.models.iter().enumerate().map(|(i, m)| {
@@ -335,8 +362,12 @@ impl Bottle {
                 .await;
                 started.into_iter().collect::<Result<Vec<()>>>().map(|_| ())
             };
-            tokio::join!(sidecar_chain, agent_chain, models_chain)
+            let r = tokio::join!(sidecar_chain, agent_chain, models_chain);
+            (r, models_net.await)
         };
+        if let Ok(Some(m)) = &models_net {
+            self.models_net = Some(m.clone());
+        }
         // Record what exists before looking at errors, so that the teardown removes it.
         if let Ok((_, Some(id))) = &egress {
             self.egress_net = Some(id.clone());
@@ -376,7 +407,23 @@ impl Bottle {
         // A sidecar that died at once explains itself better than a broken pipe.
         ready?;
         self.link.hold(sent?, output).await;
-        if let (false, Some(sn)) = (spec.models.is_empty(), self.subnet) {
+        if let Some((mnet, sn)) = self.models_net.clone() {
+            // The sidecar joins the models network only to probe readiness: its listeners are
+            // bound to its bottle-network address, which no model can route to.
+            timed(
+                "sidecar models connect",
+                self.docker.connect_network(
+                    &mnet,
+                    bollard::models::NetworkConnectRequest {
+                        container: sidecar.clone(),
+                        endpoint_config: Some(super::container_spec::static_endpoint(
+                            subnet::host(&sn, 2),
+                        )),
+                    },
+                ),
+            )
+            .await
+            .context("joining the sidecar to the models network")?;
             say("waiting for the model sidecars");
             let waits =
                 futures_util::future::join_all(spec.models.iter().enumerate().map(|(i, m)| {
@@ -610,6 +657,7 @@ impl Bottle {
         let networks: Vec<&String> = self
             .internal_net
             .iter()
+            .chain(self.models_net.iter().map(|(n, _)| n))
             .chain(self.egress_net.iter())
             .collect();
         // First try beside the container removal; a network that still has an endpoint (a

@@ -122,6 +122,18 @@ pub fn sidecar_endpoint(ip: Ipv4Addr) -> EndpointSettings {
     }
 }
 
+/// A container's endpoint on a network at a fixed address, with no aliases (the models
+/// network: nobody there may find the sidecar by name).
+pub fn static_endpoint(ip: Ipv4Addr) -> EndpointSettings {
+    EndpointSettings {
+        ipam_config: Some(EndpointIpamConfig {
+            ipv4_address: Some(ip.to_string()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// What the agent's container is assembled from.
 pub struct AgentInputs<'a> {
     /// The launch spec.

@@ -40,6 +40,7 @@ pub async fn create_agent(
     m: &AgentFiles,
     internal: &str,
     sn: &Ipv4Net,
+    models_net: Option<&(String, Ipv4Net)>,
 ) -> Result<bool> {
     let sidecar_ip = subnet::host(sn, 2);
     let agent_ip = subnet::host(sn, 3);
@@ -83,7 +84,9 @@ pub async fn create_agent(
         agent_ip,
         resolv,
         gitconfig,
-        extra_hosts: super::models::extra_hosts(&spec.models, sn),
+        extra_hosts: models_net
+            .map(|(_, msn)| super::models::extra_hosts(&spec.models, msn))
+            .unwrap_or_default(),
     });
     docker
         .create_container(
@@ -97,6 +100,21 @@ pub async fn create_agent(
                 spec.agent_image
             )
         })?;
+    if let Some((mnet, msn)) = models_net {
+        // The agent reaches its models on their own network (a model never sees the proxy).
+        docker
+            .connect_network(
+                mnet,
+                bollard::models::NetworkConnectRequest {
+                    container: name.clone(),
+                    endpoint_config: Some(super::container_spec::static_endpoint(subnet::host(
+                        msn, 3,
+                    ))),
+                },
+            )
+            .await
+            .context("joining the agent to the models network")?;
+    }
     Ok(gated)
 }
 

@@ -30,6 +30,32 @@ pub async fn internal_network(
     blabels: &BottleLabels,
     seed: u64,
 ) -> Result<(String, Ipv4Net)> {
+    isolated_network(docker, facts, id, blabels, seed, "int", "internal").await
+}
+
+/// The models network of bottle `id` (only when it has model sidecars): internal like the
+/// bottle network, holding the models, the agent and the sidecar (for readiness probes only:
+/// the sidecar's listeners are bound to its address on the bottle network, which a model has
+/// no route to), so a model can reach neither the proxy, nor its DNS, nor the git gate.
+pub async fn models_network(
+    docker: &Docker,
+    facts: &EngineFacts,
+    id: &str,
+    blabels: &BottleLabels,
+    seed: u64,
+) -> Result<(String, Ipv4Net)> {
+    isolated_network(docker, facts, id, blabels, seed, "mod", "models").await
+}
+
+async fn isolated_network(
+    docker: &Docker,
+    facts: &EngineFacts,
+    id: &str,
+    blabels: &BottleLabels,
+    seed: u64,
+    suffix: &str,
+    role: &str,
+) -> Result<(String, Ipv4Net)> {
     let pool = subnet::pool_from_env()?;
     let mut options = HashMap::from([(
         "com.docker.network.bridge.inhibit_ipv4".to_string(),
@@ -50,8 +76,8 @@ pub async fn internal_network(
         NetSpec {
             pool,
             prefix: subnet::PREFIX,
-            name: labels::name(id, "int"),
-            labels: blabels.for_role("internal"),
+            name: labels::name(id, suffix),
+            labels: blabels.for_role(role),
             internal: true,
             options,
             seed,
