@@ -18,7 +18,7 @@ fn value_of(out: &str, key: &str) -> Option<String> {
 }
 
 /// Writes bottle `name` (extending `e2e`) with one fake model `llm` and the given extra env.
-fn model_bottle(h: &Home, name: &str, env: &str, ready: &str) {
+pub(crate) fn model_bottle(h: &Home, name: &str, env: &str, ready: &str) {
     let toml = format!(
         r#"extends = "e2e"
 

@@ -172,3 +172,76 @@ fn run_output_escapes_terminal_sequences() {
     );
     assert!(r.stderr.contains("\\u{9b}"), "{:?}", r.stderr);
 }
+
+/// Bypass (model sidecars, first cut): a model container on the bottle network could use the
+/// proxy sidecar like the agent — its credentialed routes included (the injected token on
+/// `upstream.test/auth/*`). Models now live on their own network, where no sidecar listener is
+/// reachable. The model asks the proxy at every sidecar address for the credentialed route.
+#[test]
+fn a_model_sidecar_cannot_use_the_proxy_or_its_credentials() {
+    require_engine!();
+    let h = home("sec-model-proxy");
+    crate::models::model_bottle(&h, "e2e-model", "FAKE_MODEL_ANSWER = \"x\"", "");
+    let child = bottle_cmd(&h)
+        .args([
+            "run",
+            "e2e-model",
+            "--",
+            "bash",
+            "-c",
+            "touch /workspace/up; for i in $(seq 600); do [ -e /workspace/done ] && break; sleep 0.1; done",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_for_file(
+        &h.workspace.join("up"),
+        std::time::Duration::from_secs(120)
+    ));
+    let model = docker_ok(&[
+        "ps",
+        "-q",
+        "--filter",
+        "label=io.bottle.role=model",
+        "--filter",
+        "label=io.bottle.bottle=e2e-model",
+    ]);
+    let model = model.lines().next().expect("the model runs").to_string();
+    let bid = docker_ok(&[
+        "inspect",
+        "-f",
+        "{{index .Config.Labels \"io.bottle.id\"}}",
+        &model,
+    ]);
+    let ips = docker_ok(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+        &format!("bottle-{bid}-sidecar"),
+    ]);
+    let py = format!(
+        r#"import socket
+for ip in {ips:?}.split():
+    s = socket.socket(); s.settimeout(3)
+    try:
+        s.connect((ip, 3128))
+        s.sendall(b"GET http://upstream.test/auth/echo HTTP/1.1\r\nHost: upstream.test\r\n\r\n")
+        print("PROXY-ANSWERED", ip, s.recv(200))
+    except Exception as e:
+        print("refused", ip, type(e).__name__)
+"#
+    );
+    let o = docker(&["exec", &model, "python3", "-c", &py]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    std::fs::write(h.workspace.join("done"), "").unwrap();
+    let _ = child.wait_with_output();
+    assert!(ips.split_whitespace().count() >= 2, "{ips}");
+    assert!(
+        o.status.success()
+            && !out.contains("PROXY-ANSWERED")
+            && out.matches("refused").count() >= 2,
+        "a model reached the proxy: {out}"
+    );
+    assert!(!out.contains(&h.secret));
+}
