@@ -219,17 +219,21 @@ pub async fn reap(docker: &Docker, only: Option<&str>, force: bool) -> Result<Re
             continue;
         }
         let Ok(d) = StateDir::of(&id) else { continue };
-        let alive = d.read_record().is_some_and(|r| {
+        let record = d.read_record();
+        let alive = record.as_ref().is_some_and(|r| {
             let mut l = HashMap::new();
             l.insert(labels::LAUNCHER_PID.to_string(), r.pid.to_string());
             launcher_alive(&l)
         });
         // A directory being populated right now by a live launcher has no record yet but
-        // is young; leave directories younger than a minute alone.
-        let young = std::fs::metadata(d.path())
-            .and_then(|m| m.modified())
-            .map(|t| t.elapsed().map(|e| e.as_secs() < 60).unwrap_or(true))
-            .unwrap_or(false);
+        // is young; leave directories younger than a minute alone. One with a record names
+        // its launcher, so its age does not matter (another reap may have just removed its
+        // objects).
+        let young = record.is_none()
+            && std::fs::metadata(d.path())
+                .and_then(|m| m.modified())
+                .map(|t| t.elapsed().map(|e| e.as_secs() < 60).unwrap_or(true))
+                .unwrap_or(false);
         let busy = d.teardown_running();
         if ((force && only.is_some()) || (!alive && !young && !busy)) && d.remove().is_ok() {
             report.dirs += 1;
