@@ -475,3 +475,20 @@ pub fn create_test_network(name: &str, label: &str, second: u8) {
         );
     }
 }
+
+/// Host IPv4 addresses (every bridge and the main interface), except loopback.
+pub fn host_ips() -> Vec<String> {
+    let o = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr"])
+        .output()
+        .expect("ip addr");
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.split_whitespace()
+                .nth(3)
+                .map(|a| a.split('/').next().unwrap_or("").to_string())
+        })
+        .filter(|a| !a.starts_with("127.") && !a.is_empty())
+        .collect()
+}

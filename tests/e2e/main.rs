@@ -230,23 +230,6 @@ curl -s -o /dev/null -w 'iplit_http=%{{http_code}}\n' -H 'Host: upstream.test' '
     );
 }
 
-/// Host IPv4 addresses (every bridge and the main interface), except loopback.
-fn host_ips() -> Vec<String> {
-    let o = std::process::Command::new("ip")
-        .args(["-4", "-o", "addr"])
-        .output()
-        .expect("ip addr");
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter_map(|l| {
-            l.split_whitespace()
-                .nth(3)
-                .map(|a| a.split('/').next().unwrap_or("").to_string())
-        })
-        .filter(|a| !a.starts_with("127.") && !a.is_empty())
-        .collect()
-}
-
 /// Check 3: No route off the box: TCP to the upstream, to every host IP (open and closed ports) and
 /// UDP/53 anywhere get nothing; DNS reaches only the sidecar.
 #[test]

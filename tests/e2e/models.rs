@@ -36,23 +36,6 @@ env = {{ {env} }}
     std::fs::write(h.home.join(format!("bottles/{name}.toml")), toml).unwrap();
 }
 
-/// Host IPv4 addresses (every bridge and the main interface), except loopback.
-fn host_ips() -> Vec<String> {
-    let o = std::process::Command::new("ip")
-        .args(["-4", "-o", "addr"])
-        .output()
-        .expect("ip addr");
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter_map(|l| {
-            l.split_whitespace()
-                .nth(3)
-                .map(|a| a.split('/').next().unwrap_or("").to_string())
-        })
-        .filter(|a| !a.starts_with("127.") && !a.is_empty())
-        .collect()
-}
-
 #[test]
 fn models_agent_reaches_the_model_by_name_and_the_model_is_sealed() {
     require_engine!();

@@ -113,8 +113,6 @@ mod tests {
 
         use zeroize::Zeroizing;
 
-        use crate::runtime::spec::{RuntimeChoice, WorkspaceSpec};
-
         let mut secrets = BTreeMap::new();
         secrets.insert(
             "GH_TOKEN".to_string(),
@@ -126,25 +124,9 @@ mod tests {
              allow_tags = true\n",
         )
         .unwrap();
-        let spec = LaunchSpec {
-            bottle: "b".into(),
-            agent: "a".into(),
-            agent_image: "i".into(),
-            sidecar_image: "s".into(),
-            policy: Default::default(),
-            secrets,
-            env: BTreeMap::new(),
-            system_prompt: None,
-            workspace: WorkspaceSpec::None,
-            limits: Default::default(),
-            runtime: RuntimeChoice::Auto,
-            labels: BTreeMap::new(),
-            protect_git: true,
-            default_cmd: vec![],
-            git_remotes: vec![remote],
-            layout: Default::default(),
-            models: vec![],
-        };
+        let mut spec = LaunchSpec::sample();
+        spec.secrets = secrets;
+        spec.git_remotes = vec![remote];
         let ca = crate::runtime::ca::generate("b").unwrap();
         let ip = Ipv4Addr::new(10, 213, 7, 2);
         let sent = document(&spec, &ca, ip).unwrap();

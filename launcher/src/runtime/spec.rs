@@ -269,25 +269,8 @@ mod tests {
             "GH".to_string(),
             Zeroizing::new("ghp_topsecretvalue".to_string()),
         );
-        let spec = LaunchSpec {
-            bottle: "b".into(),
-            agent: "a".into(),
-            agent_image: "i".into(),
-            sidecar_image: "s".into(),
-            policy: PolicyFile::default(),
-            secrets,
-            env: BTreeMap::new(),
-            system_prompt: None,
-            workspace: WorkspaceSpec::None,
-            limits: Limits::default(),
-            runtime: RuntimeChoice::Auto,
-            labels: BTreeMap::new(),
-            protect_git: true,
-            default_cmd: vec![],
-            git_remotes: vec![],
-            layout: AgentLayout::default(),
-            models: vec![],
-        };
+        let mut spec = LaunchSpec::sample();
+        spec.secrets = secrets;
         let dbg = format!("{spec:?}");
         assert!(dbg.contains("GH") && !dbg.contains("topsecret"));
         let sum = serde_json::to_string(&summary(&spec)).unwrap();
