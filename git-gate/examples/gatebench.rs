@@ -165,6 +165,7 @@ fn sidecar_rss(sidecar: &Path, tmp: &Path, with_git: bool) -> u64 {
             max_blob_bytes: None,
             fetch_timeout_secs: None,
         }),
+        models: None,
     };
     let mut child = Command::new(sidecar)
         .arg("--bootstrap-stdin")

@@ -16,11 +16,17 @@ No credential is required; a received one is logged as a sha256 digest only.
 Readiness: $FAKE_MODEL_READY_AFTER (seconds, default 0) keeps every path but /api/version at 503
 "loading" until then, printing a {"event":"loading","progress":N} line each second (what a real
 server's progress lines look like to the launcher); $FAKE_MODEL_NEVER_READY=1 never becomes ready.
+$FAKE_MODEL_FETCH=URL makes it fetch URL at start-up through the environment's proxy and CA
+(HTTPS_PROXY, SSL_CERT_FILE: what vLLM does to download weights from the Hub), ready only once that
+succeeded; GET /weights then answers {"bytes": N, "sha256": "…", "status": S, "head": "…"} of what it fetched
+(a failure is logged as {"event":"fetch_failed"} and the server never becomes ready).
 """
+import hashlib
 import json
 import os
 import threading
 import time
+import urllib.request
 
 import fake_llm
 
@@ -46,13 +52,37 @@ def never_ready():
     return os.environ.get("FAKE_MODEL_NEVER_READY", "") not in ("", "0")
 
 
+FETCHED = {}
+
+
+def fetch_url():
+    return os.environ.get("FAKE_MODEL_FETCH", "")
+
+
+def fetch(log):
+    """Fetches $FAKE_MODEL_FETCH through the environment's proxy (urllib reads HTTPS_PROXY)."""
+    url = fetch_url()
+    try:
+        with urllib.request.urlopen(url, timeout=20) as r:
+            body = r.read()
+            FETCHED.update(bytes=len(body), sha256=hashlib.sha256(body).hexdigest(), status=r.status,
+                           head=body[:4096].decode("utf-8", errors="replace"))
+        log({"event": "fetched", "url": url, "bytes": len(body)})
+    except Exception as e:  # noqa: BLE001 (any failure keeps the model unready)
+        log({"event": "fetch_failed", "url": url, "error": str(e)[:200]})
+
+
 def is_ready():
+    if fetch_url() and not FETCHED:
+        return False
     return not never_ready() and time.monotonic() - START >= ready_after()
 
 
 def start_progress(log):
     """Prints loading progress once a second until ready (forever in never-ready mode)."""
     def run():
+        if fetch_url():
+            fetch(log)
         while not is_ready():
             wait = ready_after()
             pct = 0 if never_ready() or wait <= 0 else min(99, int(100 * (time.monotonic() - START) / wait))
@@ -134,6 +164,8 @@ def handle(handler, path, body, log):
         elif path == "/v1/models":
             doc = {"object": "list", "data": [{"id": model_id(), "object": "model", "owned_by": "fake"}]}
             handler.reply(200, json.dumps(doc).encode(), "application/json")
+        elif path == "/weights":
+            handler.reply(200, json.dumps(FETCHED).encode(), "application/json")
         elif path == "/api/tags":
             doc = {"models": [{"name": model_id(), "model": model_id(), "size": 1, "digest": "0" * 64}]}
             handler.reply(200, json.dumps(doc).encode(), "application/json")

@@ -62,6 +62,10 @@ pub struct AuditRecord {
     pub bytes_down: u64,
     /// Milliseconds from the request to the end of the response.
     pub duration_ms: u64,
+    /// Who asked, when the proxy serves more than the agent: `model:<name>` for a model
+    /// sidecar's own routes (absent = the agent). Set by [`AuditLog::for_client`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<Arc<str>>,
 }
 
 /// The current time in the audit format.
@@ -90,6 +94,8 @@ pub struct AuditLog {
     dropped: Arc<AtomicU64>,
     /// Wakes the writer before its next tick (for [`AuditLog::sync`]).
     wake: Arc<Notify>,
+    /// Stamped on every record as [`AuditRecord::client`].
+    client: Option<Arc<str>>,
 }
 
 impl AuditLog {
@@ -99,6 +105,16 @@ impl AuditLog {
             tx: None,
             dropped: Arc::new(AtomicU64::new(0)),
             wake: Arc::new(Notify::new()),
+            client: None,
+        }
+    }
+
+    /// The same log (same writer, queue and counters) stamping `client` on every record
+    /// (e.g. `model:coder`), so several proxies can share one ordered audit stream.
+    pub fn for_client(&self, client: &str) -> Self {
+        AuditLog {
+            client: Some(Arc::from(client)),
+            ..self.clone()
         }
     }
 
@@ -160,6 +176,7 @@ impl AuditLog {
             tx: Some(tx),
             dropped: Arc::new(AtomicU64::new(0)),
             wake,
+            client: None,
         }
     }
 
@@ -177,8 +194,11 @@ impl AuditLog {
     }
 
     /// Queues a record without blocking (dropped and counted if the writer is behind).
-    pub fn record(&self, rec: AuditRecord) {
+    pub fn record(&self, mut rec: AuditRecord) {
         if let Some(tx) = &self.tx {
+            if rec.client.is_none() {
+                rec.client.clone_from(&self.client);
+            }
             if tx.try_send(Entry::Record(rec)).is_err() {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
@@ -217,6 +237,7 @@ mod tests {
             bytes_up: i,
             bytes_down: 0,
             duration_ms: 1,
+            client: None,
         }
     }
 

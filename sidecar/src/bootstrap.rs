@@ -56,12 +56,14 @@ pub async fn run(
         b.ca_key_pem.as_str(),
     )
     .map_err(|e| RunError::Proxy(e.to_string()))?;
+    // One audit writer for every proxy of the bottle, so records stay whole lines in order.
+    let audit = bottle_proxy::audit::AuditLog::spawn(tokio::io::stdout());
     let builder = bottle_proxy::Proxy::builder()
         .inspector(inspector)
         .policy(policy)
         .ca(b.ca_cert_pem.as_str(), b.ca_key_pem.as_str())
         .secrets(secrets)
-        .audit(tokio::io::stdout());
+        .audit_log(audit.clone());
     let proxy = configure(builder)
         .build()
         .map_err(|e| RunError::Proxy(e.to_string()))?;
@@ -86,6 +88,16 @@ pub async fn run(
                 .map_err(|e| RunError::Bind(format!("git gate on {}: {e}", section.listen)))?;
             tokio::spawn(crate::git::audit_decisions(section.state_dir.clone()));
             Some(tokio::spawn(async move { gate.serve(listener).await }))
+        }
+        None => None,
+    };
+    let models = match &b.models {
+        Some(section) => {
+            let proxies = crate::models::build(section, &b, &audit)?;
+            let listener = crate::models::bind_free(proxies.listen()).map_err(|e| {
+                RunError::Bind(format!("model egress proxy on {}: {e}", section.listen))
+            })?;
+            Some(tokio::spawn(proxies.serve(listener)))
         }
         None => None,
     };
@@ -118,6 +130,7 @@ pub async fn run(
     });
     let handle = proxy.clone();
     let served = async move {
+        let _models = models.map(AbortOnDrop);
         match git {
             None => serve_until_error(proxy, listener, dns_task).await,
             Some(mut gate) => {
@@ -203,6 +216,15 @@ async fn serve_until_error(
             .map_err(|e| RunError::Proxy(e.to_string())),
     };
     result
+}
+
+/// Aborts a task when dropped (a listener that must not outlive the bottle proxy).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Why bottle mode stopped.

@@ -2,6 +2,7 @@ mod bootstrap;
 mod dns;
 mod git;
 mod host;
+mod models;
 mod probe;
 
 /// Entry point. Bottle mode (`--bootstrap-stdin`) is wired here; host mode (`--policy …`, see

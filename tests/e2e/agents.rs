@@ -39,7 +39,7 @@ pub(crate) fn agent_images() -> &'static (String, String) {
     })
 }
 
-fn sha256_hex(s: &str) -> String {
+pub(crate) fn sha256_hex(s: &str) -> String {
     Sha256::digest(s.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))

@@ -134,7 +134,7 @@ for i in $(seq 600); do [ -e /workspace/checked ] && break; sleep 0.1; done
             &format!("bottle-{bid}-sidecar"),
         ]);
         for ip in sidecar_ips.split_whitespace() {
-            for port in [3128, 53, 8418] {
+            for port in [3128, 3129, 53, 8418] {
                 targets.push(format!("{ip}:{port}"));
             }
         }
@@ -270,28 +270,181 @@ fn models_a_model_that_never_becomes_ready_fails_the_start_and_leaves_nothing() 
 }
 
 #[test]
-fn models_egress_routes_are_refused_before_anything_is_created() {
+fn models_egress_routes_serve_the_model_alone_with_its_credential_and_are_audited() {
     require_engine!();
+    let w = world();
     let h = home("model-egress");
     let name = format!("e2e-megress-{}", rand_hex(6));
-    model_bottle(
-        &h,
-        &name,
-        "",
-        "[[model.egress]]\nhost = \"huggingface.co\"\n",
+    let hf = format!("hf_e2e{}", rand_hex(24));
+    // The model fetches its "weights" from the upstream at start-up through its own route (a
+    // credentialed one); the agent has no route at all.
+    let toml = format!(
+        r#"description = "e2e model egress"
+image = "shell"
+
+[resources]
+cpus = 1
+memory = "512m"
+pids = 256
+
+[proxy]
+extra_roots = [{ca:?}]
+
+[secrets]
+HF_TOKEN = {{ env = "BOTTLE_E2E_HF" }}
+
+[[model]]
+name = "llm"
+engine = "openai"
+model = "fake-model"
+image = "{image}"
+args = ["--model-server"]
+secrets = ["HF_TOKEN"]
+env = {{ FAKE_MODEL_FETCH = "https://upstream.test/echo?weights=1" }}
+
+[[model.egress]]
+id = "weights"
+host = "upstream.test"
+allow_private = ["{ip}/32"]
+auth = {{ scheme = "Bearer", secret = "HF_TOKEN" }}
+"#,
+        ca = w.upstream_ca,
+        ip = w.upstream_ip,
+        image = images().upstream
     );
-    let o = bottle_cmd(&h)
-        .args(["run", "--json", &name, "--", "true"])
-        .output()
+    std::fs::write(h.home.join(format!("bottles/{name}.toml")), toml).unwrap();
+    let script = r#"
+echo "id=$BOTTLE_ID"
+echo "weights=$(curl -sS -m 10 http://llm:8000/weights | tr -d '\n')"
+# The model's route through the agent's own proxy: not the agent's.
+echo "via_proxy=$(curl -sS -m 10 -o /dev/null -w '%{http_code}' https://upstream.test/echo?agent=1)"
+# The model egress proxy itself (the sidecar's .2 on the models network, the model is .4).
+m=$(awk '$2 == "llm" {print $1}' /etc/hosts)
+sc="${m%.*}.$(( ${m##*.} - 2 ))"
+curl -sS -m 10 -x "http://$sc:3129" -o /dev/null http://upstream.test/?agent=2; echo "direct_rc=$?"
+curl -sS -m 10 -x "http://$sc:3129" -o /dev/null https://upstream.test/?agent=3; echo "direct_tls_rc=$?"
+echo "agent_env_hf=$(env | grep -c hf_e2e)"
+touch /workspace/ready
+for i in $(seq 600); do [ -e /workspace/checked ] && break; sleep 0.1; done
+"#;
+    let child = bottle_cmd(&h)
+        .env("BOTTLE_E2E_HF", &hf)
+        .args(["run", "--json", &name, "--", "bash", "-c", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    let ready = wait_for_file(&h.workspace.join("ready"), Duration::from_secs(120));
+    let mut checks = Vec::new();
+    if ready {
+        let model = docker_ok(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=io.bottle.bottle={name}"),
+            "--filter",
+            "label=io.bottle.model=llm",
+        ]);
+        let inspect = docker_ok(&["inspect", &model]);
+        checks.push((
+            "no secret in the model's inspect",
+            !inspect.contains(&hf) && inspect.contains("HF_TOKEN=bottle-placeholder-HF_TOKEN"),
+            String::new(),
+        ));
+        let environ = docker(&[
+            "exec",
+            &model,
+            "sh",
+            "-c",
+            "cat /proc/[0-9]*/environ | tr '\\0' '\\n'",
+        ]);
+        let environ = String::from_utf8_lossy(&environ.stdout).to_string();
+        checks.push((
+            "no secret in the model's /proc/*/environ, its proxy set",
+            environ.contains("HTTPS_PROXY=http://") && !environ.contains(&hf),
+            String::new(),
+        ));
+        // Anything but its routes is refused, through its own proxy too.
+        let py = "import urllib.request\ntry:\n    urllib.request.urlopen('https://elsewhere.test/', timeout=10); print('reached')\nexcept Exception as e:\n    print('refused', e)\n";
+        let o = docker(&["exec", &model, "python3", "-c", py]);
+        let out = String::from_utf8_lossy(&o.stdout).to_string();
+        checks.push((
+            "the model's proxy refuses other hosts",
+            out.contains("refused") && out.contains("403"),
+            out,
+        ));
+        let inspect_all = docker_ok(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.bottle.bottle={name}"),
+        ]);
+        let all: Vec<&str> = inspect_all.split_whitespace().collect();
+        let mut args = vec!["inspect"];
+        args.extend(all.iter().copied());
+        let every = docker_ok(&args);
+        checks.push((
+            "no secret in any container's inspect",
+            all.len() >= 3 && !every.contains(&hf),
+            format!("{all:?}"),
+        ));
+    }
+    std::fs::write(h.workspace.join("checked"), "").unwrap();
+    let o = child.wait_with_output().unwrap();
     let out = String::from_utf8_lossy(&o.stderr).to_string();
-    assert_ne!(o.status.code(), Some(0), "{out}");
+    let result: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    assert!(ready, "the agent did not start:\n{out}");
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    for (what, ok, detail) in &checks {
+        assert!(ok, "{what}: {detail}");
+    }
+    assert_eq!(checks.len(), 4);
+    // The model's fetch reached the upstream with the real token injected (the upstream
+    // echoes credentials as digests).
+    let weights = value_of(&out, "weights").unwrap_or_default();
+    let want = format!(
+        "sha256:{}",
+        crate::agents::sha256_hex(&format!("Bearer {hf}"))
+    );
     assert!(
-        out.contains(&format!("{name}.toml")) && out.contains("not support"),
+        weights.contains("\"status\": 200") && weights.contains(&want),
+        "the model fetched through its route with the credential: {weights}\n{out}"
+    );
+    assert!(
+        !out.contains(&hf),
+        "the real token is in the launcher's output"
+    );
+    // The agent cannot use the model's routes, neither through its proxy nor directly.
+    assert_eq!(value_of(&out, "via_proxy").as_deref(), Some("403"), "{out}");
+    for key in ["direct_rc", "direct_tls_rc"] {
+        let rc = value_of(&out, key).unwrap_or_default();
+        assert!(rc != "0" && !rc.is_empty(), "{key}: {out}");
+    }
+    assert_eq!(
+        value_of(&out, "agent_env_hf").as_deref(),
+        Some("0"),
         "{out}"
     );
-    let f = format!("label=io.bottle.bottle={name}");
-    assert!(docker_ok(&["ps", "-aq", "--filter", &f]).is_empty());
+    let logs = docker_ok(&["logs", &w.upstream]);
+    assert!(
+        logs.contains("/echo?weights=1") && !logs.contains("agent="),
+        "only the model's request reached the upstream"
+    );
+    // Audited apart: the model's allow, its deny, and the agent knocking on its proxy.
+    let audit = &result["audit"];
+    assert!(
+        audit["models"]["allowed"].as_u64().unwrap_or(0) >= 1
+            && audit["models"]["denied"].as_u64().unwrap_or(0) >= 1
+            && audit["models"]["refused"].as_u64().unwrap_or(0) >= 2
+            && audit["allowed"] == 0,
+        "audit: {result}"
+    );
+    let id = value_of(&out, "id").unwrap();
+    let (c, n) = wait_gone(&id, Duration::from_secs(30));
+    assert!(
+        c.is_empty() && n.is_empty(),
+        "objects left after run: {c:?} {n:?}"
+    );
 }
 
 #[test]

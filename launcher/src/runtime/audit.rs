@@ -17,6 +17,28 @@ pub struct AuditSummary {
     pub git: GitCounts,
     /// Lines that were not audit records (diagnostics).
     pub other_lines: u64,
+    /// Model sidecars' own egress (records with a `client`), counted apart from the agent's.
+    #[serde(skip_serializing_if = "ModelCounts::is_empty")]
+    pub models: ModelCounts,
+}
+
+/// Counts of the model egress proxy's records.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct ModelCounts {
+    /// Requests of models on their own routes, allowed.
+    pub allowed: u64,
+    /// Requests of models, denied.
+    pub denied: u64,
+    /// Connections to the model egress proxy from an address that is not a model's (the
+    /// agent trying its way in); also counted in [`AuditSummary::denied`].
+    pub refused: u64,
+}
+
+impl ModelCounts {
+    /// Nothing counted (no model egress at all).
+    pub fn is_empty(&self) -> bool {
+        *self == ModelCounts::default()
+    }
 }
 
 /// Counts of the git gate's audit records.
@@ -65,6 +87,18 @@ impl AuditSummary {
                 return;
             }
         };
+        if let Some(client) = record.get("client").and_then(|c| c.as_str()) {
+            let allow = record.get("decision").and_then(|d| d.as_str()) == Some("allow");
+            match (client.starts_with("model:"), allow) {
+                (true, true) => self.models.allowed += 1,
+                (true, false) => self.models.denied += 1,
+                (false, _) => {
+                    self.models.refused += 1;
+                    self.denied += 1;
+                }
+            }
+            return;
+        }
         match record.get("decision").and_then(|d| d.as_str()) {
             Some("allow") => self.allowed += 1,
             Some("deny") => self.denied += 1,
@@ -99,6 +133,17 @@ not json
 "#;
         let s = super::AuditSummary::from_text(t);
         assert_eq!((s.allowed, s.denied, s.dlp, s.other_lines), (1, 2, 1, 2));
+        assert!(s.models.is_empty());
+        let m = r#"{"decision":"allow","reason":"ok","client":"model:coder"}
+{"decision":"deny","reason":"no_route","client":"model:coder"}
+{"decision":"deny","reason":"client_refused","client":"unknown:10.1.0.3"}
+"#;
+        let s = super::AuditSummary::from_text(m);
+        assert_eq!((s.allowed, s.denied), (0, 1), "the agent's own counts");
+        assert_eq!(
+            (s.models.allowed, s.models.denied, s.models.refused),
+            (1, 1, 1)
+        );
         let g = r#"{"event":"git","op":"push","result":"accepted","decision":"accepted"}
 {"event":"git","op":"push","result":"rejected","decision":"secrets"}
 {"event":"git","op":"fetch","result":"ok"}

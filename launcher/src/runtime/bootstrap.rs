@@ -4,16 +4,26 @@
 use std::net::{Ipv4Addr, SocketAddr};
 
 use anyhow::{Context, Result};
-use bottle_protocol::bootstrap::{Bootstrap, Dns, Git, GitPushPolicy, GitRemote};
+use bottle_protocol::bootstrap::{
+    Bootstrap, Dns, Git, GitPushPolicy, GitRemote, ModelClient, ModelEgress,
+};
+use ipnet::Ipv4Net;
 
-use super::bottle::{GATE_PORT, GATE_STATE_DIR, PROXY_PORT, SIDECAR_NAME};
+use super::bottle::{GATE_PORT, GATE_STATE_DIR, MODEL_PROXY_PORT, PROXY_PORT, SIDECAR_NAME};
 use super::ca::BottleCa;
 use super::spec::LaunchSpec;
 
 /// The bootstrap document of a bottle whose sidecar has `sidecar_ip` on the internal network:
 /// every listener on that address (never `0.0.0.0`), the lifeline on, the git gate for bottles
-/// with git remotes. Holds the CA key and the secrets (wiped when dropped).
-pub fn document(spec: &LaunchSpec, ca: &BottleCa, sidecar_ip: Ipv4Addr) -> Result<Bootstrap> {
+/// with git remotes, and — when model sidecars have `egress` routes — the model egress proxy on
+/// the sidecar's address in `models_subnet`. Holds the CA key and the secrets (wiped when
+/// dropped).
+pub fn document(
+    spec: &LaunchSpec,
+    ca: &BottleCa,
+    sidecar_ip: Ipv4Addr,
+    models_subnet: Option<&Ipv4Net>,
+) -> Result<Bootstrap> {
     let policy_toml =
         toml::to_string(&spec.policy).context("rendering the bottle policy as TOML")?;
     let ip = std::net::IpAddr::V4(sidecar_ip);
@@ -37,7 +47,48 @@ pub fn document(spec: &LaunchSpec, ca: &BottleCa, sidecar_ip: Ipv4Addr) -> Resul
             max_blob_bytes: None,
             fetch_timeout_secs: None,
         }),
+        models: match models_subnet {
+            Some(sn) => model_egress(spec, sn)?,
+            None => None,
+        },
     })
+}
+
+/// The model egress section: one client per model with `egress` routes, its policy the
+/// bottle's settings with only its own routes (`None` when no model has any).
+pub fn model_egress(spec: &LaunchSpec, sn: &Ipv4Net) -> Result<Option<ModelEgress>> {
+    let mut clients = Vec::new();
+    for (i, m) in spec.models.iter().enumerate() {
+        if m.egress.is_empty() {
+            continue;
+        }
+        let policy = bottle_proxy::policy::PolicyFile {
+            settings: spec.policy.settings.clone(),
+            routes: m.egress.clone(),
+        };
+        let policy_toml = toml::to_string(&policy)
+            .with_context(|| format!("rendering the policy of model {:?} as TOML", m.name))?;
+        let mut secrets: Vec<String> = m
+            .egress
+            .iter()
+            .filter_map(|r| r.auth.as_ref().map(|a| a.secret.clone()))
+            .collect();
+        secrets.sort();
+        secrets.dedup();
+        clients.push(ModelClient {
+            name: m.name.clone(),
+            ip: super::docker::models::model_ip(sn, i),
+            policy_toml,
+            secrets,
+        });
+    }
+    Ok((!clients.is_empty()).then(|| ModelEgress {
+        listen: SocketAddr::new(
+            std::net::IpAddr::V4(super::subnet::host(sn, 2)),
+            MODEL_PROXY_PORT,
+        ),
+        clients,
+    }))
 }
 
 /// The bootstrap form of a manifest remote.
@@ -129,7 +180,7 @@ mod tests {
         spec.git_remotes = vec![remote];
         let ca = crate::runtime::ca::generate("b").unwrap();
         let ip = Ipv4Addr::new(10, 213, 7, 2);
-        let sent = document(&spec, &ca, ip).unwrap();
+        let sent = document(&spec, &ca, ip, None).unwrap();
         let json = sent.to_json().unwrap();
         let got = Bootstrap::parse(&json).unwrap();
         assert_eq!(got.listen.to_string(), "10.213.7.2:3128");
@@ -146,5 +197,50 @@ mod tests {
         let dbg = format!("{sent:?}");
         assert!(dbg.contains("GH_TOKEN") && !dbg.contains("ghp_secret"));
         assert!(!dbg.contains(ca.key_pem.as_str()));
+    }
+
+    #[test]
+    fn each_model_with_egress_routes_gets_its_own_policy_and_secrets() {
+        let plan = |text: &str| {
+            let m: crate::manifest::ModelSpec = toml::from_str(text).unwrap();
+            crate::manifest::resolve_model(&m, "bottles/m.toml")
+        };
+        let mut spec = LaunchSpec::sample();
+        spec.policy.routes = vec![toml::from_str("host = \"api.agent.example\"\n").unwrap()];
+        spec.secrets.insert(
+            "HF_TOKEN".into(),
+            zeroize::Zeroizing::new("hf_realvalue".into()),
+        );
+        spec.models.push(plan(
+            "name = \"sealed\"\nengine = \"vllm\"\nmodel = \"Q\"\n",
+        ));
+        spec.models.push(plan(
+            "name = \"coder\"\nengine = \"vllm\"\nmodel = \"Q\"\nsecrets = [\"HF_TOKEN\"]\n\
+             [[egress]]\nid = \"hf\"\nhost = \"huggingface.co\"\nauth = { scheme = \"Bearer\", secret = \"HF_TOKEN\" }\n",
+        ));
+        let sn: Ipv4Net = "10.213.9.0/28".parse().unwrap();
+        let ca = crate::runtime::ca::generate("b").unwrap();
+        let doc = document(&spec, &ca, Ipv4Addr::new(10, 213, 7, 2), Some(&sn)).unwrap();
+        let got = Bootstrap::parse(&doc.to_json().unwrap()).unwrap();
+        let models = got.models.expect("a models section");
+        assert_eq!(models.listen.to_string(), "10.213.9.2:3129");
+        assert_eq!(models.clients.len(), 1, "only the model with routes");
+        let c = &models.clients[0];
+        assert_eq!(
+            (c.name.as_str(), c.ip.to_string()),
+            ("coder", "10.213.9.5".into())
+        );
+        assert_eq!(c.secrets, ["HF_TOKEN"]);
+        let p = bottle_proxy::policy::Policy::from_toml_str(&c.policy_toml, "m").unwrap();
+        assert_eq!(p.routes.len(), 1);
+        assert!(!c.policy_toml.contains("hf_realvalue"));
+        // The agent's routes are not the model's, and without a subnet there is no section.
+        assert!(!c.policy_toml.contains("api.agent.example"));
+        assert!(document(&spec, &ca, Ipv4Addr::new(10, 213, 7, 2), None)
+            .unwrap()
+            .models
+            .is_none());
+        spec.models.pop();
+        assert!(model_egress(&spec, &sn).unwrap().is_none());
     }
 }

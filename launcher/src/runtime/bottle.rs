@@ -12,6 +12,9 @@ pub use super::docker::probe::probe_runtime;
 
 /// Proxy port of the sidecar.
 pub const PROXY_PORT: u16 = 3128;
+/// The port of the model egress proxy, on the sidecar's models-network address (only for
+/// bottles whose model sidecars have `egress` routes).
+pub const MODEL_PROXY_PORT: u16 = 3129;
 /// Name (and network alias) of the sidecar on the internal network.
 pub const SIDECAR_NAME: &str = "bottle-sidecar";
 /// The git gate's port on the sidecar's internal address (bottles with git remotes).

@@ -101,6 +101,36 @@ pub struct Bootstrap {
     /// The git gate, for bottles with git remotes; absent = none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub git: Option<Git>,
+    /// The model egress proxy, for bottles whose model sidecars have `egress` routes; absent =
+    /// none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub models: Option<ModelEgress>,
+}
+
+/// The model egress proxy's section (`models`): one listener on the sidecar's models-network
+/// address that serves each model sidecar its own route set, telling the models apart by their
+/// (static, unspoofable: every capability is dropped) source address. A connection from any
+/// other address — the agent is on that network too — is refused before a byte is read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModelEgress {
+    /// Where it listens (the sidecar's models-network address, e.g. `10.213.1.2:3129`). Bound
+    /// before that address exists (the sidecar joins the models network after its start).
+    pub listen: SocketAddr,
+    /// The models allowed to use it; at least one, distinct names and addresses.
+    pub clients: Vec<ModelClient>,
+}
+
+/// One model of [`ModelEgress`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModelClient {
+    /// The model's name (its DNS label; audit records say `model:<name>`).
+    pub name: String,
+    /// The model's static address on the models network.
+    pub ip: Ipv4Addr,
+    /// Its own policy file text (TOML): the bottle's settings and the model's routes only.
+    pub policy_toml: String,
+    /// The secrets its routes inject (keys of [`Bootstrap::secrets`]); it is given no other.
+    pub secrets: Vec<String>,
 }
 
 /// The DNS responder's section (`dns`).
@@ -210,6 +240,7 @@ impl std::fmt::Debug for Bootstrap {
             .field("dns", &self.dns)
             .field("lifeline", &self.lifeline)
             .field("git", &self.git)
+            .field("models", &self.models)
             .finish_non_exhaustive()
     }
 }

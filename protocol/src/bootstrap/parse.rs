@@ -10,12 +10,12 @@ use serde_json::{Map, Value};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::{
-    Bootstrap, BootstrapError, Dns, Git, GitPushPolicy, GitRemote, MAX_BOOTSTRAP_BYTES,
-    MAX_SECRET_BYTES,
+    Bootstrap, BootstrapError, Dns, Git, GitPushPolicy, GitRemote, ModelClient, ModelEgress,
+    MAX_BOOTSTRAP_BYTES, MAX_SECRET_BYTES,
 };
 
 /// The keys of the document.
-pub(crate) const TOP_KEYS: [&str; 8] = [
+pub(crate) const TOP_KEYS: [&str; 9] = [
     "policy_toml",
     "ca_cert_pem",
     "ca_key_pem",
@@ -24,7 +24,12 @@ pub(crate) const TOP_KEYS: [&str; 8] = [
     "dns",
     "lifeline",
     "git",
+    "models",
 ];
+/// The keys of `models`.
+pub(crate) const MODELS_KEYS: [&str; 2] = ["listen", "clients"];
+/// The keys of each of `models.clients`.
+pub(crate) const MODEL_CLIENT_KEYS: [&str; 4] = ["name", "ip", "policy_toml", "secrets"];
 /// The keys of `dns`.
 pub(crate) const DNS_KEYS: [&str; 3] = ["listen", "name", "ip"];
 /// The keys of `git`.
@@ -333,6 +338,10 @@ fn from_value(v: &mut Value) -> Result<Bootstrap, BootstrapError> {
             &secrets,
         )?),
     };
+    let models = match m.get_mut("models") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(models(object(v, "models", "{listen, clients}")?, &secrets)?),
+    };
     Ok(Bootstrap {
         policy_toml,
         ca_cert_pem,
@@ -342,6 +351,84 @@ fn from_value(v: &mut Value) -> Result<Bootstrap, BootstrapError> {
         dns,
         lifeline,
         git,
+        models,
+    })
+}
+
+fn models(
+    mm: &mut Map<String, Value>,
+    secrets: &BTreeMap<String, Zeroizing<String>>,
+) -> Result<ModelEgress, BootstrapError> {
+    check_keys(mm, &MODELS_KEYS, "models.")?;
+    let listen = take_addr(mm, "listen", "models.listen", "10.213.1.2:3129")?;
+    let items = match mm.get_mut("clients") {
+        None | Some(Value::Null) => return Err(field("models.clients", "missing (required)")),
+        Some(Value::Array(items)) if items.is_empty() => {
+            return Err(field("models.clients", "is empty (omit `models` instead)"))
+        }
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Err(field(
+                "models.clients",
+                format!("must be an array of objects, got {}", type_name(other)),
+            ))
+        }
+    };
+    let mut clients: Vec<ModelClient> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter_mut().enumerate() {
+        let prefix = format!("models.clients.{i}");
+        let cm = object(item, &prefix, "{name, ip, policy_toml, secrets}")?;
+        let c = model_client(cm, &prefix, secrets)?;
+        if clients.iter().any(|o| o.name == c.name || o.ip == c.ip) {
+            return Err(field(
+                prefix,
+                "repeats the name or address of an earlier client",
+            ));
+        }
+        clients.push(c);
+    }
+    Ok(ModelEgress { listen, clients })
+}
+
+fn model_client(
+    cm: &mut Map<String, Value>,
+    prefix: &str,
+    secrets: &BTreeMap<String, Zeroizing<String>>,
+) -> Result<ModelClient, BootstrapError> {
+    check_keys(cm, &MODEL_CLIENT_KEYS, &format!("{prefix}."))?;
+    let p = |key: &str| format!("{prefix}.{key}");
+    let name = take_string(cm, "name", &p("name"))?;
+    let label_ok = !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if !label_ok {
+        return Err(field(
+            p("name"),
+            "is not a DNS label (A-Z a-z 0-9 -, at most 63 bytes)",
+        ));
+    }
+    let ip: Ipv4Addr = take_string(cm, "ip", &p("ip"))?
+        .parse()
+        .map_err(|_| field(p("ip"), "is not an IPv4 address"))?;
+    let policy_toml = take_string(cm, "policy_toml", &p("policy_toml"))?;
+    if policy_toml.trim().is_empty() {
+        return Err(field(
+            p("policy_toml"),
+            "is empty; it must hold the model's policy file text",
+        ));
+    }
+    let names = take_strings(cm, "secrets", &p("secrets"))?.unwrap_or_default();
+    if let Some(i) = names.iter().position(|n| !secrets.contains_key(n)) {
+        return Err(field(
+            format!("{prefix}.secrets.{i}"),
+            "names a secret that is not in `secrets`",
+        ));
+    }
+    Ok(ModelClient {
+        name,
+        ip,
+        policy_toml,
+        secrets: names,
     })
 }
 

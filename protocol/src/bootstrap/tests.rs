@@ -1,6 +1,8 @@
 use std::io::Read;
 
-use super::parse::{DNS_KEYS, GIT_KEYS, GIT_POLICY_KEYS, GIT_REMOTE_KEYS, TOP_KEYS};
+use super::parse::{
+    DNS_KEYS, GIT_KEYS, GIT_POLICY_KEYS, GIT_REMOTE_KEYS, MODELS_KEYS, MODEL_CLIENT_KEYS, TOP_KEYS,
+};
 use super::*;
 
 const SECRET: &str = "ghp_TOPSECRETvalue1234567890";
@@ -89,6 +91,15 @@ fn full() -> Bootstrap {
             max_blob_bytes: Some(1 << 16),
             fetch_timeout_secs: Some(30),
         }),
+        models: Some(ModelEgress {
+            listen: "10.213.1.2:3129".parse().unwrap(),
+            clients: vec![ModelClient {
+                name: "coder".into(),
+                ip: Ipv4Addr::new(10, 213, 1, 4),
+                policy_toml: "[[route]]\nhost = \"huggingface.co\"\n".into(),
+                secrets: vec!["GH_TOKEN".into()],
+            }],
+        }),
     }
 }
 
@@ -116,6 +127,7 @@ fn what_the_launcher_serialises_the_sidecar_parses_back_unchanged() {
     assert_eq!(got.dns, sent.dns);
     assert_eq!(got.lifeline, sent.lifeline);
     assert_eq!(got.git, sent.git);
+    assert_eq!(got.models, sent.models);
     // And through read_from, as the sidecar reads its stdin.
     let again = Bootstrap::read_from(std::io::Cursor::new(json.to_vec())).unwrap();
     assert_eq!(again.git, sent.git);
@@ -124,6 +136,7 @@ fn what_the_launcher_serialises_the_sidecar_parses_back_unchanged() {
     let mut small = full();
     small.dns = None;
     small.git = None;
+    small.models = None;
     small.secrets.clear();
     small.lifeline = false;
     let got = Bootstrap::parse(&small.to_json().unwrap()).unwrap();
@@ -163,6 +176,75 @@ fn every_key_the_serialiser_emits_is_one_the_parser_knows() {
     known.sort();
     assert_eq!(remote_keys, known, "git.remotes");
     assert_same_keys(&origin["policy"], &GIT_POLICY_KEYS, "git.remotes.N.policy");
+    assert_same_keys(&v["models"], &MODELS_KEYS, "models");
+    assert_same_keys(
+        &v["models"]["clients"][0],
+        &MODEL_CLIENT_KEYS,
+        "models.clients.N",
+    );
+}
+
+#[test]
+fn model_clients_are_validated_by_path() {
+    let client = || {
+        serde_json::json!({
+            "name": "coder", "ip": "10.213.1.4",
+            "policy_toml": "[[route]]\nhost = \"huggingface.co\"\n", "secrets": ["GH_TOKEN"]
+        })
+    };
+    let with = |clients: serde_json::Value| {
+        let mut v = doc();
+        v["models"] = serde_json::json!({ "listen": "10.213.1.2:3129", "clients": clients });
+        v
+    };
+    let b = Bootstrap::parse(with(serde_json::json!([client()])).to_string().as_bytes()).unwrap();
+    let m = b.models.unwrap();
+    assert_eq!(m.listen.to_string(), "10.213.1.2:3129");
+    assert_eq!(m.clients[0].ip, Ipv4Addr::new(10, 213, 1, 4));
+    assert_eq!(m.clients[0].secrets, ["GH_TOKEN"]);
+    let cases: Vec<(serde_json::Value, &str, &str)> = vec![
+        (serde_json::json!([]), "models.clients", "empty"),
+        (
+            serde_json::json!([client(), client()]),
+            "models.clients.1",
+            "repeats",
+        ),
+        (
+            serde_json::json!([{ "ip": "10.213.1.4", "policy_toml": "x" }]),
+            "models.clients.0.name",
+            "missing",
+        ),
+        (
+            serde_json::json!([{ "name": "a b", "ip": "10.213.1.4", "policy_toml": "x" }]),
+            "models.clients.0.name",
+            "DNS label",
+        ),
+        (
+            serde_json::json!([{ "name": "a", "ip": "nope", "policy_toml": "x" }]),
+            "models.clients.0.ip",
+            "IPv4",
+        ),
+        (
+            serde_json::json!([{ "name": "a", "ip": "10.0.0.4", "policy_toml": " " }]),
+            "models.clients.0.policy_toml",
+            "empty",
+        ),
+        (
+            serde_json::json!([{ "name": "a", "ip": "10.0.0.4", "policy_toml": "x", "secrets": ["NOPE"] }]),
+            "models.clients.0.secrets.0",
+            "not in `secrets`",
+        ),
+        (
+            serde_json::json!([{ "name": "a", "ip": "10.0.0.4", "policy_toml": "x", "token": SECRET }]),
+            "models.clients.0.token",
+            "unknown field",
+        ),
+    ];
+    for (clients, path, want) in cases {
+        let e = err_of(&with(clients));
+        assert!(e.contains(path) && e.contains(want), "{path}: {e}");
+        assert!(!e.contains(SECRET), "{e}");
+    }
 }
 
 #[test]

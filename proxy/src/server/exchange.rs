@@ -117,6 +117,7 @@ impl Exchange {
             bytes_up: bytes.0,
             bytes_down: bytes.1,
             duration_ms: self.started.elapsed().as_millis() as u64,
+            client: None,
         }
     }
 

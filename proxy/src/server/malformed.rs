@@ -112,6 +112,7 @@ impl<T> Canned<T> {
             bytes_up: 0,
             bytes_down: 0,
             duration_ms: 0,
+            client: None,
         });
     }
 }

@@ -197,6 +197,7 @@ pub struct ProxyBuilder {
     ca: Option<(String, String)>,
     resolver: Option<Arc<dyn Resolve>>,
     audit: Option<Box<dyn AsyncWrite + Send + Unpin>>,
+    audit_log: Option<AuditLog>,
     secrets: HashMap<String, String>,
     inspector: Option<Arc<dyn RequestInspector>>,
 }
@@ -223,6 +224,13 @@ impl ProxyBuilder {
     /// Where audit lines go (default: discarded).
     pub fn audit<W: AsyncWrite + Send + Unpin + 'static>(mut self, writer: W) -> Self {
         self.audit = Some(Box::new(writer));
+        self
+    }
+
+    /// An audit log shared with other proxies (e.g. [`AuditLog::for_client`] of the bottle
+    /// proxy's); wins over [`ProxyBuilder::audit`].
+    pub fn audit_log(mut self, log: AuditLog) -> Self {
+        self.audit_log = Some(log);
         self
     }
 
@@ -254,9 +262,10 @@ impl ProxyBuilder {
         };
         let connector = Arc::new(Connector::new(resolver, s.connect_timeout));
         let upstream = Arc::new(Upstream::new(upstream_tls, connector, s.handshake_timeout));
-        let audit = match self.audit {
-            Some(w) => AuditLog::spawn(w),
-            None => AuditLog::disabled(),
+        let audit = match (self.audit_log, self.audit) {
+            (Some(log), _) => log,
+            (None, Some(w)) => AuditLog::spawn(w),
+            (None, None) => AuditLog::disabled(),
         };
         let nonce: [u8; 6] = rand::random();
         let via_marker = format!(
@@ -312,6 +321,24 @@ impl Proxy {
     /// ([`crate::audit::AuditLog::sync`]).
     pub async fn sync_audit(&self) {
         self.inner.audit.sync().await;
+    }
+
+    /// The audit log this proxy writes to (for a caller that records its own decisions, e.g.
+    /// a refused connection, in the same stream).
+    pub fn audit_log(&self) -> &AuditLog {
+        &self.inner.audit
+    }
+
+    /// Registers `addr` (a listener serving this proxy through [`Proxy::serve_connection`])
+    /// with the loop guard, so no route can point the proxy back at itself.
+    pub fn add_listener_addr(&self, addr: SocketAddr) {
+        self.inner.connector().add_own_addr(addr);
+    }
+
+    /// Serves one accepted client connection (until it closes or idles out) on a task of its
+    /// own. For a caller that accepts and chooses the proxy itself (per-client route sets).
+    pub fn serve_connection(&self, stream: tokio::net::TcpStream, peer: SocketAddr) {
+        tokio::spawn(serve_client(self.inner.clone(), stream, peer));
     }
 
     /// Serves clients accepted on `listener` until the task is dropped. The listener's

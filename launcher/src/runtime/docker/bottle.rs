@@ -105,7 +105,7 @@ impl Bottle {
         spec: &LaunchSpec,
         opts: &LaunchOptions,
     ) -> Result<Bottle> {
-        // Refused before anything exists (model egress routes are not supported yet).
+        // Refused before anything exists.
         super::models::check_supported(spec)?;
         let id = match &opts.id {
             Some(id) => id.clone(),
@@ -291,6 +291,7 @@ impl Bottle {
                                 spec,
                                 net,
                                 internal.clone(),
+                                models_net.clone(),
                                 &ca,
                             ),
                         )
@@ -345,6 +346,15 @@ impl Bottle {
                 else {
                     return Ok(());
                 };
+                // Models with egress routes trust the bottle CA (their proxy bumps TLS too).
+                let ca_file = match spec.models.iter().any(|m| !m.egress.is_empty()) {
+                    true => Some(this.state.write(
+                        "model-ca.pem",
+                        ca.cert_pem.as_bytes(),
+                        0o644,
+                    )?),
+                    false => None,
+                };
                 let started = timed(
                     "models create+start",
                     futures_util::future::join_all(spec.models.iter().enumerate().map(|(i, m)| {
@@ -356,6 +366,7 @@ impl Bottle {
                             i,
                             &net,
                             &sn,
+                            ca_file.as_deref(),
                         )
                     })),
                 )
@@ -407,23 +418,16 @@ impl Bottle {
         // A sidecar that died at once explains itself better than a broken pipe.
         ready?;
         self.link.hold(sent?, output).await;
-        if let Some((mnet, sn)) = self.models_net.clone() {
-            // The sidecar joins the models network only to probe readiness: its listeners are
-            // bound to its bottle-network address, which no model can route to.
-            timed(
-                "sidecar models connect",
-                self.docker.connect_network(
-                    &mnet,
-                    bollard::models::NetworkConnectRequest {
-                        container: sidecar.clone(),
-                        endpoint_config: Some(super::container_spec::static_endpoint(
-                            subnet::host(&sn, 2),
-                        )),
-                    },
-                ),
-            )
-            .await
-            .context("joining the sidecar to the models network")?;
+        if let Some((_, sn)) = self.models_net.clone() {
+            // Models with egress routes start now that the model egress proxy is up.
+            for (m, name) in spec.models.iter().zip(&self.models) {
+                if !m.egress.is_empty() {
+                    self.docker
+                        .start_container(name, None)
+                        .await
+                        .with_context(|| format!("starting model {:?} ({})", m.name, m.image))?;
+                }
+            }
             say("waiting for the model sidecars");
             let waits =
                 futures_util::future::join_all(spec.models.iter().enumerate().map(|(i, m)| {

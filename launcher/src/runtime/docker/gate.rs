@@ -26,11 +26,17 @@ use bottle_protocol::events::Event;
 
 /// The internal network (id, subnet) as awaited by both launch chains.
 pub type SharedNet = std::result::Result<(String, Ipv4Net), std::sync::Arc<anyhow::Error>>;
+/// The models network (id, subnet), `None` for a bottle without model sidecars.
+pub type SharedModelsNet =
+    std::result::Result<Option<(String, Ipv4Net)>, std::sync::Arc<anyhow::Error>>;
 
 /// Creates the sidecar on its egress network, attaches to its stdio (before the start, so
 /// the bootstrap is never anywhere but this pipe and no output is missed), joins it to the
-/// internal network (static IP `.2`, aliases) once that exists, then starts it while
-/// writing its bootstrap. Returns its output stream and whether the bootstrap went out.
+/// internal network (static IP `.2`, aliases) once that exists — and, for a bottle with model
+/// sidecars, the models network (`.2` there too: readiness probes and the model egress proxy) —
+/// then starts it while writing its bootstrap. Returns its output stream and whether the
+/// bootstrap went out.
+#[allow(clippy::too_many_arguments)]
 pub async fn start_sidecar(
     docker: &Docker,
     id: &str,
@@ -38,6 +44,7 @@ pub async fn start_sidecar(
     spec: &LaunchSpec,
     egress: &str,
     internal: impl std::future::Future<Output = SharedNet>,
+    models: impl std::future::Future<Output = SharedModelsNet>,
     ca: &ca::BottleCa,
 ) -> Result<(AttachedOutput, Result<Lifeline>)> {
     let name = labels::name(id, "sidecar");
@@ -77,13 +84,36 @@ pub async fn start_sidecar(
     )
     .await
     .context("joining the sidecar to the bottle's internal network")?;
+    let models_sn = match models.await.map_err(|e| anyhow!("{e:#}"))? {
+        Some((mnet, msn)) => {
+            // Its proxy, DNS and gate listeners stay bound to the internal address, which no
+            // model can route to; on this network it serves only the model egress proxy, to
+            // the models' own addresses.
+            timed(
+                "sidecar models connect",
+                docker.connect_network(
+                    &mnet,
+                    NetworkConnectRequest {
+                        container: name.clone(),
+                        endpoint_config: Some(super::container_spec::static_endpoint(
+                            subnet::host(&msn, 2),
+                        )),
+                    },
+                ),
+            )
+            .await
+            .context("joining the sidecar to the models network")?;
+            Some(msn)
+        }
+        None => None,
+    };
     // The bootstrap goes down the attached stdin beside the start: the engine hands it to
     // the sidecar's stdin once the process runs, so it reads it without another round trip.
     let (started, sent) = tokio::join!(
         timed("sidecar start", docker.start_container(&name, None)),
         timed(
             "sidecar bootstrap sent",
-            send_bootstrap(input, spec, ca, sidecar_ip)
+            send_bootstrap(input, spec, ca, sidecar_ip, models_sn.as_ref())
         )
     );
     started.context("starting the sidecar")?;
@@ -97,8 +127,9 @@ async fn send_bootstrap(
     spec: &LaunchSpec,
     ca: &ca::BottleCa,
     sidecar_ip: Ipv4Addr,
+    models_subnet: Option<&Ipv4Net>,
 ) -> Result<Lifeline> {
-    let boot = crate::runtime::bootstrap::document(spec, ca, sidecar_ip)?;
+    let boot = crate::runtime::bootstrap::document(spec, ca, sidecar_ip, models_subnet)?;
     let json = boot
         .to_json()
         .context("serialising the sidecar bootstrap")?;

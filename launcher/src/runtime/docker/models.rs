@@ -1,8 +1,9 @@
 //! Model sidecars at run time ([`crate::manifest::ModelPlan`], container spec in
-//! [`super::model_spec`]): created and started on the bottle's internal network beside the
-//! proxy sidecar, each at a static address after the agent's (`.4`, `.5`, …), named for the
-//! agent through its `/etc/hosts` (`extra_hosts`), then awaited until ready before the agent
-//! starts.
+//! [`super::model_spec`]): created and started on the bottle's models network (shared with the
+//! agent and the proxy sidecar only), each at a static address after the agent's (`.4`, `.5`,
+//! …), named for the agent through its `/etc/hosts` (`extra_hosts`), then awaited until ready
+//! before the agent starts. A model with `egress` routes is started only once the sidecar —
+//! whose model egress proxy serves those routes to that model's address alone — is up.
 //!
 //! Readiness is checked from inside the bottle: `docker exec` of `bottle-sidecar probe URL`
 //! in the proxy sidecar (the one container bottle builds itself, on the internal network; the
@@ -22,6 +23,7 @@ use ipnet::Ipv4Net;
 
 use super::model_spec::{model_container, model_container_name, ModelInputs, MODEL_ROLE};
 use crate::manifest::ModelPlan;
+use crate::runtime::bottle::MODEL_PROXY_PORT;
 use crate::runtime::labels::BottleLabels;
 use crate::runtime::spec::LaunchSpec;
 use crate::runtime::subnet;
@@ -37,16 +39,9 @@ const PROGRESS: Duration = Duration::from_secs(5);
 /// Log lines shown when a model fails.
 const FAIL_LINES: usize = 20;
 
-/// Refuses what the runtime cannot do yet, before anything is created: model `egress`
-/// routes (the model would have no route off the box) and more models than addresses.
+/// Refuses what the runtime cannot do, before anything is created: more models than
+/// addresses.
 pub fn check_supported(spec: &LaunchSpec) -> Result<()> {
-    if let Some(m) = spec.models.iter().find(|m| !m.egress.is_empty()) {
-        bail!(
-            "{}: model {:?} has egress routes ([[model.egress]]), which bottle does not support yet: a model sidecar has no route off the box at all. Remove its egress routes and provide the weights in a volume (e.g. volumes = [\"hf-cache:/root/.cache/huggingface\"] filled beforehand)",
-            m.declared_in,
-            m.name
-        );
-    }
     if spec.models.len() > MAX_MODELS {
         bail!(
             "bottle {} has {} [[model]] sidecars; at most {MAX_MODELS} are supported",
@@ -71,25 +66,31 @@ pub fn extra_hosts(models: &[ModelPlan], sn: &Ipv4Net) -> Vec<String> {
         .collect()
 }
 
-/// Creates and starts model `index` of bottle `id` on the internal network.
+/// Creates model `index` of bottle `id` on the models network `net` (subnet `sn`), and
+/// starts it unless it has egress routes (those start once the sidecar is up). `ca_file` is
+/// the bottle CA certificate on the host, for models with egress routes.
+#[allow(clippy::too_many_arguments)]
 pub async fn create_and_start(
     docker: &Docker,
     id: &str,
     blabels: &BottleLabels,
     m: &ModelPlan,
     index: usize,
-    internal: &str,
+    net: &str,
     sn: &Ipv4Net,
+    ca_file: Option<&std::path::Path>,
 ) -> Result<()> {
     let name = model_container_name(id, &m.name);
+    let sidecar_ip = subnet::host(sn, 2);
+    let proxy = format!("http://{sidecar_ip}:{MODEL_PROXY_PORT}");
     let body = model_container(&ModelInputs {
         model: m,
         labels: blabels.for_role(MODEL_ROLE),
-        internal,
-        sidecar_ip: subnet::host(sn, 2),
+        internal: net,
+        sidecar_ip,
         model_ip: model_ip(sn, index),
-        proxy: None,
-        ca: None,
+        proxy: Some(&proxy),
+        ca: ca_file,
     });
     docker
         .create_container(
@@ -103,10 +104,12 @@ pub async fn create_and_start(
                 m.name, m.image, m.declared_in, m.image
             )
         })?;
-    docker
-        .start_container(&name, None)
-        .await
-        .with_context(|| format!("starting model {:?} ({})", m.name, m.image))?;
+    if m.egress.is_empty() {
+        docker
+            .start_container(&name, None)
+            .await
+            .with_context(|| format!("starting model {:?} ({})", m.name, m.image))?;
+    }
     Ok(())
 }
 
@@ -378,17 +381,16 @@ mod tests {
     }
 
     #[test]
-    fn model_egress_routes_are_refused_naming_the_file() {
+    fn more_models_than_addresses_are_refused() {
         let mut spec = LaunchSpec::sample();
-        spec.models.push(plan(
-            "name = \"coder\"\nengine = \"vllm\"\nmodel = \"Q\"\n[[egress]]\nhost = \"huggingface.co\"\n",
-        ));
+        for i in 0..=MAX_MODELS {
+            spec.models.push(plan(&format!(
+                "name = \"m{i}\"\nengine = \"vllm\"\nmodel = \"Q\"\n"
+            )));
+        }
         let e = check_supported(&spec).unwrap_err().to_string();
-        assert!(
-            e.contains("bottles/m.toml") && e.contains("not support"),
-            "{e}"
-        );
-        spec.models[0].egress.clear();
+        assert!(e.contains("at most 11"), "{e}");
+        spec.models.pop();
         check_supported(&spec).unwrap();
     }
 }
