@@ -4,7 +4,9 @@ Started by `server.py --model-server [--http-port 8000]` (plain HTTP, no TLS, no
   GET  /health                    200 once ready (503 while "loading"), like llama-server
   GET  /v1/models                 200 {"data":[{"id":$FAKE_MODEL_ID}]} once ready, else 503 (vLLM)
   GET  /api/tags, /api/version    Ollama's model list (once ready) and version
-  POST /v1/chat/completions       OpenAI Chat Completions, JSON or SSE ("stream": true)
+  POST /v1/chat/completions       OpenAI Chat Completions, JSON or SSE ("stream": true); streamed with
+                                  "max_tokens": N, it sends N one-token chunks, each flushed
+                                  ($FAKE_MODEL_TOKEN_INTERVAL_MS apart), for benchmarks
   POST /v1/responses              OpenAI Responses, JSON or SSE (fake_llm.openai_reply)
   POST /v1/messages               Anthropic Messages, JSON or SSE (fake_llm.anthropic_reply)
   POST /v1/messages/count_tokens  {"input_tokens": 42}
@@ -109,9 +111,49 @@ def data_sse(chunks):
     return ("".join("data: %s\n\n" % json.dumps(c) for c in chunks) + "data: [DONE]\n\n").encode()
 
 
+def token_interval():
+    try:
+        return float(os.environ.get("FAKE_MODEL_TOKEN_INTERVAL_MS") or 0) / 1000.0
+    except ValueError:
+        return 0.0
+
+
+def stream_tokens(handler, base, n):
+    """Streams `n` one-token chunks, each written and flushed on its own (HTTP/1.1 chunked), one
+    every $FAKE_MODEL_TOKEN_INTERVAL_MS (default 0: as fast as it can): what a real server's
+    decode loop looks like on the wire, for time-to-first-token and tokens/s measurements."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "text/event-stream")
+    handler.send_header("Transfer-Encoding", "chunked")
+    handler.end_headers()
+    gap = token_interval()
+
+    def chunk(obj):
+        data = ("data: %s\n\n" % (json.dumps(obj) if isinstance(obj, dict) else obj)).encode()
+        handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        handler.wfile.flush()
+
+    chunk(dict(base, object="chat.completion.chunk",
+               choices=[{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]))
+    for i in range(n):
+        if gap:
+            time.sleep(gap)
+        chunk(dict(base, object="chat.completion.chunk",
+                   choices=[{"index": 0, "delta": {"content": "tok%d " % i}, "finish_reason": None}]))
+    chunk(dict(base, object="chat.completion.chunk", choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}],
+               usage={"prompt_tokens": 10, "completion_tokens": n, "total_tokens": 10 + n}))
+    chunk("[DONE]")
+    handler.wfile.write(b"0\r\n\r\n")
+    handler.wfile.flush()
+
+
 def chat_completion(handler, req, text):
     base = {"id": "chatcmpl-fake", "created": 0, "model": req.get("model") or model_id()}
     usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+    n = req.get("max_tokens")
+    if req.get("stream") and isinstance(n, int) and not isinstance(n, bool) and n > 0:
+        stream_tokens(handler, base, min(n, 100000))
+        return
     if not req.get("stream"):
         doc = dict(base, object="chat.completion", usage=usage, choices=[{
             "index": 0, "finish_reason": "stop",

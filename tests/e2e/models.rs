@@ -503,3 +503,55 @@ env = {{ FAKE_MODEL_ANSWER = "{answer}" }}
         "no egress through the proxy at all: {result}"
     );
 }
+
+#[test]
+fn models_codex_answers_from_the_model_sidecar_with_no_egress() {
+    require_engine!();
+    let (_, codex) = crate::agents::agent_images();
+    let h = home("model-codex");
+    let answer = format!("local-answer-{}", rand_hex(8));
+    // No route at all: Codex's built-in provider reaches the model (Responses API) by the
+    // base URL the launcher set, and nothing else.
+    let toml = format!(
+        r#"description = "e2e codex on a local model"
+image = "codex"
+
+[resources]
+cpus = 1
+memory = "2g"
+pids = 512
+
+[[model]]
+name = "llm"
+engine = "openai"
+model = "fake-model"
+image = "{image}"
+args = ["--model-server"]
+env = {{ FAKE_MODEL_ANSWER = "{answer}" }}
+"#,
+        image = images().upstream
+    );
+    std::fs::write(h.home.join("bottles/codex-model.toml"), toml).unwrap();
+    let o = bottle_cmd(&h)
+        .env("BOTTLE_AGENT_IMAGE", codex)
+        .args(["run", "--json", "codex-model", "--prompt", "say hi"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stderr).to_string();
+    let result: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "codex exec failed: {out}\n{result}"
+    );
+    let res = &result["agent_result"];
+    assert!(
+        res["result"].as_str().unwrap_or_default().contains(&answer),
+        "the model's scripted answer: {result}\n{out}"
+    );
+    assert_eq!(
+        result["audit"]["allowed"].as_u64().unwrap_or(0),
+        0,
+        "no egress through the proxy at all: {result}"
+    );
+}
