@@ -555,3 +555,142 @@ env = {{ FAKE_MODEL_ANSWER = "{answer}" }}
         "no egress through the proxy at all: {result}"
     );
 }
+
+/// Host-endpoint mode (`manifests/bottles/local-model.toml`): a model server already running on
+/// the host is reached through the proxy, on one route allowing that one private address and
+/// port — not another port of the host, not another host address, and never directly.
+#[test]
+fn models_host_endpoint_mode_reaches_the_host_server_only_through_its_route() {
+    require_engine!();
+    let w = world();
+    let h = home("model-host");
+    // The host as the sidecar sees it: the gateway of its egress network.
+    let gw = docker_ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+        &w.net,
+    ]);
+    let port = std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Another listener on the host, which no route allows.
+    let other = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let other_port = other.local_addr().unwrap().port();
+    let answer = format!("host-answer-{}", rand_hex(8));
+    let server = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../images/test-upstream/server.py"
+    );
+    let mut srv = std::process::Command::new("python3")
+        .args([server, "--model-server", "--http-port", &port.to_string()])
+        .env("FAKE_MODEL_ANSWER", &answer)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the host model server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stdout = srv.stdout.take().unwrap();
+    let _kill = Kill(&mut srv);
+    let toml = format!(
+        r#"extends = "e2e"
+
+[[route]]
+id = "host-model"
+host = "{gw}"
+ports = [{port}]
+allow_private = ["{gw}/32"]
+dlp = true
+
+[env]
+OPENAI_BASE_URL = "http://{gw}:{port}/v1"
+"#
+    );
+    std::fs::write(h.home.join("bottles/e2e-hostmodel.toml"), toml).unwrap();
+    let others: Vec<String> = host_ips().into_iter().filter(|ip| *ip != gw).collect();
+    let mut script = String::from(
+        r#"
+echo "models=$(curl -sS -m 10 "$OPENAI_BASE_URL/models" | tr -d '\n ')"
+echo "chat=$(curl -sS -m 10 "$OPENAI_BASE_URL/chat/completions" -d '{"messages":[]}' | tr -d '\n')"
+"#,
+    );
+    script.push_str(&format!(
+        "echo \"other_port=$(curl -sS -m 10 -o /dev/null -w '%{{http_code}}' http://{gw}:{other_port}/)\"\n"
+    ));
+    for ip in &others {
+        script.push_str(&format!(
+            "echo \"other_ip=$(curl -sS -m 10 -o /dev/null -w '%{{http_code}}' http://{ip}:{port}/v1/models)\"\n"
+        ));
+    }
+    script.push_str(
+        "curl -sS -m 5 --noproxy '*' -o /dev/null \"$OPENAI_BASE_URL/models\"; echo \"direct_rc=$?\"\n",
+    );
+    let o = bottle_cmd(&h)
+        .args([
+            "run",
+            "--json",
+            "e2e-hostmodel",
+            "--",
+            "bash",
+            "-c",
+            &script,
+        ])
+        .output()
+        .unwrap();
+    drop(other);
+    drop(_kill);
+    let out = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        value_of(&out, "models").is_some_and(|m| m.contains("\"fake-model\"")),
+        "the host's server through the route: {out}"
+    );
+    assert!(
+        value_of(&out, "chat").is_some_and(|m| m.contains(&answer)),
+        "{out}"
+    );
+    assert_eq!(
+        value_of(&out, "other_port").as_deref(),
+        Some("403"),
+        "another port of the host: {out}"
+    );
+    let refused = out
+        .lines()
+        .filter(|l| l.starts_with("other_ip="))
+        .collect::<Vec<_>>();
+    assert_eq!(refused.len(), others.len(), "{out}");
+    assert!(
+        refused.iter().all(|l| *l == "other_ip=403"),
+        "other host addresses: {refused:?}"
+    );
+    let rc = value_of(&out, "direct_rc").unwrap_or_default();
+    assert!(rc != "0" && !rc.is_empty(), "never directly: {out}");
+    // Every request the host server saw came from the sidecar (its egress address).
+    drop(srv.stdout.take());
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut { stdout }, &mut log).ok();
+    let clients: std::collections::BTreeSet<String> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "request")
+        .filter_map(|v| v["client"].as_str().map(str::to_string))
+        .filter(|c| c != "127.0.0.1")
+        .collect();
+    assert_eq!(clients.len(), 1, "one client, the sidecar: {clients:?}");
+}
