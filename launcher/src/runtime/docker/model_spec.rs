@@ -73,7 +73,9 @@ pub fn model_env(i: &ModelInputs) -> Vec<String> {
         ] {
             env.push((k.into(), proxy.to_string()));
         }
-        let local = format!("localhost,127.0.0.1,::1,{}", m.name);
+        // 0.0.0.0 too: `ollama pull` in the container talks to its own server at
+        // OLLAMA_HOST=0.0.0.0:11434, which Go's proxy rules do not count as loopback.
+        let local = format!("localhost,127.0.0.1,::1,0.0.0.0,{},{}", m.name, i.model_ip);
         env.push(("NO_PROXY".into(), local.clone()));
         env.push(("no_proxy".into(), local));
         if i.ca.is_some() {
@@ -277,7 +279,9 @@ mod tests {
         let env = body.env.unwrap();
         assert!(env.contains(&"HTTPS_PROXY=http://10.0.0.2:3129".to_string()));
         assert!(env.contains(&format!("SSL_CERT_FILE={AGENT_CA_PATH}")));
-        assert!(env.contains(&"NO_PROXY=localhost,127.0.0.1,::1,coder".to_string()));
+        assert!(
+            env.contains(&"NO_PROXY=localhost,127.0.0.1,::1,0.0.0.0,coder,10.0.0.4".to_string())
+        );
         // The token is a placeholder; the proxy injects the real one on the route.
         assert!(env.contains(&"HF_TOKEN=bottle-placeholder-HF_TOKEN".to_string()));
         let mounts = body.host_config.unwrap().mounts.unwrap();
