@@ -317,7 +317,7 @@ auth = {{ scheme = "Bearer", secret = "HF_TOKEN" }}
 echo "id=$BOTTLE_ID"
 echo "weights=$(curl -sS -m 10 http://llm:8000/weights | tr -d '\n')"
 # The model's route through the agent's own proxy: not the agent's.
-echo "via_proxy=$(curl -sS -m 10 -o /dev/null -w '%{http_code}' https://upstream.test/echo?agent=1)"
+echo "via_proxy=$(curl -sS -m 10 -o /dev/null -w '%{http_connect}' https://upstream.test/echo?agent=1)"
 # The model egress proxy itself (the sidecar's .2 on the models network, the model is .4).
 m=$(awk '$2 == "llm" {print $1}' /etc/hosts)
 sc="${m%.*}.$(( ${m##*.} - 2 ))"
@@ -564,14 +564,23 @@ fn models_host_endpoint_mode_reaches_the_host_server_only_through_its_route() {
     require_engine!();
     let w = world();
     let h = home("model-host");
-    // The host as the sidecar sees it: the gateway of its egress network.
-    let gw = docker_ok(&[
+    // The host as the sidecar sees it: the gateway of its egress network (the engine's
+    // default, the subnet's first address, when the network was created with a subnet only).
+    let cfg = docker_ok(&[
         "network",
         "inspect",
         "-f",
-        "{{(index .IPAM.Config 0).Gateway}}",
+        "{{(index .IPAM.Config 0).Gateway}} {{(index .IPAM.Config 0).Subnet}}",
         &w.net,
     ]);
+    let gw = match cfg.split_whitespace().collect::<Vec<_>>()[..] {
+        [gw, _] => gw.to_string(),
+        [subnet] => {
+            let base: std::net::Ipv4Addr = subnet.split('/').next().unwrap().parse().unwrap();
+            std::net::Ipv4Addr::from(u32::from(base) + 1).to_string()
+        }
+        _ => panic!("no IPAM config on {}: {cfg:?}", w.net),
+    };
     let port = std::net::TcpListener::bind("0.0.0.0:0")
         .unwrap()
         .local_addr()

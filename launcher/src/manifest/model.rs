@@ -731,9 +731,9 @@ fn ready_meaning(engine: ModelEngine, path: &str, served: String) -> (Option<Str
 ///   serve the Messages API at `/v1/messages`; the base has no `/v1`), `ANTHROPIC_MODEL` and
 ///   its small/fast model = the model id, and a placeholder `ANTHROPIC_AUTH_TOKEN`;
 /// - Codex: `CODEX_OSS_BASE_URL` (its `--oss` provider) = `http://<name>:<port>/v1`, and a
-///   placeholder `OPENAI_API_KEY` (its built-in provider honours `OPENAI_BASE_URL` and speaks
-///   the Responses API, which vLLM and Ollama serve; the agent image's init writes
-///   `model = $BOTTLE_MODEL` into its config).
+///   placeholder `OPENAI_API_KEY`; the agent image's init writes `model = $BOTTLE_MODEL` and a
+///   `bottle-model` provider at `OPENAI_BASE_URL` speaking the Responses API (which vLLM and
+///   Ollama serve) into its config (Codex's built-in provider ignores `OPENAI_BASE_URL`).
 ///
 /// `taken` says whether the bottle already sets a variable (its `[env]`, the agent's `env`
 /// or a secret placeholder): those win and are left out.
