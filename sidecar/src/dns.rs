@@ -1,8 +1,9 @@
 //! The sidecar's DNS responder on the bottle's internal network. It NEVER forwards: the agent's
 //! DNS is pinned to it, so a name the agent looks up reaches nothing beyond the sidecar.
 //!
-//! - `A` for the sidecar's own name (case-insensitive, with or without the trailing dot) → its IP;
-//! - any other type for its own name → NOERROR with no answer (NODATA), so `AAAA` lookups fall back;
+//! - `A` for the sidecar's own name (case-insensitive, with or without the trailing dot) → its IP,
+//!   and for each of `hosts` (the model sidecars) → that address;
+//! - any other type for those names → NOERROR with no answer (NODATA), so `AAAA` lookups fall back;
 //! - every other name → NXDOMAIN; non-query opcodes → NOTIMP; undecodable messages → FORMERR.
 //!
 //! Refused names are only counted (see [`DnsStats`]); they are never written anywhere, since a
@@ -86,7 +87,13 @@ pub fn respond(query: &[u8], cfg: &DnsConfig, stats: &DnsStats) -> Option<Vec<u8
     };
     resp.add_query(q.clone());
     let asked = q.name().to_ascii().to_ascii_lowercase();
-    if asked.trim_end_matches('.') == cfg.name {
+    let asked = asked.trim_end_matches('.');
+    let found = if asked == cfg.name {
+        Some(cfg.ip)
+    } else {
+        cfg.hosts.get(asked).copied()
+    };
+    if let Some(ip) = found {
         stats.answered.fetch_add(1, Ordering::Relaxed);
         resp.set_authoritative(true)
             .set_response_code(ResponseCode::NoError);
@@ -94,7 +101,7 @@ pub fn respond(query: &[u8], cfg: &DnsConfig, stats: &DnsStats) -> Option<Vec<u8
             resp.add_answer(Record::from_rdata(
                 q.name().clone(),
                 ANSWER_TTL,
-                RData::A(A(cfg.ip)),
+                RData::A(A(ip)),
             ));
         }
     } else {
@@ -224,6 +231,7 @@ mod tests {
             listen,
             name: "bottle-sidecar".into(),
             ip: Ipv4Addr::new(10, 213, 0, 2),
+            hosts: [("coder".to_string(), Ipv4Addr::new(10, 213, 1, 4))].into(),
         }
     }
 
@@ -274,6 +282,21 @@ mod tests {
             );
         }
         assert_eq!(stats.answered.load(Ordering::Relaxed), 3);
+    }
+
+    #[tokio::test]
+    async fn model_names_get_their_addresses() {
+        let (udp, _, _) = start().await;
+        for name in ["coder", "Coder."] {
+            let r = ask_udp(udp, &query(name, RecordType::A, 8)).await;
+            assert_eq!(r.response_code(), ResponseCode::NoError, "{name}");
+            assert_eq!(
+                r.answers()[0].data(),
+                &RData::A(A(Ipv4Addr::new(10, 213, 1, 4)))
+            );
+        }
+        let r = ask_udp(udp, &query("coder.example.", RecordType::A, 8)).await;
+        assert_eq!(r.response_code(), ResponseCode::NXDomain);
     }
 
     #[tokio::test]

@@ -52,6 +52,8 @@ fn models_agent_reaches_the_model_by_name_and_the_model_is_sealed() {
 echo "id=$BOTTLE_ID"
 echo "base=$OPENAI_BASE_URL"
 echo "hosts=$(grep -c ' llm$\|	llm$' /etc/hosts)"
+echo "dns=$(dig +short llm)"
+echo "hosts_ip=$(awk '$2 == "llm" {print $1}' /etc/hosts)"
 echo "models=$(curl -sS -m 10 "$OPENAI_BASE_URL/models" | tr -d '\n ')"
 curl -sS -m 10 "$OPENAI_BASE_URL/chat/completions" -H 'content-type: application/json' \
   -d '{"model":"fake-model","messages":[{"role":"user","content":"hi"}]}' > /tmp/chat
@@ -204,6 +206,11 @@ for t in {targets:?}:
         "the launcher's wiring:\n{out}"
     );
     assert_eq!(value_of(&out, "hosts").as_deref(), Some("1"), "{out}");
+    assert!(
+        value_of(&out, "dns")
+            .is_some_and(|d| !d.is_empty() && Some(d) == value_of(&out, "hosts_ip")),
+        "the sidecar's DNS answers the model's name (as /etc/hosts does): {out}"
+    );
     assert!(
         value_of(&out, "models").is_some_and(|m| m.contains("\"fake-model\"")),
         "/v1/models by name:\n{out}"

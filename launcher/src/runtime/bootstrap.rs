@@ -37,6 +37,17 @@ pub fn document(
             listen: SocketAddr::new(ip, 53),
             name: SIDECAR_NAME.into(),
             ip: sidecar_ip,
+            // The model sidecars by name (the agent's /etc/hosts has them too, but not every
+            // resolver reads it).
+            hosts: models_subnet
+                .map(|sn| {
+                    spec.models
+                        .iter()
+                        .enumerate()
+                        .map(|(i, m)| (m.name.clone(), super::docker::models::model_ip(sn, i)))
+                        .collect()
+                })
+                .unwrap_or_default(),
         }),
         lifeline: true,
         git: (!spec.git_remotes.is_empty()).then(|| Git {
@@ -222,6 +233,13 @@ mod tests {
         let ca = crate::runtime::ca::generate("b").unwrap();
         let doc = document(&spec, &ca, Ipv4Addr::new(10, 213, 7, 2), Some(&sn)).unwrap();
         let got = Bootstrap::parse(&doc.to_json().unwrap()).unwrap();
+        let hosts = &got.dns.as_ref().unwrap().hosts;
+        assert_eq!(
+            hosts["sealed"].to_string(),
+            "10.213.9.4",
+            "DNS answers every model"
+        );
+        assert_eq!(hosts["coder"].to_string(), "10.213.9.5");
         let models = got.models.expect("a models section");
         assert_eq!(models.listen.to_string(), "10.213.9.2:3129");
         assert_eq!(models.clients.len(), 1, "only the model with routes");

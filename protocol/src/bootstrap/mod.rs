@@ -142,6 +142,10 @@ pub struct Dns {
     pub name: String,
     /// The sidecar's IP on the internal network (what the name resolves to).
     pub ip: Ipv4Addr,
+    /// Other names it answers (the model sidecars: name → address), lower case. Absent on the
+    /// wire = none.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub hosts: BTreeMap<String, Ipv4Addr>,
 }
 
 /// The git gate's section (`git`). Holds no secret value: each remote names its credential by

@@ -31,7 +31,7 @@ pub(crate) const MODELS_KEYS: [&str; 2] = ["listen", "clients"];
 /// The keys of each of `models.clients`.
 pub(crate) const MODEL_CLIENT_KEYS: [&str; 4] = ["name", "ip", "policy_toml", "secrets"];
 /// The keys of `dns`.
-pub(crate) const DNS_KEYS: [&str; 3] = ["listen", "name", "ip"];
+pub(crate) const DNS_KEYS: [&str; 4] = ["listen", "name", "ip", "hosts"];
 /// The keys of `git`.
 pub(crate) const GIT_KEYS: [&str; 6] = [
     "listen",
@@ -505,10 +505,49 @@ fn dns(dm: &mut Map<String, Value>) -> Result<Dns, BootstrapError> {
     let ip: Ipv4Addr = take_string(dm, "ip", "dns.ip")?
         .parse()
         .map_err(|_| field("dns.ip", "is not an IPv4 address"))?;
+    let mut hosts = BTreeMap::new();
+    match dm.get("hosts") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(hm)) => {
+            for (host, addr) in hm {
+                let label_ok = !host.is_empty()
+                    && host.len() <= 63
+                    && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+                if !label_ok {
+                    return Err(field(
+                        "dns.hosts",
+                        "a name is not a DNS label (A-Z a-z 0-9 -, at most 63 bytes)",
+                    ));
+                }
+                let ip: Ipv4Addr = match addr {
+                    Value::String(a) => a.parse().map_err(|_| {
+                        field(format!("dns.hosts.{host}"), "is not an IPv4 address")
+                    })?,
+                    other => {
+                        return Err(field(
+                            format!("dns.hosts.{host}"),
+                            format!("must be an IPv4 address string, got {}", type_name(other)),
+                        ))
+                    }
+                };
+                hosts.insert(host.to_ascii_lowercase(), ip);
+            }
+        }
+        Some(other) => {
+            return Err(field(
+                "dns.hosts",
+                format!(
+                    "must be an object of name → address, got {}",
+                    type_name(other)
+                ),
+            ))
+        }
+    }
     Ok(Dns {
         listen,
         name: name.trim_end_matches('.').to_ascii_lowercase(),
         ip,
+        hosts,
     })
 }
 

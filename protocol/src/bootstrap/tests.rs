@@ -54,6 +54,7 @@ fn full() -> Bootstrap {
             listen: "10.213.0.2:53".parse().unwrap(),
             name: "bottle-sidecar".into(),
             ip: Ipv4Addr::new(10, 213, 0, 2),
+            hosts: BTreeMap::from([("coder".to_string(), Ipv4Addr::new(10, 213, 1, 4))]),
         }),
         lifeline: true,
         git: Some(Git {
@@ -265,6 +266,20 @@ fn good_document_parses() {
     assert_eq!(dns.ip, Ipv4Addr::new(10, 213, 0, 2));
     let dbg = format!("{b:?}");
     assert!(dbg.contains("GH_TOKEN") && !dbg.contains(SECRET) && !dbg.contains("BBBB"));
+}
+
+#[test]
+fn dns_hosts_are_labels_and_addresses() {
+    let mut v = doc();
+    v["dns"]["hosts"] = serde_json::json!({ "Coder": "10.213.1.4" });
+    let b = Bootstrap::parse(v.to_string().as_bytes()).unwrap();
+    assert_eq!(b.dns.unwrap().hosts["coder"], Ipv4Addr::new(10, 213, 1, 4));
+    v["dns"]["hosts"] = serde_json::json!({ "a.b": "10.213.1.4" });
+    assert!(err_of(&v).contains("dns.hosts"), "{}", err_of(&v));
+    v["dns"]["hosts"] = serde_json::json!({ "coder": "nope" });
+    assert!(err_of(&v).contains("dns.hosts.coder"), "{}", err_of(&v));
+    v["dns"]["hosts"] = serde_json::json!(["coder"]);
+    assert!(err_of(&v).contains("must be an object"), "{}", err_of(&v));
 }
 
 #[test]
