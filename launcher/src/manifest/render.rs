@@ -123,7 +123,7 @@ fn render_models(o: &mut String, p: &Plan) {
     }
     let _ = writeln!(
         o,
-        "models     {} (bottle network only; no workspace, no bottle secrets)",
+        "models     {} (own internal network, shared with the agent only; no workspace, no bottle secrets)",
         p.models.len()
     );
     for m in &p.models {
