@@ -32,8 +32,23 @@ use crate::runtime::subnet;
 pub const FIRST_MODEL_HOST: u32 = 4;
 /// Most model sidecars one bottle can have (the rest of the /28, `.15` is broadcast).
 pub const MAX_MODELS: usize = 11;
-/// How often readiness is polled.
+/// How often readiness is polled once the model has had [`FAST_POLL_FOR`] (loading takes
+/// seconds to minutes).
 const POLL: Duration = Duration::from_secs(1);
+/// How often readiness is polled at first: a small model (or a fake one) is up within a second,
+/// and a one-second poll would add up to a second to the start.
+const FAST_POLL: Duration = Duration::from_millis(50);
+/// How long [`FAST_POLL`] applies.
+const FAST_POLL_FOR: Duration = Duration::from_secs(2);
+
+/// The wait before the next readiness probe, `elapsed` into the wait.
+fn poll_interval(elapsed: Duration) -> Duration {
+    if elapsed < FAST_POLL_FOR {
+        FAST_POLL
+    } else {
+        POLL
+    }
+}
 /// How often progress is shown.
 const PROGRESS: Duration = Duration::from_secs(5);
 /// Log lines shown when a model fails.
@@ -315,7 +330,8 @@ pub async fn wait_ready(
                 m.ready.timeout
             );
         }
-        tokio::time::sleep(POLL.min(deadline.saturating_duration_since(now))).await;
+        let wait = poll_interval(t0.elapsed());
+        tokio::time::sleep(wait.min(deadline.saturating_duration_since(now))).await;
     }
 }
 
@@ -378,6 +394,14 @@ mod tests {
             model_ip(&sn, MAX_MODELS - 1),
             "10.213.4.30".parse::<Ipv4Addr>().unwrap()
         );
+    }
+
+    #[test]
+    fn readiness_is_polled_fast_at_first() {
+        assert_eq!(poll_interval(Duration::ZERO), FAST_POLL);
+        assert_eq!(poll_interval(Duration::from_millis(1999)), FAST_POLL);
+        assert_eq!(poll_interval(Duration::from_secs(2)), POLL);
+        assert_eq!(poll_interval(Duration::from_secs(600)), POLL);
     }
 
     #[test]
