@@ -283,6 +283,8 @@ fn models_egress_routes_serve_the_model_alone_with_its_credential_and_are_audite
     let h = home("model-egress");
     let name = format!("e2e-megress-{}", rand_hex(6));
     let hf = format!("hf_e2e{}", rand_hex(24));
+    // Marks this test's requests in the upstream's log (shared by every test of the run).
+    let mark = rand_hex(12);
     // The model fetches its "weights" from the upstream at start-up through its own route (a
     // credentialed one); the agent has no route at all.
     let toml = format!(
@@ -307,7 +309,7 @@ model = "fake-model"
 image = "{image}"
 args = ["--model-server"]
 secrets = ["HF_TOKEN"]
-env = {{ FAKE_MODEL_FETCH = "https://upstream.test/echo?weights=1" }}
+env = {{ FAKE_MODEL_FETCH = "https://upstream.test/echo?weights={mark}" }}
 
 [[model.egress]]
 id = "weights"
@@ -324,19 +326,20 @@ auth = {{ scheme = "Bearer", secret = "HF_TOKEN" }}
 echo "id=$BOTTLE_ID"
 echo "weights=$(curl -sS -m 10 http://llm:8000/weights | tr -d '\n')"
 # The model's route through the agent's own proxy: not the agent's.
-echo "via_proxy=$(curl -sS -m 10 -o /dev/null -w '%{http_connect}' https://upstream.test/echo?agent=1)"
+echo "via_proxy=$(curl -sS -m 10 -o /dev/null -w '%{http_connect}' https://upstream.test/echo?agent=MARK1)"
 # The model egress proxy itself (the sidecar's .2 on the models network, the model is .4).
 m=$(awk '$2 == "llm" {print $1}' /etc/hosts)
 sc="${m%.*}.$(( ${m##*.} - 2 ))"
-curl -sS -m 10 -x "http://$sc:3129" -o /dev/null http://upstream.test/?agent=2; echo "direct_rc=$?"
-curl -sS -m 10 -x "http://$sc:3129" -o /dev/null https://upstream.test/?agent=3; echo "direct_tls_rc=$?"
+curl -sS -m 10 -x "http://$sc:3129" -o /dev/null http://upstream.test/?agent=MARK2; echo "direct_rc=$?"
+curl -sS -m 10 -x "http://$sc:3129" -o /dev/null https://upstream.test/?agent=MARK3; echo "direct_tls_rc=$?"
 echo "agent_env_hf=$(env | grep -c hf_e2e)"
 touch /workspace/ready
 for i in $(seq 600); do [ -e /workspace/checked ] && break; sleep 0.1; done
 "#;
+    let script = script.replace("MARK", &mark);
     let child = bottle_cmd(&h)
         .env("BOTTLE_E2E_HF", &hf)
-        .args(["run", "--json", &name, "--", "bash", "-c", script])
+        .args(["run", "--json", &name, "--", "bash", "-c", &script])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -434,7 +437,7 @@ for i in $(seq 600); do [ -e /workspace/checked ] && break; sleep 0.1; done
     );
     let logs = docker_ok(&["logs", &w.upstream]);
     assert!(
-        logs.contains("/echo?weights=1") && !logs.contains("agent="),
+        logs.contains(&format!("/echo?weights={mark}")) && !logs.contains(&format!("agent={mark}")),
         "only the model's request reached the upstream"
     );
     // Audited apart: the model's allow, its deny, and the agent knocking on its proxy.
