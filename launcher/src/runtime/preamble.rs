@@ -17,6 +17,18 @@ const MARK: &str = "<!-- bottle: session preamble (removed when the bottle ends)
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Output quiet for this long means the agent waits for input.
 const QUIET: Duration = Duration::from_millis(1500);
+/// An agent that has printed no complete line after this long is typed to anyway: a shell's
+/// prompt has no newline, and the engine's log (what capture reads) holds a partial line back
+/// until the newline comes. The terminal keeps typed input until the program reads it.
+const SILENT: Duration = Duration::from_secs(8);
+
+/// Whether the first message can be typed now: the agent printed and then went quiet, said
+/// nothing at all for [`SILENT`], or [`READY_TIMEOUT`] passed.
+fn ready_to_type(printed: usize, quiet_for: Duration, waited: Duration) -> bool {
+    (printed > 0 && quiet_for >= QUIET)
+        || (printed == 0 && waited >= SILENT)
+        || waited >= READY_TIMEOUT
+}
 
 /// A `CLAUDE.md` written (or extended) for the session; [`ClaudeMd::restore`] puts the
 /// workspace back as it was.
@@ -123,7 +135,8 @@ pub fn command_for(
 }
 
 /// Waits until the agent of bottle `id` has printed something and then gone quiet (it waits
-/// for input), or [`READY_TIMEOUT`], then types `prompt` and Enter.
+/// for input), or printed nothing for [`SILENT`], or [`READY_TIMEOUT`], then types `prompt` and
+/// Enter.
 pub async fn send_first_message(docker: &Docker, id: &str, prompt: &str) -> Result<()> {
     let start = Instant::now();
     let mut last = (0usize, Instant::now());
@@ -139,10 +152,7 @@ pub async fn send_first_message(docker: &Docker, id: &str, prompt: &str) -> Resu
         let size: usize = c.lines.iter().map(String::len).sum();
         if size != last.0 {
             last = (size, Instant::now());
-        } else if size > 0 && last.1.elapsed() >= QUIET {
-            break;
-        }
-        if start.elapsed() >= READY_TIMEOUT {
+        } else if ready_to_type(size, last.1.elapsed(), start.elapsed()) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -155,6 +165,25 @@ pub async fn send_first_message(docker: &Docker, id: &str, prompt: &str) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_message_waits_for_quiet_or_silence() {
+        let s = Duration::from_secs;
+        assert!(
+            !ready_to_type(10, Duration::from_millis(500), s(2)),
+            "still printing"
+        );
+        assert!(ready_to_type(10, QUIET, s(2)), "printed, then quiet");
+        assert!(!ready_to_type(0, s(2), s(2)), "silent, briefly");
+        assert!(
+            ready_to_type(0, SILENT, SILENT),
+            "a shell prompt (no newline yet)"
+        );
+        assert!(
+            ready_to_type(10, Duration::ZERO, READY_TIMEOUT),
+            "never quiet"
+        );
+    }
 
     #[test]
     fn claude_md_is_created_and_removed() {
