@@ -85,6 +85,7 @@ network = "bridge:e2e"
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let id = s["id"].as_str().unwrap().to_string();
+    let _kill = KillOnDrop(id.clone());
     for c in [&s["agent_container"], &s["sidecar_container"]] {
         let l = docker_ok(&[
             "inspect",
@@ -170,6 +171,7 @@ network = "none"
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let id = s["id"].as_str().unwrap().to_string();
+    let _kill = KillOnDrop(id.clone());
     let (code, out) = exec(&h, &id, "cat /work/CLAUDE.md");
     assert_eq!(code, 0, "{out}");
     assert!(

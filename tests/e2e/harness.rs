@@ -387,6 +387,20 @@ pub fn bottle_cmd(h: &Home) -> Command {
     c
 }
 
+/// Kills bottle `id` when dropped, so a failed assertion does not leave a spawned bottle (and
+/// its supervisor) running after the test (killing a bottle that already ended is a no-op).
+pub struct KillOnDrop(pub String);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new(bottle_bin())
+            .args(["kill", &self.0])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 /// Runs `script` with bash in a bottle and waits.
 pub fn run_script(h: &Home, script: &str) -> Run {
     let o = bottle_cmd(h)

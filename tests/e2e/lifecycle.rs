@@ -309,6 +309,7 @@ fn spawned_bottles_run_detached_and_end_removes_everything() {
         &["--tag", "gemba.session=42", "--tag", "gemba.agent=coder"],
     );
     let id = s["id"].as_str().unwrap().to_string();
+    let _kill = KillOnDrop(id.clone());
     let pid = s["supervisor_pid"].as_i64().unwrap() as i32;
     assert!(pid_alive(pid), "the supervisor runs");
     for c in [&s["agent_container"], &s["sidecar_container"]] {
@@ -377,6 +378,7 @@ fn a_killed_supervisor_fails_closed_and_the_reap_cleans_up() {
     let h = home("spawn-kill");
     let s = spawn(&h, &[]);
     let id = s["id"].as_str().unwrap().to_string();
+    let _kill = KillOnDrop(id.clone());
     let pid = s["supervisor_pid"].as_i64().unwrap() as i32;
     // SAFETY: the pid of the supervisor this test spawned.
     unsafe {
@@ -499,6 +501,7 @@ fn a_failed_teardown_leaves_a_marker_the_next_reap_completes() {
     let h = home("teardown-marker");
     let s = spawn(&h, &[]);
     let id = s["id"].as_str().unwrap().to_string();
+    let _kill = KillOnDrop(id.clone());
     let nets = docker_ok(&[
         "network",
         "ls",
