@@ -68,6 +68,29 @@ pub struct AuditRecord {
     pub client: Option<Arc<str>>,
 }
 
+impl AuditRecord {
+    /// A deny decided before any request was read (no method, target or route): a malformed
+    /// request head, or a connection refused for who made it.
+    pub fn deny_unread(reason: &'static str, client: Option<Arc<str>>) -> AuditRecord {
+        AuditRecord {
+            ts: timestamp(),
+            method: String::new(),
+            host: String::new(),
+            port: 0,
+            path: String::new(),
+            route: None,
+            decision: Decision::Deny,
+            reason,
+            rule: None,
+            location: None,
+            bytes_up: 0,
+            bytes_down: 0,
+            duration_ms: 0,
+            client,
+        }
+    }
+}
+
 /// The current time in the audit format.
 pub fn timestamp() -> String {
     time::OffsetDateTime::now_utc()

@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 
 use bottle_protocol::bootstrap::{Bootstrap, ModelEgress};
-use bottle_proxy::audit::{timestamp, AuditLog, AuditRecord, Decision};
+use bottle_proxy::audit::{AuditLog, AuditRecord};
 use bottle_proxy::Proxy;
 
 use crate::bootstrap::RunError;
@@ -129,25 +129,9 @@ impl ModelProxies {
     }
 }
 
-/// The audit record of a refused connection: no target (nothing was read), the peer's
-/// address in `client`.
+/// The audit record of a refused connection: nothing was read, the peer's address in `client`.
 fn refused(peer: SocketAddr) -> AuditRecord {
-    AuditRecord {
-        ts: timestamp(),
-        method: String::new(),
-        host: String::new(),
-        port: 0,
-        path: String::new(),
-        route: None,
-        decision: Decision::Deny,
-        reason: REFUSED,
-        rule: None,
-        location: None,
-        bytes_up: 0,
-        bytes_down: 0,
-        duration_ms: 0,
-        client: Some(format!("unknown:{}", peer.ip()).into()),
-    }
+    AuditRecord::deny_unread(REFUSED, Some(format!("unknown:{}", peer.ip()).into()))
 }
 
 #[cfg(test)]

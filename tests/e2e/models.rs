@@ -457,42 +457,36 @@ for i in $(seq 600); do [ -e /workspace/checked ] && break; sleep 0.1; done
     );
 }
 
-#[test]
-fn models_claude_code_answers_from_the_model_sidecar_with_no_egress() {
-    require_engine!();
-    let (claude, _) = crate::agents::agent_images();
-    let h = home("model-claude");
+/// Runs the real agent CLI `template` (image `image`) with `--prompt "say hi"` in a bottle with
+/// no route at all and one fake model sidecar, and checks that it printed the model's scripted
+/// answer with no request through the proxy: the only thing it can reach is the model.
+fn agent_answers_from_the_model(template: &str, image: &str, extra_env: &str) {
+    let h = home(&format!("model-{template}"));
     let answer = format!("local-answer-{}", rand_hex(8));
-    // No route at all: the only thing Claude Code can reach is the model.
     let toml = format!(
-        r#"description = "e2e claude on a local model"
-image = "claude"
+        r#"description = "e2e {template} on a local model"
+image = "{template}"
 
 [resources]
 cpus = 1
 memory = "2g"
 pids = 512
-
-[env]
-DISABLE_TELEMETRY = "1"
-DISABLE_ERROR_REPORTING = "1"
-DISABLE_AUTOUPDATER = "1"
-CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = "1"
-
+{extra_env}
 [[model]]
 name = "llm"
 engine = "openai"
 model = "fake-model"
-image = "{image}"
+image = "{model_image}"
 args = ["--model-server"]
 env = {{ FAKE_MODEL_ANSWER = "{answer}" }}
 "#,
-        image = images().upstream
+        model_image = images().upstream
     );
-    std::fs::write(h.home.join("bottles/claude-model.toml"), toml).unwrap();
+    let bottle = format!("{template}-model");
+    std::fs::write(h.home.join(format!("bottles/{bottle}.toml")), toml).unwrap();
     let o = bottle_cmd(&h)
-        .env("BOTTLE_AGENT_IMAGE", claude)
-        .args(["run", "--json", "claude-model", "--prompt", "say hi"])
+        .env("BOTTLE_AGENT_IMAGE", image)
+        .args(["run", "--json", &bottle, "--prompt", "say hi"])
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&o.stderr).to_string();
@@ -500,7 +494,7 @@ env = {{ FAKE_MODEL_ANSWER = "{answer}" }}
     assert_eq!(
         o.status.code(),
         Some(0),
-        "claude -p failed: {out}\n{result}"
+        "{template} failed: {out}\n{result}"
     );
     let res = &result["agent_result"];
     assert!(
@@ -515,55 +509,23 @@ env = {{ FAKE_MODEL_ANSWER = "{answer}" }}
 }
 
 #[test]
+fn models_claude_code_answers_from_the_model_sidecar_with_no_egress() {
+    require_engine!();
+    let (claude, _) = crate::agents::agent_images();
+    // `claude -p` against ANTHROPIC_BASE_URL=http://llm:8000 (the Messages API).
+    agent_answers_from_the_model(
+        "claude",
+        claude,
+        "\n[env]\nDISABLE_TELEMETRY = \"1\"\nDISABLE_ERROR_REPORTING = \"1\"\nDISABLE_AUTOUPDATER = \"1\"\nCLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = \"1\"\n",
+    );
+}
+
+#[test]
 fn models_codex_answers_from_the_model_sidecar_with_no_egress() {
     require_engine!();
     let (_, codex) = crate::agents::agent_images();
-    let h = home("model-codex");
-    let answer = format!("local-answer-{}", rand_hex(8));
-    // No route at all: Codex's built-in provider reaches the model (Responses API) by the
-    // base URL the launcher set, and nothing else.
-    let toml = format!(
-        r#"description = "e2e codex on a local model"
-image = "codex"
-
-[resources]
-cpus = 1
-memory = "2g"
-pids = 512
-
-[[model]]
-name = "llm"
-engine = "openai"
-model = "fake-model"
-image = "{image}"
-args = ["--model-server"]
-env = {{ FAKE_MODEL_ANSWER = "{answer}" }}
-"#,
-        image = images().upstream
-    );
-    std::fs::write(h.home.join("bottles/codex-model.toml"), toml).unwrap();
-    let o = bottle_cmd(&h)
-        .env("BOTTLE_AGENT_IMAGE", codex)
-        .args(["run", "--json", "codex-model", "--prompt", "say hi"])
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stderr).to_string();
-    let result: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "codex exec failed: {out}\n{result}"
-    );
-    let res = &result["agent_result"];
-    assert!(
-        res["result"].as_str().unwrap_or_default().contains(&answer),
-        "the model's scripted answer: {result}\n{out}"
-    );
-    assert_eq!(
-        result["audit"]["allowed"].as_u64().unwrap_or(0),
-        0,
-        "no egress through the proxy at all: {result}"
-    );
+    // `codex exec` through the init's `bottle-model` provider (the Responses API).
+    agent_answers_from_the_model("codex", codex, "");
 }
 
 /// Host-endpoint mode (`manifests/bottles/local-model.toml`): a model server already running on

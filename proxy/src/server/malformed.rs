@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::audit::{timestamp, AuditLog, AuditRecord, Decision};
+use crate::audit::{AuditLog, AuditRecord};
 
 /// Rewrites hyper's canned error responses into bottle deny responses (see module docs).
 pub(crate) struct Canned<T> {
@@ -94,26 +94,12 @@ fn replacement(code: u16) -> Vec<u8> {
 
 impl<T> Canned<T> {
     fn audit_canned(&self, code: u16) {
-        self.audit.record(AuditRecord {
-            ts: timestamp(),
-            method: String::new(),
-            host: String::new(),
-            port: 0,
-            path: String::new(),
-            route: None,
-            decision: Decision::Deny,
-            reason: if code == 431 || code == 414 {
-                "too_large"
-            } else {
-                "bad_request"
-            },
-            rule: None,
-            location: None,
-            bytes_up: 0,
-            bytes_down: 0,
-            duration_ms: 0,
-            client: None,
-        });
+        let reason = if code == 431 || code == 414 {
+            "too_large"
+        } else {
+            "bad_request"
+        };
+        self.audit.record(AuditRecord::deny_unread(reason, None));
     }
 }
 
