@@ -346,14 +346,15 @@ impl Bottle {
                 else {
                     return Ok(());
                 };
-                // Models with egress routes trust the bottle CA (their proxy bumps TLS too).
-                let ca_file = match spec.models.iter().any(|m| !m.egress.is_empty()) {
-                    true => Some(this.state.write(
-                        "model-ca.pem",
-                        ca.cert_pem.as_bytes(),
-                        0o644,
-                    )?),
-                    false => None,
+                // Models with egress routes trust the bottle CA (their proxy bumps TLS too). A
+                // copy of its own: the agent's `ca.pem` is written by the concurrent agent chain.
+                let ca_file = if spec.models.iter().any(|m| !m.egress.is_empty()) {
+                    Some(
+                        this.state
+                            .write("model-ca.pem", ca.cert_pem.as_bytes(), 0o644)?,
+                    )
+                } else {
+                    None
                 };
                 let started = timed(
                     "models create+start",
