@@ -326,12 +326,13 @@ auth = {{ scheme = "Bearer", secret = "HF_TOKEN" }}
 echo "id=$BOTTLE_ID"
 echo "weights=$(curl -sS -m 10 http://llm:8000/weights | tr -d '\n')"
 # The model's route through the agent's own proxy: not the agent's.
-echo "via_proxy=$(curl -sS -m 10 -o /dev/null -w '%{http_connect}' https://upstream.test/echo?agent=MARK1)"
+# curl's messages go to /dev/null: the agent's stderr interleaves with these lines.
+echo "via_proxy=$(curl -s -m 10 -o /dev/null -w '%{http_connect}' https://upstream.test/echo?agent=MARK1 2>/dev/null)"
 # The model egress proxy itself (the sidecar's .2 on the models network, the model is .4).
 m=$(awk '$2 == "llm" {print $1}' /etc/hosts)
 sc="${m%.*}.$(( ${m##*.} - 2 ))"
-curl -sS -m 10 -x "http://$sc:3129" -o /dev/null http://upstream.test/?agent=MARK2; echo "direct_rc=$?"
-curl -sS -m 10 -x "http://$sc:3129" -o /dev/null https://upstream.test/?agent=MARK3; echo "direct_tls_rc=$?"
+curl -sS -m 10 -x "http://$sc:3129" -o /dev/null http://upstream.test/?agent=MARK2 2>/dev/null; echo "direct_rc=$?"
+curl -sS -m 10 -x "http://$sc:3129" -o /dev/null https://upstream.test/?agent=MARK3 2>/dev/null; echo "direct_tls_rc=$?"
 echo "agent_env_hf=$(env | grep -c hf_e2e)"
 touch /workspace/ready
 for i in $(seq 600); do [ -e /workspace/checked ] && break; sleep 0.1; done
@@ -620,7 +621,7 @@ echo "chat=$(curl -sS -m 10 "$OPENAI_BASE_URL/chat/completions" -d '{"messages":
         ));
     }
     script.push_str(
-        "curl -sS -m 5 --noproxy '*' -o /dev/null \"$OPENAI_BASE_URL/models\"; echo \"direct_rc=$?\"\n",
+        "curl -sS -m 5 --noproxy '*' -o /dev/null \"$OPENAI_BASE_URL/models\" 2>/dev/null; echo \"direct_rc=$?\"\n",
     );
     let o = bottle_cmd(&h)
         .args([

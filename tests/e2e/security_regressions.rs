@@ -66,7 +66,9 @@ fn git_config_and_hooks_are_read_only_but_commits_work() {
     host_repo(&h.workspace);
     let r = run_script(
         &h,
-        r#"git config core.fsmonitor 'sh -c "id > /tmp/m" #'; echo "config_rc=$?"
+        // One stream: the agent's stdout and stderr interleave in the launcher's output.
+        r#"exec 2>&1
+           git config core.fsmonitor 'sh -c "id > /tmp/m" #'; echo "config_rc=$?"
            { echo '#!/bin/sh'; echo 'id > /tmp/m'; } > .git/hooks/post-commit; echo "hook_rc=$?"
            echo '[filter "x"]' >> .git/info/attributes; echo "info_rc=$?"
            mv .git .git-old; echo "mv_rc=$?"
