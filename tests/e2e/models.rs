@@ -144,6 +144,41 @@ for i in $(seq 600); do [ -e /workspace/checked ] && break; sleep 0.1; done
             sidecar_ips.split_whitespace().count() >= 2,
             "the sidecar is on the bottle and models networks: {sidecar_ips}"
         );
+        // Nor another bottle: a second one, spawned now, its agent and its proxy.
+        let other = bottle_cmd(&h)
+            .args(["spawn", "e2e", "--json", "--", "bash", "--norc"])
+            .output()
+            .unwrap();
+        let other: serde_json::Value = serde_json::from_slice(&other.stdout).unwrap_or_default();
+        let other_id = other["id"].as_str().unwrap_or_default().to_string();
+        let _other_guard = KillOnDrop(other_id.clone());
+        let other_ips = docker_ok(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=io.bottle.id={other_id}"),
+        ])
+        .split_whitespace()
+        .map(|c| {
+            docker_ok(&[
+                "inspect",
+                "-f",
+                "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+                c,
+            ])
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+        checks.push((
+            "a second bottle runs (agent and sidecar)",
+            !other_id.is_empty() && other_ips.split_whitespace().count() >= 3,
+            other_ips.clone(),
+        ));
+        for ip in other_ips.split_whitespace() {
+            for port in [3128, 53, 22, 80] {
+                targets.push(format!("{ip}:{port}"));
+            }
+        }
         let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
         let open_port = listener.local_addr().unwrap().port();
         for ip in host_ips() {
@@ -226,7 +261,7 @@ for t in {targets:?}:
     for (what, ok, detail) in &checks {
         assert!(ok, "model container: {what}: {detail}");
     }
-    assert_eq!(checks.len(), 8, "container {model:?} checked");
+    assert_eq!(checks.len(), 9, "container {model:?} checked");
     let id = value_of(&out, "id").unwrap();
     let (c, n) = wait_gone(&id, Duration::from_secs(30));
     assert!(
