@@ -9,9 +9,10 @@
 #         same client in a plain `docker run` container of the same (agent-shell) image on it
 #     two sizes: FAST_TOKENS (20000) at 0 ms between tokens (throughput bound), PACED_TOKENS (200)
 #     at PACED_MS (5) ms (a decode pace, where TTFT matters). Each round builds both worlds anew
-#     twice, once in each order (which network is newest changes bridged throughput: see
-#     README.md), and each time sends REPS (3) requests of each size through each, alternating
-#     (a) and (b) request by request.
+#     three times: with the bottle's networks newest, with the direct network newest, and with an
+#     empty spacer network created after both (which network is newest changes bridged
+#     throughput: see README.md); each time it sends REPS (3) requests of each size through each,
+#     alternating (a) and (b) request by request.
 #   start-up to a ready model: `bottle spawn <bottle with one model> -- sleep 600` (returns once the
 #     model answers its ready check)  vs  `docker run -d` of the model + polling /v1/models until 200;
 #     and the same bottle without its model, for what the model adds.
@@ -26,14 +27,14 @@ cargo build -q --release -p bottle
 B="$(cd "${CARGO_TARGET_DIR:-target}/release" && pwd)/bottle"
 home=$(mktemp -d) ws=$(mktemp -d)
 export BOTTLE_HOME="$home"
-tag="bench.models=$$" net="bench-models-$$"
+tag="bench.models=$$" net="bench-models-$$" spacer="bench-models-spacer-$$"
 cleanup() {
   set +e
   # Every bottle this run spawned carries $tag (spawn --tag): end them, then our plain containers.
   docker ps -a --filter "label=$tag" --format '{{.Label "io.bottle.id"}}' | sort -u |
     while read -r id; do [ -n "$id" ] && "$B" end "$id" >/dev/null 2>&1; done
   docker ps -aq --filter "label=$tag" | xargs -r docker rm -f >/dev/null 2>&1
-  docker network rm "$net" >/dev/null 2>&1
+  docker network rm "$net" "$spacer" >/dev/null 2>&1
   rm -rf "$home" "$ws"
 }
 trap cleanup EXIT
@@ -131,6 +132,7 @@ worlds_down() {
   "$B" end "$sid" >/dev/null 2>&1
   docker rm -f "$client" "$net-llm" "$net-paced" >/dev/null
   docker network rm "$net" >/dev/null
+  docker network rm "$spacer" >/dev/null 2>&1 || true
 }
 
 ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
@@ -182,10 +184,15 @@ start_direct() {
 }
 base_url=
 for i in $(seq "$rounds"); do
-  # Both creation orders in every round, the first one alternating.
-  if (( i % 2 )); then orders="bottle direct"; else orders="direct bottle"; fi
+  # Three creation orders in every round, the first two alternating; "spacer": an empty plain
+  # network created after both worlds, so that neither is the newest.
+  if (( i % 2 )); then orders="bottle direct spacer"; else orders="direct bottle spacer"; fi
   for newest in $orders; do
-    if [ "$newest" = bottle ]; then direct_up; bottle_up; else bottle_up; direct_up; fi
+    case $newest in
+      bottle) direct_up; bottle_up ;;
+      direct) bottle_up; direct_up ;;
+      spacer) bottle_up; direct_up; docker network create --label "$tag" "$spacer" >/dev/null ;;
+    esac
     [ -n "$base_url" ] || base_url=$("$B" exec --no-reap "$sid" -- printenv OPENAI_BASE_URL)
     for r in $(seq "$reps"); do
       if (( (i + r) % 2 )); then stream bottle direct; else stream direct bottle; fi
@@ -201,7 +208,7 @@ if [ -n "${RAW:-}" ]; then # every sample, in order, for a closer look
 fi
 med() { printf '%s' "${R[$1]}" | median; }
 py() { python3 -c "print($1)"; }
-echo "model sidecar vs plain docker (median of $rounds rounds × 2 orders × $reps requests; agent's OPENAI_BASE_URL=$base_url)"
+echo "model sidecar vs plain docker (median of $rounds rounds × 3 orders × $reps requests; agent's OPENAI_BASE_URL=$base_url)"
 echo "| measure | through the bottle | direct | ratio / difference | target |"
 echo "|---|---:|---:|---:|---|"
 tps_row() { # key label
@@ -215,6 +222,7 @@ for k in "fast|$fast_n tokens @ 0 ms" "paced|$paced_n tokens @ $paced_ms ms"; do
   if [ "$size" = fast ]; then
     tps_row fast_tps_bottle "… rounds with the bottle created last"
     tps_row fast_tps_direct "… rounds with the direct network created last"
+    tps_row fast_tps_spacer "… rounds with a spacer network created last"
   fi
   a=$(med "bottle_${size}_ttft") b=$(med "direct_${size}_ttft")
   printf '| TTFT, %s | %s ms | %s ms | %s ms | ≤ +1 ms |\n' "$label" "$(py "f'{$a:.2f}'")" "$(py "f'{$b:.2f}'")" \
