@@ -18,6 +18,7 @@ pub mod guard;
 pub mod images;
 pub mod launch;
 pub mod manifest;
+pub mod progress;
 pub mod runtime;
 pub mod settings;
 pub mod termfilter;

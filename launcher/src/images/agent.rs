@@ -15,9 +15,9 @@ use bollard::Docker;
 use sha2::{Digest as _, Sha256};
 
 use super::build::{build_image_file, file_context, run_logged, ContextSource};
-use super::progress::Ui;
 use super::recipe::{self, AgentCli, WheelPin};
 use super::ImageRef;
+use crate::progress::Ui;
 
 /// Where downloaded wheels are kept: `$BOTTLE_CACHE_DIR/wheels`, else
 /// `$XDG_CACHE_HOME/bottle/wheels`, else `~/.cache/bottle/wheels`.

@@ -11,8 +11,8 @@ use bollard::Docker;
 use futures_util::StreamExt as _;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
-use super::progress::Step;
 use super::{ImageRef, HASH_LABEL, IMAGE_LABEL};
+use crate::progress::Step;
 
 /// An exclusive lock on `$TMPDIR/bottle-images.lock`, held while images are checked and built.
 pub struct BuildLock {

@@ -10,8 +10,8 @@ use bollard::Docker;
 use futures_util::StreamExt as _;
 
 use super::build::{build_image_file, file_context, ContextSource};
-use super::progress::Ui;
 use super::{hash, ImageKind, ImageRef};
+use crate::progress::Ui;
 
 /// Makes sure the image `tag` exists, pulling it when the engine does not have it.
 pub async fn ensure_tag(docker: &Docker, tag: &str, quiet: bool) -> anyhow::Result<String> {
@@ -22,7 +22,7 @@ pub async fn ensure_tag(docker: &Docker, tag: &str, quiet: bool) -> anyhow::Resu
         }) => {}
         Err(e) => return Err(e).with_context(|| format!("inspecting image {tag}")),
     }
-    let ui = Ui::new(quiet);
+    let ui = Ui::new("bottle images", quiet);
     let step = ui.spinner(&format!("pulling {tag}"));
     let opts = CreateImageOptionsBuilder::default().from_image(tag).build();
     let mut stream = docker.create_image(Some(opts), None, None);
@@ -99,7 +99,7 @@ pub async fn ensure_dockerfile(
     quiet: bool,
 ) -> anyhow::Result<String> {
     let r = dockerfile_ref(bottle, dockerfile, context)?;
-    let ui = Ui::new(quiet);
+    let ui = Ui::new("bottle images", quiet);
     if super::image_exists(docker, &r).await? {
         return Ok(r.tag);
     }

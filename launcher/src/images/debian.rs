@@ -7,9 +7,9 @@ use bollard::Docker;
 use futures_util::{StreamExt as _, TryStreamExt as _};
 
 use super::build::run_logged;
-use super::progress::Ui;
 use super::recipe;
 use super::{ImageRef, HASH_LABEL};
+use crate::progress::Ui;
 
 /// What a rootfs image holds: its packages and the `docker import` changes.
 pub struct Rootfs {

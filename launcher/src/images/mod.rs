@@ -17,7 +17,6 @@ mod build;
 mod custom;
 mod debian;
 mod hash;
-mod progress;
 mod recipe;
 mod sidecar;
 mod upstream;
@@ -275,7 +274,7 @@ pub async fn ensure_images(
     plan.sort();
 
     let lock = build::BuildLock::acquire().await?;
-    let ui = progress::Ui::new(opts.quiet);
+    let ui = crate::progress::Ui::new("bottle images", opts.quiet);
     let mut refs = Vec::new();
     for kind in plan {
         let r = image_ref(kind, opts)?;

@@ -8,9 +8,9 @@ use bollard::Docker;
 
 use super::build::{build_image, context_tar, run_logged, ContextFile};
 use super::hash::{prebuilt_sidecar, sidecar_pgo_profile, source_root};
-use super::progress::Ui;
 use super::recipe;
 use super::{BuildOpts, ImageRef};
+use crate::progress::Ui;
 
 /// The cargo target dir of the static build, under the checkout (kept apart from `target/` so the
 /// different RUSTFLAGS do not invalidate the normal build).

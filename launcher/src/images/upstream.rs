@@ -4,9 +4,9 @@
 use bollard::Docker;
 
 use super::build::{build_image, context_tar, ContextFile};
-use super::progress::Ui;
 use super::recipe;
 use super::ImageRef;
+use crate::progress::Ui;
 
 /// Builds the test upstream image `r` on top of `base` (which must exist).
 pub async fn build(docker: &Docker, r: &ImageRef, base: &ImageRef, ui: &Ui) -> anyhow::Result<()> {

@@ -430,9 +430,10 @@ impl Bottle {
                 }
             }
             say("waiting for the model sidecars");
+            let ui = crate::progress::Ui::new("bottle", false);
             let waits =
                 futures_util::future::join_all(spec.models.iter().enumerate().map(|(i, m)| {
-                    super::models::wait_ready(&self.docker, &self.id, &sidecar, m, i, &sn)
+                    super::models::wait_ready(&self.docker, &ui, &self.id, &sidecar, m, i, &sn)
                 }));
             timed("models wait ready", waits)
                 .await

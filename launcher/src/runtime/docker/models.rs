@@ -23,6 +23,7 @@ use ipnet::Ipv4Net;
 
 use super::model_spec::{model_container, model_container_name, ModelInputs, MODEL_ROLE};
 use crate::manifest::ModelPlan;
+use crate::progress::Ui;
 use crate::runtime::bottle::MODEL_PROXY_PORT;
 use crate::runtime::labels::BottleLabels;
 use crate::runtime::spec::LaunchSpec;
@@ -49,8 +50,10 @@ fn poll_interval(elapsed: Duration) -> Duration {
         POLL
     }
 }
-/// How often progress is shown.
+/// How often a progress line is printed when stderr is not a terminal.
 const PROGRESS: Duration = Duration::from_secs(5);
+/// How often a terminal's spinner shows the model's latest log line.
+const LIVE_PROGRESS: Duration = Duration::from_secs(1);
 /// Log lines shown when a model fails.
 const FAIL_LINES: usize = 20;
 
@@ -229,10 +232,12 @@ async fn probe(docker: &Docker, sidecar: &str, m: &ModelPlan, ip: Ipv4Addr) -> R
 }
 
 /// Waits until model `index` answers its ready check (running its `pull` command once the
-/// server answers), showing progress on stderr; fails after `ready.timeout` (or when the
+/// server answers), showing progress on `ui` (a spinner with the server's latest log line on
+/// a terminal, a line every few seconds otherwise); fails after `ready.timeout` (or when the
 /// container exits) with its last log lines.
 pub async fn wait_ready(
     docker: &Docker,
+    ui: &Ui,
     id: &str,
     sidecar: &str,
     m: &ModelPlan,
@@ -244,11 +249,18 @@ pub async fn wait_ready(
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs(m.ready.timeout_secs);
     let mut pulled = m.pull.is_none();
+    let step = ui.status(&format!("model {}", m.name));
+    let every = if step.is_live() {
+        LIVE_PROGRESS
+    } else {
+        PROGRESS
+    };
     let mut last_shown = Instant::now();
-    eprintln!(
-        "bottle: waiting for model {} (up to {}: {})",
+    step.line(&format!(
+        "waiting for model {} (up to {}: {})",
         m.name, m.ready.timeout, m.ready.meaning
-    );
+    ));
+    step.message(&format!("up to {}: {}", m.ready.timeout, m.ready.meaning));
     loop {
         let state = docker
             .inspect_container(&name, None)
@@ -268,17 +280,18 @@ pub async fn wait_ready(
         }
         let why = match probe(docker, sidecar, m, ip).await? {
             Probe::Ready if pulled => {
-                eprintln!(
-                    "bottle: model {} ready after {} s ({})",
+                step.line(&format!(
+                    "model {} ready after {} s ({})",
                     m.name,
                     t0.elapsed().as_secs(),
                     m.ready.meaning
-                );
+                ));
                 return Ok(());
             }
             Probe::Ready | Probe::NotReady(_) if !pulled => {
                 let cmd = m.pull.clone().unwrap_or_default();
-                eprintln!("bottle: model {}: {}", m.name, cmd.join(" "));
+                step.line(&format!("model {}: {}", m.name, cmd.join(" ")));
+                step.message(&cmd.join(" "));
                 let (code, out, err) = exec_output(docker, &name, cmd.clone())
                     .await
                     .with_context(|| format!("running {:?} in model {:?}", cmd, m.name))?;
@@ -316,19 +329,23 @@ pub async fn wait_ready(
             )
             .await);
         }
-        if now.duration_since(last_shown) >= PROGRESS {
+        if now.duration_since(last_shown) >= every {
             last_shown = now;
             let line = last_log_lines(docker, &name, 1)
                 .await
                 .pop()
                 .unwrap_or_default();
             let line: String = line.chars().take(160).collect();
-            eprintln!(
-                "bottle: waiting for model {} ({} s of {}): {line}",
-                m.name,
-                t0.elapsed().as_secs(),
-                m.ready.timeout
-            );
+            if step.is_live() {
+                step.message(&line);
+            } else {
+                step.line(&format!(
+                    "waiting for model {} ({} s of {}): {line}",
+                    m.name,
+                    t0.elapsed().as_secs(),
+                    m.ready.timeout
+                ));
+            }
         }
         let wait = poll_interval(t0.elapsed());
         tokio::time::sleep(wait.min(deadline.saturating_duration_since(now))).await;
