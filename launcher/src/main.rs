@@ -868,9 +868,11 @@ async fn real_main() -> Result<i32> {
         Cmd::End { id } => {
             let backend = DockerBackend::connect().await?;
             let r = backend.stop(&SessionId::new(&*id)).await?;
+            let n = |k: usize, what: &str| format!("{k} {what}{}", if k == 1 { "" } else { "s" });
             eprintln!(
-                "bottle {id}: ended ({} containers, {} networks removed)",
-                r.containers, r.networks
+                "bottle {id}: ended ({}, {} removed)",
+                n(r.containers, "container"),
+                n(r.networks, "network")
             );
             Ok(0)
         }

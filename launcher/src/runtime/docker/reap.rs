@@ -65,8 +65,14 @@ pub fn bottle_filter(extra: Option<String>) -> HashMap<String, Vec<String>> {
     HashMap::from([("label".to_string(), v)])
 }
 
-/// How many containers and networks carry bottle `id`'s label.
+/// How many containers and networks carry bottle `id`'s label, together.
 pub async fn objects_of(docker: &Docker, id: &str) -> Result<usize> {
+    let (c, n) = object_counts(docker, id).await?;
+    Ok(c + n)
+}
+
+/// How many containers, and how many networks, carry bottle `id`'s label.
+pub async fn object_counts(docker: &Docker, id: &str) -> Result<(usize, usize)> {
     let f = bottle_filter(Some(format!("{}={id}", labels::ID)));
     let (containers, networks) = tokio::join!(
         docker.list_containers(Some(
@@ -79,8 +85,10 @@ pub async fn objects_of(docker: &Docker, id: &str) -> Result<usize> {
             ListNetworksOptionsBuilder::default().filters(&f).build(),
         ))
     );
-    Ok(containers.context("listing bottle containers")?.len()
-        + networks.context("listing bottle networks")?.len())
+    Ok((
+        containers.context("listing bottle containers")?.len(),
+        networks.context("listing bottle networks")?.len(),
+    ))
 }
 
 /// Removes every bottle object (and runtime dir) whose launcher is dead and that no background

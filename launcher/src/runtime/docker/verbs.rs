@@ -150,8 +150,19 @@ pub async fn logs(docker: &Docker, id: &str, audit: bool, follow: bool) -> Resul
     crate::runtime::verbs::write_logs(docker.logs(&c, Some(opts)), &mut out, follow).await
 }
 
-/// Ends a bottle: asks its launcher to tear down (SIGTERM), then removes whatever is left.
+/// Ends a bottle: asks its launcher to tear down (SIGTERM), then removes whatever is left. The
+/// report counts every object that went, whether its launcher or the reap removed it.
 pub async fn end(docker: &Docker, id: &str) -> Result<super::reap::ReapReport> {
+    let before = super::reap::object_counts(docker, id).await?;
+    let mut r = ask_launcher_then_reap(docker, id).await?;
+    let after = super::reap::object_counts(docker, id).await?;
+    r.containers = r.containers.max(before.0.saturating_sub(after.0));
+    r.networks = r.networks.max(before.1.saturating_sub(after.1));
+    Ok(r)
+}
+
+/// [`end`]'s work: SIGTERM to a live launcher (waiting up to 10 s for it), then a forced reap.
+async fn ask_launcher_then_reap(docker: &Docker, id: &str) -> Result<super::reap::ReapReport> {
     let agent = container_of(docker, id, "agent").await;
     let sidecar = container_of(docker, id, "sidecar").await;
     let any = agent.as_ref().or(sidecar.as_ref()).ok().cloned();
