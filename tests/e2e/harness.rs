@@ -387,6 +387,22 @@ pub fn bottle_cmd(h: &Home) -> Command {
     c
 }
 
+/// Spawns a detached bottle `e2e` running `bash --norc` and returns `bottle spawn --json`'s report.
+pub fn spawn_shell(h: &Home, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["spawn", "e2e", "--json"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", "bash", "--norc"]);
+    let t = Instant::now();
+    let o = bottle_cmd(h).args(&args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "bottle spawn: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(t.elapsed() < Duration::from_secs(120));
+    serde_json::from_slice(&o.stdout).expect("spawn --json prints one object")
+}
+
 /// Kills bottle `id` when dropped, so a failed assertion does not leave a spawned bottle (and
 /// its supervisor) running after the test (killing a bottle that already ended is a no-op).
 pub struct KillOnDrop(pub String);

@@ -276,22 +276,6 @@ fn send_keys_reaches_the_shell_control_keys_work_and_writes_do_not_interleave() 
     assert!(c.is_empty() && n.is_empty(), "exit left {c:?} {n:?}");
 }
 
-/// Spawns a detached bottle and returns `bottle spawn --json`'s report.
-fn spawn(h: &Home, extra: &[&str]) -> serde_json::Value {
-    let mut args = vec!["spawn", "e2e", "--json"];
-    args.extend_from_slice(extra);
-    args.extend_from_slice(&["--", "bash", "--norc"]);
-    let t = Instant::now();
-    let o = bottle_cmd(h).args(&args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "bottle spawn: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(t.elapsed() < Duration::from_secs(120));
-    serde_json::from_slice(&o.stdout).expect("spawn --json prints one object")
-}
-
 fn pid_alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     unsafe { libc::kill(pid, 0) == 0 }
@@ -304,7 +288,7 @@ fn pid_alive(pid: i32) -> bool {
 fn spawned_bottles_run_detached_and_end_removes_everything() {
     require_engine!();
     let h = home("spawn");
-    let s = spawn(
+    let s = spawn_shell(
         &h,
         &["--tag", "gemba.session=42", "--tag", "gemba.agent=coder"],
     );
@@ -382,7 +366,7 @@ fn spawned_bottles_run_detached_and_end_removes_everything() {
 fn a_killed_supervisor_fails_closed_and_the_reap_cleans_up() {
     require_engine!();
     let h = home("spawn-kill");
-    let s = spawn(&h, &[]);
+    let s = spawn_shell(&h, &[]);
     let id = s["id"].as_str().unwrap().to_string();
     let _kill = KillOnDrop(id.clone());
     let pid = s["supervisor_pid"].as_i64().unwrap() as i32;
@@ -441,7 +425,7 @@ fn eight_spawned_bottles_are_listed_captured_and_ended_in_parallel() {
                 let h = &h;
                 s.spawn(move || {
                     let label = format!("worker-{i}");
-                    let r = spawn(h, &["--label", &label, "--color", "green"]);
+                    let r = spawn_shell(h, &["--label", &label, "--color", "green"]);
                     r["id"].as_str().unwrap().to_string()
                 })
             })
@@ -505,7 +489,7 @@ fn eight_spawned_bottles_are_listed_captured_and_ended_in_parallel() {
 fn a_failed_teardown_leaves_a_marker_the_next_reap_completes() {
     require_engine!();
     let h = home("teardown-marker");
-    let s = spawn(&h, &[]);
+    let s = spawn_shell(&h, &[]);
     let id = s["id"].as_str().unwrap().to_string();
     let _kill = KillOnDrop(id.clone());
     let nets = docker_ok(&[

@@ -145,11 +145,7 @@ for i in $(seq 600); do [ -e /workspace/checked ] && break; sleep 0.1; done
             "the sidecar is on the bottle and models networks: {sidecar_ips}"
         );
         // Nor another bottle: a second one, spawned now, its agent and its proxy.
-        let other = bottle_cmd(&h)
-            .args(["spawn", "e2e", "--json", "--", "bash", "--norc"])
-            .output()
-            .unwrap();
-        let other: serde_json::Value = serde_json::from_slice(&other.stdout).unwrap_or_default();
+        let other = spawn_shell(&h, &[]);
         let other_id = other["id"].as_str().unwrap_or_default().to_string();
         let _other_guard = KillOnDrop(other_id.clone());
         let other_ips = docker_ok(&[
