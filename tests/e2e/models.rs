@@ -91,6 +91,13 @@ for i in $(seq 600); do [ -e /workspace/checked ] && break; sleep 0.1; done
             !inspect.contains(&h.secret),
             String::new(),
         ));
+        checks.push((
+            "capabilities dropped, no new privileges, a process cap",
+            c["HostConfig"]["CapDrop"] == serde_json::json!(["ALL"])
+                && c["HostConfig"]["SecurityOpt"] == serde_json::json!(["no-new-privileges:true"])
+                && c["HostConfig"]["PidsLimit"] == 4096,
+            c["HostConfig"].to_string(),
+        ));
         let mounts = c["Mounts"].as_array().cloned().unwrap_or_default();
         checks.push(("no mounts", mounts.is_empty(), format!("{mounts:?}")));
         checks.push((
@@ -257,7 +264,7 @@ for t in {targets:?}:
     for (what, ok, detail) in &checks {
         assert!(ok, "model container: {what}: {detail}");
     }
-    assert_eq!(checks.len(), 9, "container {model:?} checked");
+    assert_eq!(checks.len(), 10, "container {model:?} checked");
     let id = value_of(&out, "id").unwrap();
     let (c, n) = wait_gone(&id, Duration::from_secs(30));
     assert!(

@@ -3,7 +3,7 @@
 //!
 //! A model sidecar joins only the bottle's internal network (static address, its name as the
 //! network alias, DNS pinned to the sidecar), mounts only its named volumes, has every
-//! capability dropped and `no-new-privileges`, and sees no workspace and no secret value:
+//! capability dropped, `no-new-privileges` and a process cap, and sees no workspace and no secret value:
 //! only the placeholders of its own secrets. With egress routes it is pointed at the proxy
 //! sidecar and trusts the bottle CA (the one bind mount, a file bottle generated).
 use std::collections::HashMap;
@@ -25,6 +25,10 @@ pub const MODEL_ROLE: &str = "model";
 /// Size of `/dev/shm` for vLLM (its workers share tensors through it; Docker's 64 MiB default
 /// is far too small).
 pub const VLLM_SHM_SIZE: i64 = 2 << 30;
+
+/// The most processes and threads a model sidecar may have: far above what an inference server
+/// runs (a thread pool per core and GPU), low enough to stop a fork bomb.
+pub const MODEL_PIDS_LIMIT: i64 = 4096;
 
 /// What a model sidecar's container is assembled from.
 pub struct ModelInputs<'a> {
@@ -136,6 +140,7 @@ pub fn model_container(i: &ModelInputs) -> ContainerCreateBody {
         dns: Some(vec![i.sidecar_ip.to_string()]),
         cap_drop: Some(vec!["ALL".into()]),
         security_opt: Some(vec!["no-new-privileges:true".into()]),
+        pids_limit: Some(MODEL_PIDS_LIMIT),
         mounts: Some(mounts),
         device_requests: device_requests(m.gpu.as_ref()),
         shm_size: (m.engine == ModelEngine::Vllm).then_some(VLLM_SHM_SIZE),
@@ -221,6 +226,7 @@ mod tests {
             hc.security_opt,
             Some(vec!["no-new-privileges:true".to_string()])
         );
+        assert_eq!(hc.pids_limit, Some(MODEL_PIDS_LIMIT));
         assert_eq!(hc.shm_size, Some(VLLM_SHM_SIZE));
         assert_eq!(hc.binds, None);
         let mounts = hc.mounts.unwrap();
