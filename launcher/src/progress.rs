@@ -56,8 +56,7 @@ impl Ui {
 
     /// Starts a spinner for `label`; its message shows the latest detail line.
     pub fn spinner(&self, label: &str) -> Step {
-        let mut step = self.status(label);
-        step.clear_on_drop = false;
+        let step = self.start(self.spinner_bar(label), label, false);
         step.started();
         step
     }
@@ -65,6 +64,11 @@ impl Ui {
     /// Starts a spinner for `label` that prints no plain start line (its caller writes its own
     /// lines with [`Step::line`]) and disappears when dropped.
     pub fn status(&self, label: &str) -> Step {
+        self.start(self.spinner_bar(label), label, true)
+    }
+
+    /// A spinner bar labelled `label`, ticking on a terminal.
+    fn spinner_bar(&self, label: &str) -> ProgressBar {
         let bar = self.multi.add(ProgressBar::new_spinner());
         bar.set_style(
             ProgressStyle::with_template("{spinner:.cyan} {prefix:.bold} [{elapsed}] {wide_msg}")
@@ -74,7 +78,7 @@ impl Ui {
         if self.tty {
             bar.enable_steady_tick(Duration::from_millis(120));
         }
-        self.start(bar, label)
+        bar
     }
 
     /// Starts a byte progress bar of `total` bytes for `label`.
@@ -87,19 +91,18 @@ impl Ui {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         bar.set_prefix(label.to_string());
-        let mut step = self.start(bar, label);
-        step.clear_on_drop = false;
+        let step = self.start(bar, label, false);
         step.started();
         step
     }
 
-    fn start(&self, bar: ProgressBar, label: &str) -> Step {
+    fn start(&self, bar: ProgressBar, label: &str, clear_on_drop: bool) -> Step {
         Step {
             bar,
             plain: !self.tty && !self.quiet,
             label: label.to_string(),
             prefix: self.prefix,
-            clear_on_drop: true,
+            clear_on_drop,
         }
     }
 }

@@ -3,8 +3,8 @@
 //!
 //! A model sidecar joins only the bottle's internal network (static address, its name as the
 //! network alias, DNS pinned to the sidecar), mounts only its named volumes, has every
-//! capability dropped, `no-new-privileges` and a process cap, and sees no workspace and no secret value:
-//! only the placeholders of its own secrets. With egress routes it is pointed at the proxy
+//! capability dropped, `no-new-privileges` and a process cap, and sees no workspace and no
+//! secret value: only the placeholders of its own secrets. With egress routes it is pointed at the proxy
 //! sidecar and trusts the bottle CA (the one bind mount, a file bottle generated).
 use std::collections::HashMap;
 use std::net::Ipv4Addr;

@@ -250,11 +250,8 @@ pub async fn wait_ready(
     let deadline = t0 + Duration::from_secs(m.ready.timeout_secs);
     let mut pulled = m.pull.is_none();
     let step = ui.status(&format!("model {}", m.name));
-    let every = if step.is_live() {
-        LIVE_PROGRESS
-    } else {
-        PROGRESS
-    };
+    let live = step.is_live();
+    let every = if live { LIVE_PROGRESS } else { PROGRESS };
     let mut last_shown = Instant::now();
     step.line(&format!(
         "waiting for model {} (up to {}: {})",
@@ -336,7 +333,7 @@ pub async fn wait_ready(
                 .pop()
                 .unwrap_or_default();
             let line: String = line.chars().take(160).collect();
-            if step.is_live() {
+            if live {
                 step.message(&line);
             } else {
                 step.line(&format!(

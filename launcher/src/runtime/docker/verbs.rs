@@ -156,8 +156,8 @@ pub async fn end(docker: &Docker, id: &str) -> Result<super::reap::ReapReport> {
     let before = super::reap::object_counts(docker, id).await?;
     let mut r = ask_launcher_then_reap(docker, id).await?;
     let after = super::reap::object_counts(docker, id).await?;
-    r.containers = r.containers.max(before.0.saturating_sub(after.0));
-    r.networks = r.networks.max(before.1.saturating_sub(after.1));
+    r.containers = before.0.saturating_sub(after.0);
+    r.networks = before.1.saturating_sub(after.1);
     Ok(r)
 }
 
